@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/runid"
+)
+
+func init() {
+	register("exec", command{
+		summary: "join an existing run and exec a command in it (the command keeps our PID)",
+		run:     cmdExec,
+	})
+}
+
+func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("exec", "[flags] RUNID -- CMD ARGS...", stderr)
+	parent := fs.String("cgroup-parent", "", "cgroup directory holding the run (default: search the known parents)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) < 1 {
+		return usageError("exec: no run ID given")
+	}
+	id := rest[0]
+	rest = rest[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		return usageError("exec: no command given")
+	}
+	var parents []string
+	if *parent != "" {
+		parents = []string{*parent}
+	}
+	g, err := snakepit.Lookup(id, parents...)
+	if err != nil {
+		return codedIfUnknown(err)
+	}
+	path, err := exec.LookPath(rest[0])
+	if err != nil {
+		return err
+	}
+	// Writing "0" moves the writer itself: no window in which a child of
+	// ours could be outside the run.
+	if err := g.EnterSelf(); err != nil {
+		return err
+	}
+	env := append(os.Environ(), runid.EnvVar+"="+id)
+	if err := syscall.Exec(path, rest, env); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/reaper"
+)
+
+func init() {
+	register("run", command{
+		summary: "run a command in a fresh run cgroup; nothing it starts outlives it",
+		run:     cmdRun,
+	})
+}
+
+// forwarded are the signals the wrapper passes on to its command.
+var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// runFlags are the flags of `snakepit run`; other files add to them through
+// runFlagHooks (limits, network, readiness, ...).
+type runFlags struct {
+	id            string
+	grace         time.Duration
+	cgroupParent  string
+	exitWithStdin bool
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f runFlags
+	fs := newFlags("run", "[flags] -- CMD ARGS...", stderr)
+	fs.StringVar(&f.id, "run-id", "", "run ID (7 characters of [0-9a-z]); generated when empty")
+	fs.DurationVar(&f.grace, "grace", snakepit.DefaultGrace, "time between SIGTERM and SIGKILL at teardown")
+	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)")
+	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return usageError("run: no command given")
+	}
+
+	// Orphaned grandchildren re-parent to us and are reaped by our one
+	// wait4(-1) loop.
+	if err := reaper.SetSubreaper(); err != nil {
+		return err
+	}
+	rp := reaper.New(nil)
+	rp.Start()
+	defer rp.Stop()
+
+	sigc := make(chan os.Signal, 16)
+	signal.Notify(sigc, forwarded...)
+	defer signal.Stop(sigc)
+
+	r, err := snakepit.Create(ctx, snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp})
+	if err != nil {
+		return err
+	}
+	teardown := func() {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.grace+10*time.Second)
+		defer cancel()
+		if _, err := r.Teardown(tctx, f.grace); err != nil {
+			writeErr(stderr, "teardown: %v", err)
+		}
+	}
+
+	c := snakepit.Command{Args: argv, Stdout: os.Stdout, Stderr: os.Stderr}
+	stdinEOF := make(chan struct{})
+	if f.exitWithStdin {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			teardown()
+			return err
+		}
+		c.Stdin = pr
+		go func() {
+			_, _ = io.Copy(pw, os.Stdin)
+			pw.Close()
+			close(stdinEOF)
+		}()
+		defer pr.Close()
+	} else {
+		c.Stdin = os.Stdin
+		c.Foreground = isForegroundTTY(0)
+	}
+
+	w, err := r.Start(ctx, c)
+	if err != nil {
+		teardown()
+		return err
+	}
+	if c.Foreground {
+		defer restoreForeground(0)
+	}
+	var status snakepit.ExitStatus
+loop:
+	for {
+		select {
+		case s := <-sigc:
+			_ = w.Signal(s.(syscall.Signal))
+		case <-w.Done():
+			status, _ = w.Wait(ctx)
+			break loop
+		case <-stdinEOF:
+			stdinEOF = nil
+			teardown()
+			status, _ = w.Wait(ctx)
+			break loop
+		case <-ctx.Done():
+			teardown()
+			status, _ = w.Wait(context.WithoutCancel(ctx))
+			break loop
+		}
+	}
+	teardown()
+	if code := status.ShellCode(); code != 0 {
+		return statusError{code}
+	}
+	return nil
+}
+
+func writeErr(w io.Writer, format string, args ...any) {
+	_, _ = io.WriteString(w, "snakepit: "+sprintf(format, args...)+"\n")
+}
+
+// isForegroundTTY reports whether fd is a terminal whose foreground process
+// group is ours: only then do we hand the terminal to the command.
+func isForegroundTTY(fd int) bool {
+	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// restoreForeground takes the terminal back after the command's process
+// group had it, so the shell that started us is not left without one.
+func restoreForeground(fd int) {
+	signal.Ignore(unix.SIGTTOU)
+	defer signal.Reset(unix.SIGTTOU)
+	_ = unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, unix.Getpgrp())
+}
+

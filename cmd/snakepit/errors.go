@@ -1,0 +1,104 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os/exec"
+	"sort"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/runid"
+)
+
+// Exit statuses of snakepit's own failures. A wrapped command's own status
+// passes through unchanged, so these sit above the range programs commonly
+// use, below the 126/127 of shells and 128+N of signals.
+const (
+	exitUsage      = 2
+	exitInvalidID  = 120
+	exitIDInUse    = 121
+	exitPermission = 122
+	exitNoCgroup2  = 123
+	exitNoKill     = 124
+	exitFailure    = 125
+	exitCannotExec = 126
+	exitNotFound   = 127
+	exitNotReady   = 119
+	exitUnknownRun = 118
+)
+
+// statusError carries a wrapped command's exit status: not a failure of
+// snakepit, nothing is printed.
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+type usageErr struct{ msg string }
+
+func (e usageErr) Error() string { return e.msg }
+
+func usageError(msg string) error { return usageErr{msg} }
+
+// codedError is an error with a chosen exit status.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e codedError) Error() string { return e.err.Error() }
+func (e codedError) Unwrap() error { return e.err }
+
+// report prints err as one line and maps it to an exit status.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var se statusError
+	if errors.As(err, &se) {
+		return se.code
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	code := exitCode(err)
+	fmt.Fprintf(stderr, "snakepit: %v\n", err)
+	return code
+}
+
+func exitCode(err error) int {
+	var ue usageErr
+	var ce codedError
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, runid.ErrInvalid):
+		return exitInvalidID
+	case errors.Is(err, cgroup.ErrExists):
+		return exitIDInUse
+	case errors.Is(err, cgroup.ErrPermission):
+		return exitPermission
+	case errors.Is(err, cgroup.ErrNoCgroup2):
+		return exitNoCgroup2
+	case errors.Is(err, cgroup.ErrNoKill):
+		return exitNoKill
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return exitNotFound
+	case errors.Is(err, fs.ErrPermission):
+		return exitCannotExec
+	}
+	return exitFailure
+}
+
+func sortedCommands() []string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,33 @@
+// Package spawn starts worker processes straight into a run cgroup.
+//
+// Every child is forked from one dedicated, locked OS thread (a Spawner) that
+// lives as long as the children: Linux delivers Pdeathsig when the creating
+// thread exits, not the process (golang/go#27505), so forking from whatever
+// thread a goroutine happens to run on would let an unrelated thread exit
+// kill a worker. Children are placed in their cgroup by clone3
+// CLONE_INTO_CGROUP, so they are inside it from their first instruction; when
+// the kernel refuses that (ENOSYS/EINVAL: too old; EBUSY: the target's parent
+// has domain controllers enabled) the child is started through /bin/sh, which
+// writes itself into cgroup.procs before exec'ing the command. The racy
+// "write the PID after Start" is never used.
+package spawn
+
+import "errors"
+
+// ErrClosed is returned by a Spawner after Close.
+var ErrClosed = errors.New("spawner closed")
+
+// ErrUnsupported is returned on platforms other than Linux.
+var ErrUnsupported = errors.New("spawn: only supported on Linux")
+
+// Placement names how a child was put into its cgroup.
+type Placement string
+
+const (
+	// PlaceClone3: clone3(CLONE_INTO_CGROUP), atomic.
+	PlaceClone3 Placement = "clone3"
+	// PlacePreExec: the child wrote itself into cgroup.procs before exec.
+	PlacePreExec Placement = "pre-exec"
+	// PlaceNone: no cgroup was requested.
+	PlaceNone Placement = "none"
+)

@@ -1,0 +1,216 @@
+//go:build linux
+
+package spawn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spawner forks children from one locked OS thread.
+type Spawner struct {
+	reqs    chan func()
+	mu      sync.Mutex
+	closed  bool
+	stopped chan struct{}
+}
+
+// New starts a Spawner and its thread.
+func New() *Spawner {
+	s := &Spawner{reqs: make(chan func()), stopped: make(chan struct{})}
+	ready := make(chan struct{})
+	go s.loop(ready)
+	<-ready
+	return s
+}
+
+func (s *Spawner) loop(ready chan struct{}) {
+	// Never unlocked while children may exist: a goroutine that exits while
+	// locked terminates its thread, which would fire Pdeathsig. Close unlocks
+	// before returning so the thread goes back to the pool and lives on.
+	runtime.LockOSThread()
+	close(ready)
+	for f := range s.reqs {
+		f()
+	}
+	runtime.UnlockOSThread()
+	close(s.stopped)
+}
+
+var (
+	defaultOnce sync.Once
+	defaultSp   *Spawner
+)
+
+// Default returns the process-wide Spawner, started on first use. It is
+// never closed, so its thread outlives every child it starts.
+func Default() *Spawner {
+	defaultOnce.Do(func() { defaultSp = New() })
+	return defaultSp
+}
+
+// Do runs f on the Spawner's locked thread and returns its error. Callers
+// use it for thread-local setup (such as setns) around a Start; f must leave
+// the thread as it found it.
+func (s *Spawner) Do(ctx context.Context, f func() error) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.mu.Unlock()
+	errc := make(chan error, 1)
+	select {
+	case s.reqs <- func() { errc <- f() }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-errc
+}
+
+// Close stops the Spawner. Its thread is returned to the Go scheduler (not
+// terminated), so children it started keep their Pdeathsig parent alive.
+func (s *Spawner) Close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.reqs)
+	}
+	s.mu.Unlock()
+	<-s.stopped
+}
+
+// Options say where and how a child is started.
+type Options struct {
+	// Cgroup is the absolute path of the target cgroup directory; empty
+	// starts the child in the caller's cgroup.
+	Cgroup string
+	// CgroupDir, if set, is an open fd of Cgroup, reused across spawns.
+	CgroupDir *os.File
+	// NoSetpgid keeps the child in our process group (the default puts it in
+	// a new one led by itself).
+	NoSetpgid bool
+	// Pdeathsig is the signal the child gets when the spawning thread dies;
+	// zero means SIGKILL.
+	Pdeathsig syscall.Signal
+	// Around, if set, runs on the spawner thread immediately before Start;
+	// the returned undo runs right after it (for setns and the like).
+	Around func() (undo func() error, err error)
+}
+
+// Process is a started child.
+type Process struct {
+	Cmd       *exec.Cmd
+	PID       int
+	PidFD     int // -1 if the kernel gave none; owned by the caller
+	Placement Placement
+}
+
+// clone3Broken is set once the kernel has refused CLONE_INTO_CGROUP with
+// ENOSYS or EINVAL: it will not start working later.
+var clone3Broken atomic.Bool
+
+// Clone3Supported reports whether CLONE_INTO_CGROUP is believed to work
+// (it has not been refused as unsupported in this process).
+func Clone3Supported() bool { return !clone3Broken.Load() }
+
+// Start starts the command that newCmd builds. newCmd is called once per
+// attempt: an exec.Cmd cannot be started twice, so a retry needs a fresh one.
+// The returned pidfd belongs to the caller.
+func (s *Spawner) Start(ctx context.Context, newCmd func() *exec.Cmd, o Options) (*Process, error) {
+	var dir *os.File
+	if o.Cgroup != "" {
+		dir = o.CgroupDir
+		if dir == nil {
+			f, err := os.OpenFile(o.Cgroup, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("open cgroup: %w", err)
+			}
+			defer f.Close()
+			dir = f
+		}
+	}
+	if dir != nil && !clone3Broken.Load() {
+		p, err := s.start(ctx, newCmd(), o, dir, false)
+		if err == nil {
+			return p, nil
+		}
+		switch {
+		case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+			clone3Broken.Store(true)
+		case errors.Is(err, unix.EBUSY):
+			// Per target: fall through to the pre-exec path for this spawn.
+		default:
+			return nil, err
+		}
+	}
+	return s.start(ctx, newCmd(), o, dir, dir != nil)
+}
+
+func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.File, preExec bool) (*Process, error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	attr := cmd.SysProcAttr
+	if !o.NoSetpgid {
+		attr.Setpgid = true
+	}
+	attr.Pdeathsig = o.Pdeathsig
+	if attr.Pdeathsig == 0 {
+		attr.Pdeathsig = syscall.SIGKILL
+	}
+	pidfd := -1
+	attr.PidFD = &pidfd
+	placement := PlaceNone
+	switch {
+	case dir != nil && !preExec:
+		attr.UseCgroupFD = true
+		attr.CgroupFD = int(dir.Fd())
+		placement = PlaceClone3
+	case preExec:
+		wrapPreExec(cmd, filepath.Join(o.Cgroup, "cgroup.procs"))
+		placement = PlacePreExec
+	}
+	err := s.Do(ctx, func() error {
+		var undo func() error
+		if o.Around != nil {
+			var err error
+			if undo, err = o.Around(); err != nil {
+				return err
+			}
+		}
+		err := cmd.Start()
+		if undo != nil {
+			if uerr := undo(); uerr != nil {
+				// The thread is in an unknown state and must never serve
+				// another request; keeping it locked forever costs one thread.
+				panic(fmt.Sprintf("spawn: cannot restore spawner thread: %v", uerr))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Process{Cmd: cmd, PID: cmd.Process.Pid, PidFD: pidfd, Placement: placement}, nil
+}
+
+// wrapPreExec rewrites cmd to run through /bin/sh, which moves itself into
+// the cgroup (writing "0" moves the writer) and then execs the real program,
+// keeping the PID, Pdeathsig and process group. argv[0] becomes the program
+// path.
+func wrapPreExec(cmd *exec.Cmd, procs string) {
+	args := append([]string{"/bin/sh", "-c", `echo 0 > "$0" || exit 127; exec "$@"`, procs, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = "/bin/sh"
+	cmd.Args = args
+}
