@@ -14,10 +14,6 @@ import (
 	"github.com/snakepit/snakepit/runid"
 )
 
-// ErrUnknownRun means no run cgroup with that ID exists under the known
-// parents.
-var ErrUnknownRun = errors.New("no such run")
-
 // ParentsEnv names an environment variable with extra cgroup parents
 // (colon-separated absolute paths) where runs are looked for.
 const ParentsEnv = "SNAKEPIT_CGROUP_PARENTS"

@@ -22,6 +22,11 @@ var (
 	ErrClosed = errors.New("run already torn down")
 	// ErrNoCommand means a Command had no program.
 	ErrNoCommand = errors.New("command has no program")
+	// ErrUnknownRun means no run cgroup with that ID exists under the known
+	// parents.
+	ErrUnknownRun = errors.New("no such run")
+	// ErrUnsupported is returned on platforms other than Linux.
+	ErrUnsupported = errors.New("snakepit: only supported on Linux")
 )
 
 // DefaultGrace is the time between SIGTERM and cgroup.kill when a caller

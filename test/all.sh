@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's whole test suite: static checks, Go tests (unit and, as root,
+# integration on the real cgroupfs), Python tests and the rigs. README.md
+# names this script; .ci/run calls it. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$(go env GOPATH)/bin:$PATH"
+
+bash test/setup.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
+
+step "go vet (linux, and a non-Linux target for the stubs)"
+go vet ./...
+GOOS=darwin go vet ./...
+
+step "staticcheck"
+staticcheck ./...
+
+step "go test"
+# -p 1: integration tests share the cgroupfs and time their teardowns.
+go test -p 1 -count=1 ./... 2>&1 | tee /tmp/snakepit-gotest.log

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine of this kind lacks, from Debian's packages and
+# the Go module proxy only. Idempotent: installs nothing that is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in ${SNAKEPIT_APT_PACKAGES:-python3-grpcio python3-protobuf python3-pytest bubblewrap}; do
+  have_deb "$p" || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+if ! command -v staticcheck >/dev/null; then
+  echo "setup: installing staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+fi
+go mod download
+mkdir -p bin
+go build -o bin/snakepit ./cmd/snakepit
+echo "setup: done (bin/snakepit built)"
