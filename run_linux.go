@@ -38,6 +38,34 @@ type Options struct {
 	// WaitDelay bounds how long Wait keeps copying a worker's output after
 	// it exits while a grandchild still holds the pipe. Zero means 2s.
 	WaitDelay time.Duration
+	// Owner is recorded as the run's owner (see Record); the zero value
+	// means the calling process. A PID without Start is read from /proc.
+	Owner Owner
+	// Grace is recorded as the grace period the owner will tear down with.
+	Grace time.Duration
+	// Mode selects cgroup or POSIX containment (mode.go); zero is ModeAuto.
+	Mode Mode
+	// PidNS starts every worker as the child of a minimal init (the
+	// snakepit binary's __init mode) in a new PID namespace: when the init
+	// dies (Pdeathsig when we die) the kernel kills the whole namespace.
+	// Without root a user namespace is made too. See package pidns.
+	PidNS bool
+	// InitPath is the snakepit binary used as that init; empty means
+	// /proc/self/exe (right for the CLI and for programs that dispatch
+	// pidns.Subcommand to pidns.Main).
+	InitPath string
+	// AdoptOrphans (POSIX mode) counts every child of this process that is
+	// not a worker or the guardian as the run's: orphans re-parented to us,
+	// the subreaper. Only for a process that owns one run and has no other
+	// children, like snakepit run.
+	AdoptOrphans bool
+	// Limits are the run's resource limits (settings.go, limits_linux.go).
+	Limits Limits
+	// Net is the run's network namespace (netns_linux.go).
+	Net Net
+	// OnEvent, if set, is called with each limit event of the run (OOM
+	// kills, forks refused at pids.max), from a goroutine of the run.
+	OnEvent func(Event)
 }
 
 // DefaultParent returns <cgroup2 root>/snakepit.
@@ -57,7 +85,12 @@ type Run struct {
 	opts    Options
 	spawner *spawn.Spawner
 
+	posix    *posixRun // non-nil in POSIX mode (posix_linux.go); cg is nil then
+	fallback error     // why ModeAuto fell back to POSIX
+
 	mu      sync.Mutex
+	rec     *Record // ownership record (record_linux.go)
+	jail    *jail   // limits, events, netns (jail_linux.go)
 	closed  bool
 	workers map[int]*Worker
 	nextWID int
@@ -72,10 +105,18 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	} else if err := runid.Validate(id); err != nil {
 		return nil, err
 	}
+	if opts.Mode == ModePOSIX {
+		return createPOSIX(ctx, id, opts, nil)
+	} else if opts.Mode != ModeAuto && opts.Mode != ModeCgroup {
+		return nil, fmt.Errorf("%w: %q", ErrBadMode, string(opts.Mode))
+	}
 	parent := opts.CgroupParent
 	if parent == "" {
 		p, err := DefaultParent()
 		if err != nil {
+			if fallsBack(opts.Mode, err) {
+				return createPOSIX(ctx, id, opts, err)
+			}
 			return nil, err
 		}
 		parent = p
@@ -83,8 +124,25 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	if !filepath.IsAbs(parent) {
 		return nil, fmt.Errorf("cgroup parent %q: must be an absolute path", parent)
 	}
+	rec, err := newRecord(id, opts, filepath.Join(parent, cgroup.Prefix+id))
+	if err != nil {
+		return nil, err
+	}
+	// Limits are checked and planned before anything is created.
+	j, err := prepareJail(id, parent, opts)
+	if err != nil {
+		return nil, err
+	}
 	cg, err := cgroup.Create(parent, cgroup.Prefix+id)
 	if err != nil {
+		if fallsBack(opts.Mode, err) {
+			return createPOSIX(ctx, id, opts, err)
+		}
+		return nil, err
+	}
+	// The ownership record is on the cgroup before any worker can start.
+	if err := WriteCgroupRecord(cg.Path(), rec); err != nil {
+		_ = cg.Remove(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	dir, err := cg.OpenDir()
@@ -92,11 +150,17 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		_ = cg.Remove(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	if err := j.apply(cg); err != nil {
+		j.close()
+		dir.Close()
+		_ = cg.Remove(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	sp := opts.Spawner
 	if sp == nil {
 		sp = spawn.Default()
 	}
-	return &Run{id: id, cg: cg, dir: dir, opts: opts, spawner: sp, workers: make(map[int]*Worker)}, nil
+	return &Run{id: id, cg: cg, dir: dir, opts: opts, spawner: sp, rec: rec, jail: j, workers: make(map[int]*Worker)}, nil
 }
 
 // ID returns the run ID.
@@ -105,8 +169,14 @@ func (r *Run) ID() string { return r.id }
 // Cgroup returns the run's cgroup.
 func (r *Run) Cgroup() *cgroup.Group { return r.cg }
 
-// CgroupPath returns the absolute path of the run's cgroup.
-func (r *Run) CgroupPath() string { return r.cg.Path() }
+// CgroupPath returns the absolute path of the run's cgroup ("" in POSIX
+// mode).
+func (r *Run) CgroupPath() string {
+	if r.cg == nil {
+		return ""
+	}
+	return r.cg.Path()
+}
 
 // Command describes a worker to start.
 type Command struct {
@@ -131,6 +201,11 @@ type Command struct {
 	Modify func(*exec.Cmd)
 	// Around is passed to spawn.Options.Around.
 	Around func() (undo func() error, err error)
+	// Credential is who the worker runs as; the zero value keeps our user
+	// and sets no_new_privs (cred_linux.go).
+	Credential Credential
+	// Readiness says when the worker counts as ready (ready_linux.go).
+	Readiness Readiness
 }
 
 // Worker is one started process of a run.
@@ -145,6 +220,7 @@ type Worker struct {
 	waitErr   error
 	fdMu      sync.Mutex // guards proc.PidFD against Teardown closing it
 	Placement spawn.Placement
+	ready     *readyState // ready_linux.go
 }
 
 // PID returns the worker's process ID.
@@ -176,6 +252,10 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	wid := r.nextWID
 	r.mu.Unlock()
 
+	jc, err := r.prepareCommand(&c) // credentials, netns, readiness (jail_linux.go)
+	if err != nil {
+		return nil, err
+	}
 	env := c.Env
 	if env == nil {
 		env = os.Environ()
@@ -200,12 +280,15 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if c.Modify != nil {
 			c.Modify(cmd)
 		}
+		r.wrapCmd(cmd) // --pid-ns (posix_linux.go)
 		return cmd
 	}
-	so := spawn.Options{Cgroup: r.cg.Path(), CgroupDir: r.dir, Around: c.Around}
+	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
+	if r.cg != nil {
+		so.Cgroup, so.CgroupDir = r.cg.Path(), r.dir
+	}
 
-	w := &Worker{WID: wid, run: r, done: make(chan struct{})}
-	var err error
+	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready}
 	if r.opts.Reaper != nil {
 		w.exitc, err = r.opts.Reaper.Subscribe(func() (int, error) {
 			p, err := r.spawner.Start(ctx, newCmd, so)
@@ -219,12 +302,15 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		w.proc, err = r.spawner.Start(ctx, newCmd, so)
 	}
 	if err != nil {
+		jc.abort()
 		return nil, fmt.Errorf("start %s: %w", c.Args[0], err)
 	}
 	w.Placement = w.proc.Placement
 	r.mu.Lock()
 	r.workers[wid] = w
 	r.mu.Unlock()
+	r.noteWorker(w) // POSIX mode: a root of the run's tree (posix_linux.go)
+	jc.ready.started(w.done)
 	go w.wait()
 	return w, nil
 }
@@ -337,7 +423,13 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 	r.closed = true
 	r.mu.Unlock()
 
-	err := teardownGroup(ctx, r.cg, grace, &rep)
+	r.closeJail() // last look at limit events; drop the netns (jail_linux.go)
+	var err error
+	if r.posix != nil {
+		err = r.teardownPOSIX(ctx, grace, &rep) // posix_linux.go
+	} else {
+		err = teardownGroup(ctx, r.cg, grace, &rep)
+	}
 	if r.dir != nil {
 		r.dir.Close()
 		r.dir = nil

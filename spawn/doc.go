@@ -20,6 +20,11 @@ var ErrClosed = errors.New("spawner closed")
 // ErrUnsupported is returned on platforms other than Linux.
 var ErrUnsupported = errors.New("spawn: only supported on Linux")
 
+// ErrBroken is returned by a Spawner whose thread could not be restored
+// after an Around hook (for example setns back failed). The thread is kept
+// parked, never reused; spawn.Default replaces such a Spawner.
+var ErrBroken = errors.New("spawner thread unusable: restoring it after a hook failed")
+
 // Placement names how a child was put into its cgroup.
 type Placement string
 

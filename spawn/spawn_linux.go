@@ -23,6 +23,15 @@ type Spawner struct {
 	mu      sync.Mutex
 	closed  bool
 	stopped chan struct{}
+
+	// broken is set when an Around undo failed: the thread is in an unknown
+	// state (nnp_linux.go).
+	broken atomic.Pointer[error]
+	// pinned threads are never handed back to the scheduler (their state
+	// was changed for good, e.g. no_new_privs); Close parks them instead.
+	pinned bool
+	nnpMu  sync.Mutex
+	nnp    *Spawner // companion with no_new_privs set, made on first use
 }
 
 // New starts a Spawner and its thread.
@@ -43,19 +52,32 @@ func (s *Spawner) loop(ready chan struct{}) {
 	for f := range s.reqs {
 		f()
 	}
+	if s.pinned || s.Err() != nil {
+		// Handing this thread back would let any goroutine run in its
+		// changed state; ending it would fire its children's Pdeathsig.
+		// It stays parked for the life of the process.
+		close(s.stopped)
+		select {}
+	}
 	runtime.UnlockOSThread()
 	close(s.stopped)
 }
 
 var (
-	defaultOnce sync.Once
-	defaultSp   *Spawner
+	defaultMu sync.Mutex
+	defaultSp *Spawner
 )
 
 // Default returns the process-wide Spawner, started on first use. It is
-// never closed, so its thread outlives every child it starts.
+// never closed, so its thread outlives every child it starts. Should its
+// thread become unusable (Err), the next call starts a new one; the old
+// one stays parked so its children keep their Pdeathsig parent.
 func Default() *Spawner {
-	defaultOnce.Do(func() { defaultSp = New() })
+	defaultMu.Lock()
+	defer defaultMu.Unlock()
+	if defaultSp == nil || defaultSp.Err() != nil {
+		defaultSp = New()
+	}
 	return defaultSp
 }
 
@@ -71,7 +93,13 @@ func (s *Spawner) Do(ctx context.Context, f func() error) error {
 	s.mu.Unlock()
 	errc := make(chan error, 1)
 	select {
-	case s.reqs <- func() { errc <- f() }:
+	case s.reqs <- func() {
+		if err := s.Err(); err != nil {
+			errc <- err // never run anything on a thread in an unknown state
+			return
+		}
+		errc <- f()
+	}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -88,6 +116,11 @@ func (s *Spawner) Close() {
 	}
 	s.mu.Unlock()
 	<-s.stopped
+	s.nnpMu.Lock()
+	if s.nnp != nil {
+		s.nnp.Close()
+	}
+	s.nnpMu.Unlock()
 }
 
 // Options say where and how a child is started.
@@ -104,8 +137,13 @@ type Options struct {
 	// zero means SIGKILL.
 	Pdeathsig syscall.Signal
 	// Around, if set, runs on the spawner thread immediately before Start;
-	// the returned undo runs right after it (for setns and the like).
+	// the returned undo runs right after it (for setns and the like). An
+	// undo returned together with an error is run too. If an undo fails the
+	// Spawner's thread is never used again (see Err).
 	Around func() (undo func() error, err error)
+	// NoNewPrivs starts the child with no_new_privs set: it is forked from
+	// a companion thread of the Spawner that has it set (nnp_linux.go).
+	NoNewPrivs bool
 }
 
 // Process is a started child.
@@ -128,6 +166,13 @@ func Clone3Supported() bool { return !clone3Broken.Load() }
 // attempt: an exec.Cmd cannot be started twice, so a retry needs a fresh one.
 // The returned pidfd belongs to the caller.
 func (s *Spawner) Start(ctx context.Context, newCmd func() *exec.Cmd, o Options) (*Process, error) {
+	if o.NoNewPrivs && !s.pinned {
+		c, err := s.noNewPrivs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Start(ctx, newCmd, o)
+	}
 	var dir *os.File
 	if o.Cgroup != "" {
 		dir = o.CgroupDir
@@ -140,7 +185,7 @@ func (s *Spawner) Start(ctx context.Context, newCmd func() *exec.Cmd, o Options)
 			dir = f
 		}
 	}
-	if dir != nil && !clone3Broken.Load() {
+	if dir != nil && !clone3Broken.Load() && !forcePreExec.Load() {
 		p, err := s.start(ctx, newCmd(), o, dir, false)
 		if err == nil {
 			return p, nil
@@ -183,18 +228,20 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 	}
 	err := s.Do(ctx, func() error {
 		var undo func() error
+		var err error
 		if o.Around != nil {
-			var err error
-			if undo, err = o.Around(); err != nil {
-				return err
-			}
+			undo, err = o.Around()
 		}
-		err := cmd.Start()
+		if err == nil {
+			err = cmd.Start()
+		}
 		if undo != nil {
 			if uerr := undo(); uerr != nil {
-				// The thread is in an unknown state and must never serve
-				// another request; keeping it locked forever costs one thread.
-				panic(fmt.Sprintf("spawn: cannot restore spawner thread: %v", uerr))
+				// The thread is in an unknown state: it must never serve
+				// another request nor go back to the scheduler, and it must
+				// not end (its children's Pdeathsig). A child already
+				// started is fine and is returned.
+				s.markBroken(fmt.Errorf("%w: %w", ErrBroken, uerr))
 			}
 		}
 		return err
@@ -214,3 +261,9 @@ func wrapPreExec(cmd *exec.Cmd, procs string) {
 	cmd.Path = "/bin/sh"
 	cmd.Args = args
 }
+
+var forcePreExec atomic.Bool
+
+// ForcePreExecForTest makes Start skip clone3 placement, so tests on new
+// kernels can exercise the fallback. Not for production use.
+func ForcePreExecForTest(on bool) { forcePreExec.Store(on) }

@@ -31,6 +31,8 @@ type runFlags struct {
 	grace         time.Duration
 	cgroupParent  string
 	exitWithStdin bool
+	noGuardian    bool
+	runMode       // --mode, --no-cgroup, --pid-ns (runmode_linux.go)
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,6 +42,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.DurationVar(&f.grace, "grace", snakepit.DefaultGrace, "time between SIGTERM and SIGKILL at teardown")
 	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)")
 	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
+	fs.BoolVar(&f.noGuardian, "no-guardian", false, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')")
+	f.runMode.addFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -61,9 +65,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	signal.Notify(sigc, forwarded...)
 	defer signal.Stop(sigc)
 
-	r, err := snakepit.Create(ctx, snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp})
+	opts := snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp, Grace: f.grace}
+	f.runMode.apply(&opts)
+	r, err := snakepit.Create(ctx, opts)
 	if err != nil {
 		return err
+	}
+	noteFallback(r, stderr)
+	if !f.noGuardian {
+		// Before the first worker: a SIGKILL to us from here on is
+		// cleaned up by the guardian (guardian_linux.go).
+		startGuardian(ctx, r, rp, 0, stderr)
 	}
 	teardown := func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.grace+10*time.Second)
@@ -102,16 +114,34 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer restoreForeground(0)
 	}
 	var status snakepit.ExitStatus
+	var stopBy <-chan time.Time
 loop:
 	for {
 		select {
 		case s := <-sigc:
 			_ = w.Signal(s.(syscall.Signal))
+			if s == unix.SIGTERM && stopBy == nil {
+				// SIGTERM to the wrapper stops the run: the command got
+				// it and has the grace period to exit; one that ignores
+				// it must not keep the run alive.
+				stopBy = time.After(f.grace)
+			}
+		case <-stopBy:
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if _, err := r.Teardown(tctx, 0); err != nil {
+				writeErr(stderr, "teardown: %v", err)
+			}
+			cancel()
+			status, _ = w.Wait(context.WithoutCancel(ctx))
+			break loop
 		case <-w.Done():
 			status, _ = w.Wait(ctx)
 			break loop
 		case <-stdinEOF:
 			stdinEOF = nil
+			// Let the command read what was written before EOF (a port's
+			// last message) before it is told to stop.
+			drainPipe(c.Stdin.(*os.File), w.Done(), f.grace)
 			teardown()
 			status, _ = w.Wait(ctx)
 			break loop
@@ -147,3 +177,23 @@ func restoreForeground(fd int) {
 	_ = unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, unix.Getpgrp())
 }
 
+
+// drainPipe waits until the command has read everything pending in its stdin
+// pipe, it exits, or limit passes. The kernel gives no event for "a pipe was
+// read", so this re-reads FIONREAD every millisecond.
+func drainPipe(r *os.File, done <-chan struct{}, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for time.Now().Before(deadline) {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		if err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
+}

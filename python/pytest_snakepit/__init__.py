@@ -16,7 +16,8 @@ including daemons that setsid() away, stays in the run's cgroup.
 At teardown the plugin lists every live process of the run, tears the run
 down with ``snakepit kill`` (nothing survives, the cgroup is removed) and,
 if any process was still alive, FAILS the test listing PID and command line
-of each leak. The failure happens in the fixture's teardown (after every
+of each leak (a process that is already exiting, e.g. SIGKILLed by the test
+just before, gets 100 ms to disappear and is not a leak). The failure happens in the fixture's teardown (after every
 fixture that depends on snakepit_run has been torn down, so fixtures may
 stop their own workers); it is reported as FAILED, not ERROR.
 
@@ -33,7 +34,9 @@ Marker: ``@pytest.mark.snakepit(allow_leaks=True, grace=0.5, run_id="abc1234")``
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import time
 from typing import Sequence
 
 import pytest
@@ -45,6 +48,7 @@ from snakepit_worker.cli import (
     SnakepitError,
     SnakepitUnavailable,
     cgroup_pids,
+    live_processes,
 )
 
 __all__ = ["SnakepitRun", "SnakepitLeak", "snakepit_run", "require", "ci_strict"]
@@ -169,12 +173,42 @@ def snakepit_run(request):
         _teardown(run, allow_leaks, grace)
 
 
+# A process the test has just SIGKILLed may still be exiting when teardown
+# looks; it is not a leak. Leak candidates get this long to disappear.
+LEAK_SETTLE_S = 0.1
+
+
+def _settle(procs: list[ProcInfo]) -> list[ProcInfo]:
+    if not procs:
+        return procs
+    fds = {}
+    for p in procs:
+        try:
+            fds[p.pid] = os.pidfd_open(p.pid)
+        except (ProcessLookupError, OSError):
+            pass  # already gone
+    try:
+        deadline = time.monotonic() + LEAK_SETTLE_S
+        pending = dict(fds)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select(list(pending.values()), [], [], remaining)
+            for fd in ready:
+                pending = {k: v for k, v in pending.items() if v != fd}
+        return [p for p in procs if p.pid in pending and live_processes([p.pid])]
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def _teardown(run: SnakepitRun, allow_leaks: bool, grace) -> None:
     __tracebackhide__ = True
     leaks: list[ProcInfo] = []
     problems: list[str] = []
     try:
-        leaks = run.processes()
+        leaks = _settle(run.processes())
     except SnakepitError as exc:
         problems.append(f"listing processes of run {run.id}: {exc}")
     try:

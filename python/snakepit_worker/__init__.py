@@ -34,9 +34,11 @@ __all__ = [
     "SHORT_FLAG",
     "ENV_VAR",
     "validate_run_id",
+    "generate_run_id",
     "extract_run_id",
     "run_id",
     "die_with_parent",
+    "parent_death_signal",
     "notify",
     "install_graceful_shutdown",
     "GracefulShutdown",
@@ -67,6 +69,13 @@ def validate_run_id(value: object) -> str:
             f"invalid run ID {shown!r}: want {RUN_ID_LEN} characters of [0-9a-z]"
         )
     return value
+
+
+def generate_run_id() -> str:
+    """A fresh random run ID (7 characters of [0-9a-z], from the OS CSPRNG)."""
+    import secrets
+
+    return "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(RUN_ID_LEN))
 
 
 def extract_run_id(argv: Sequence[str]) -> str | None:
@@ -115,21 +124,18 @@ def run_id(
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 
-_libc = None
-
-
-def _get_libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
+_prctl_fn = None
 
 
 def _prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    libc = _get_libc()
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    rc = libc.prctl(option, arg2, arg3, arg4, arg5)
+    global _prctl_fn
+    if _prctl_fn is None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc["prctl"]  # a private function pointer: argtypes not shared with other users
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        _prctl_fn = fn
+    rc = _prctl_fn(option, arg2, arg3, arg4, arg5)
     if rc < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")
@@ -160,9 +166,7 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
     _prctl(PR_SET_PDEATHSIG, int(sig))
     if os.getppid() != parent_pid:
         # The parent died before (or while) we armed the death signal.
-        os.kill(os.getpid(), int(sig))
-        if int(sig) in (signal.SIGKILL, signal.SIGSTOP):  # pragma: no cover
-            signal.pause()
+        os.kill(os.getpid(), int(sig))  # SIGKILL ends us here
         # The signal did not kill us (caught or ignored): a handler may have
         # chosen to keep running; the default is to leave.
         if signal.getsignal(int(sig)) in (signal.SIG_DFL, signal.SIG_IGN, None):
@@ -174,13 +178,7 @@ def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) ->
 def parent_death_signal() -> int:
     """The currently armed parent-death signal (0 when none)."""
     out = ctypes.c_int(0)
-    libc = _get_libc()
-    libc.prctl.restype = ctypes.c_int
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    rc = libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(out), 0, 0, 0)
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    _prctl(PR_GET_PDEATHSIG, ctypes.addressof(out))
     return out.value
 
 

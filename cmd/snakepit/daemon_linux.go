@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/daemon"
+	"github.com/snakepit/snakepit/systemd"
+)
+
+func init() {
+	register("daemon", command{
+		summary: "run the host daemon: owns many runs, serves the local API on a unix socket",
+		run:     cmdDaemon,
+	})
+}
+
+func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("daemon", "[flags]", stderr)
+	socket := fs.String("socket", api.DefaultSocket, "unix socket of the local API")
+	group := fs.String("group", "", "group whose members may create runs and manage their own (default: root only)")
+	grace := fs.Duration("grace", snakepit.DefaultGrace, "SIGTERM-to-SIGKILL time of teardowns, and of every run at shutdown")
+	parent := fs.String("cgroup-parent", "", "create runs under this cgroup directory (default: delegated cgroup or transient scope under systemd, else <cgroup2>/snakepit)")
+	noScope := fs.Bool("no-scope", false, "never ask systemd for a transient scope; without delegation use <cgroup2>/snakepit")
+	noGuardian := fs.Bool("no-guardian", false, "do not start a guardian (runs then survive a SIGKILLed daemon until gc)")
+	printUnit := fs.Bool("print-unit", false, "print the systemd unit file and exit")
+	debug := fs.Bool("debug", false, "log at debug level")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("daemon: unexpected arguments")
+	}
+	if *printUnit {
+		_, err := io.WriteString(stdout, systemd.Unit)
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return codedError{exitPermission, fmt.Errorf("daemon must run as root (euid %d)", os.Geteuid())}
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	cfg := daemon.Config{
+		Socket:       *socket,
+		Group:        *group,
+		Grace:        *grace,
+		CgroupParent: *parent,
+		NoScope:      *noScope,
+		NoGuardian:   *noGuardian,
+		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}
+	if *socket == api.DefaultSocket {
+		// Only the host daemon tells other processes where its runs are.
+		cfg.ParentsFile = snakepit.DaemonParentsFile
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	signal.Ignore(syscall.SIGHUP)
+	return daemon.Run(ctx, cfg)
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/runid"
+)
+
+func init() {
+	register("kill", command{
+		summary: "tear down runs by ID from another terminal (SIGTERM, grace, kill, remove)",
+		run:     cmdKill,
+	})
+}
+
+func cmdKill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var parents stringsFlag
+	fs := newFlags("kill", "[--grace DUR] RUNID...", stderr)
+	graceArg := fs.String("grace", "", "time between SIGTERM and SIGKILL (default: the run's recorded grace, else 5s)")
+	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ids := fs.Args()
+	if len(ids) == 0 {
+		return usageError("kill: no run ID given")
+	}
+	grace := time.Duration(-1)
+	if *graceArg != "" {
+		g, err := time.ParseDuration(*graceArg)
+		if err != nil || g < 0 {
+			return usageError(fmt.Sprintf("kill: --grace %q: want a duration >= 0", *graceArg))
+		}
+		grace = g
+	}
+	// Every ID is validated before anything is killed.
+	var bad []string
+	for _, id := range ids {
+		if err := runid.Validate(id); err != nil {
+			bad = append(bad, fmt.Sprintf("%q", id))
+		}
+	}
+	if len(bad) > 0 {
+		return codedError{exitInvalidID, fmt.Errorf("%w: %s (want %d characters of [0-9a-z]); nothing killed",
+			runid.ErrInvalid, strings.Join(bad, ", "), runid.Len)}
+	}
+	var unknown, failed []error
+	for _, id := range ids {
+		rep, err := killRun(ctx, id, grace, parents...)
+		switch {
+		case errors.Is(err, snakepit.ErrUnknownRun):
+			writeErr(stderr, "kill: %v", err)
+			unknown = append(unknown, err)
+		case err != nil:
+			writeErr(stderr, "kill %s: %v", id, err)
+			failed = append(failed, err)
+		case rep.Vanished:
+			fmt.Fprintf(stdout, "%s: already gone\n", id)
+		default:
+			how := "terminated"
+			if rep.Killed {
+				how = "killed (" + rep.KillMechanism + ")"
+			}
+			fmt.Fprintf(stdout, "%s: %s, %d processes signalled, %v\n", id, how, rep.Terminated, rep.Duration.Round(10*time.Microsecond))
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		return codedError{exitFailure, fmt.Errorf("kill: %d of %d runs failed", len(failed), len(ids))}
+	case len(unknown) > 0:
+		// Already reported one per line; the status says "no such run".
+		return codedError{exitUnknownRun, fmt.Errorf("kill: %d of %d runs unknown", len(unknown), len(ids))}
+	}
+	return nil
+}
+
+// killRun is how kill tears one run down; the daemon client can replace it
+// to go through the daemon's socket.
+var killRun = snakepit.KillRun

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	snakepit "github.com/snakepit/snakepit"
+)
+
+func init() {
+	register("ps", command{
+		summary: "list every run on this host (cgroup and POSIX), with owner and process count",
+		run:     cmdPs,
+	})
+}
+
+func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var parents stringsFlag
+	fs := newFlags("ps", "[--json] [--tree]", stderr)
+	asJSON := fs.Bool("json", false, "print a JSON array of runs")
+	tree := fs.Bool("tree", false, "list each run's processes (pid, command line)")
+	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("ps: unexpected arguments")
+	}
+	runs, err := psRuns(ctx, snakepit.ListOptions{Tree: *tree, Parents: parents})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if runs == nil {
+			runs = []snakepit.RunInfo{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(runs)
+	}
+	printRuns(stdout, runs, *tree)
+	return nil
+}
+
+// psRuns is where ps gets its runs; the daemon client can replace it to ask
+// the daemon's socket instead of looking locally.
+var psRuns = snakepit.ListRuns
+
+func printRuns(w io.Writer, runs []snakepit.RunInfo, tree bool) {
+	const row = "%-8s %-6s %-8s %-5s %5s %9s  %s\n"
+	fmt.Fprintf(w, row, "RUN", "MECH", "OWNER", "ALIVE", "PROCS", "AGE", "CGROUP")
+	for _, r := range runs {
+		owner, alive := "-", "?"
+		if r.HasRecord {
+			owner = fmt.Sprint(r.OwnerPID)
+			alive = "no"
+			if r.OwnerAlive {
+				alive = "yes"
+			}
+		}
+		cg := r.Cgroup
+		if cg == "" {
+			cg = "-"
+		}
+		age := time.Duration(r.AgeSeconds * float64(time.Second)).Round(100 * time.Millisecond)
+		fmt.Fprintf(w, row, r.ID, r.Mechanism, owner, alive, fmt.Sprint(r.Procs), age, cg)
+		if tree {
+			for _, p := range r.Processes {
+				fmt.Fprintf(w, "    %7d  %s\n", p.PID, p.Cmdline)
+			}
+		}
+	}
+}

@@ -1,0 +1,131 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"errors"
+	"fmt"
+	"os/user"
+	"strconv"
+	"syscall"
+)
+
+// resolvedCred is a Credential looked up in the user database.
+type resolvedCred struct {
+	uid, gid uint32
+	groups   []uint32
+	env      []string // USER, LOGNAME, HOME for a user from the database
+}
+
+// resolveCredential looks c up. It returns nil when c changes no identity.
+// A worker whose identity changes loses the supervisor's capabilities;
+// Pdeathsig still covers it because the child sets it after setuid
+// (syscall.forkAndExecInChild), and no_new_privs keeps set-user-ID
+// binaries from clearing it.
+func resolveCredential(c Credential) (*resolvedCred, error) {
+	if c.IsZero() {
+		return nil, nil
+	}
+	rc := &resolvedCred{uid: uint32(syscall.Geteuid()), gid: uint32(syscall.Getegid())}
+	var u *user.User
+	if c.User != "" {
+		var err error
+		u, rc.uid, err = lookupUser(c.User)
+		if err != nil {
+			return nil, err
+		}
+		if u != nil {
+			gid, err := strconv.ParseUint(u.Gid, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("user %q: bad primary GID %q", c.User, u.Gid)
+			}
+			rc.gid = uint32(gid)
+			rc.env = []string{"USER=" + u.Username, "LOGNAME=" + u.Username, "HOME=" + u.HomeDir}
+		} else {
+			rc.gid = rc.uid // a bare UID: its own GID, never root's group by accident
+		}
+	}
+	if c.Group != "" {
+		gid, err := lookupGroup(c.Group)
+		if err != nil {
+			return nil, err
+		}
+		rc.gid = gid
+	}
+	switch {
+	case c.Groups != nil:
+		for _, g := range c.Groups {
+			gid, err := lookupGroup(g)
+			if err != nil {
+				return nil, err
+			}
+			rc.groups = append(rc.groups, gid)
+		}
+	case u != nil:
+		ids, err := u.GroupIds()
+		if err != nil {
+			return nil, fmt.Errorf("supplementary groups of %q: %w", u.Username, err)
+		}
+		for _, s := range ids {
+			gid, err := strconv.ParseUint(s, 10, 32)
+			if err == nil {
+				rc.groups = append(rc.groups, uint32(gid))
+			}
+		}
+	}
+	return rc, nil
+}
+
+// lookupUser resolves a user name or numeric UID. A numeric UID without a
+// database entry is allowed (u is nil).
+func lookupUser(s string) (*user.User, uint32, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		u, err := user.LookupId(s)
+		var unknown user.UnknownUserIdError
+		if errors.As(err, &unknown) {
+			return nil, uint32(n), nil
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("user %s: %v", s, err)
+		}
+		return u, uint32(n), nil
+	}
+	u, err := user.Lookup(s)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return nil, 0, fmt.Errorf("%w: user %q is not in the user database (give a numeric UID to use one without an entry)", ErrUnknownUser, s)
+		}
+		return nil, 0, fmt.Errorf("user %q: %v", s, err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, 0, fmt.Errorf("user %q: bad UID %q", s, u.Uid)
+	}
+	return u, uint32(uid), nil
+}
+
+// lookupGroup resolves a group name or numeric GID.
+func lookupGroup(s string) (uint32, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return 0, fmt.Errorf("%w: group %q is not in the group database", ErrUnknownUser, s)
+		}
+		return 0, fmt.Errorf("group %q: %v", s, err)
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("group %q: bad GID %q", s, g.Gid)
+	}
+	return uint32(n), nil
+}
+
+// sysProcCredential is the credential for exec.Cmd.SysProcAttr.
+func (rc *resolvedCred) sysProcCredential() *syscall.Credential {
+	return &syscall.Credential{Uid: rc.uid, Gid: rc.gid, Groups: rc.groups}
+}

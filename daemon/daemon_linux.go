@@ -1,0 +1,387 @@
+//go:build linux
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/systemd"
+)
+
+// Daemon is a running daemon; Run creates and runs one.
+type Daemon struct {
+	cfg                 Config
+	log                 *slog.Logger
+	grace, maxGrace     time.Duration
+	maxRuns, maxWorkers int
+	gid                 int
+
+	parent, mode string
+	rp           *reaper.Reaper
+	guardian     reaper.Identity
+	gcRemoved    int
+	events       *bus
+	statusKick   chan struct{}
+	workers      atomic.Int64 // running workers
+	orphans      atomic.Int64 // reaped processes nobody waited for
+	sockInfo     fs.FileInfo  // our socket file, to remove only ours
+
+	mu       sync.Mutex
+	runs     map[string]*runState
+	creating int // runs being created (count against MaxRuns)
+	closing  bool
+	inflight sync.WaitGroup // createRun calls
+	watchers sync.WaitGroup // watchWorker goroutines
+}
+
+func newDaemon(cfg Config) (*Daemon, error) {
+	d := &Daemon{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		grace:      cfg.Grace,
+		maxGrace:   cfg.MaxGrace,
+		maxRuns:    cfg.MaxRuns,
+		maxWorkers: cfg.MaxWorkers,
+		gid:        cfg.GroupID,
+		events:     newBus(),
+		statusKick: make(chan struct{}, 1),
+		runs:       make(map[string]*runState),
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.cfg.Socket == "" {
+		d.cfg.Socket = api.DefaultSocket
+	}
+	if !filepath.IsAbs(d.cfg.Socket) {
+		return nil, fmt.Errorf("socket %q: must be an absolute path", d.cfg.Socket)
+	}
+	if d.grace <= 0 {
+		d.grace = snakepit.DefaultGrace
+	}
+	if d.maxGrace <= 0 {
+		d.maxGrace = 5 * time.Minute
+	}
+	if d.grace > d.maxGrace {
+		d.maxGrace = d.grace
+	}
+	if d.maxRuns <= 0 {
+		d.maxRuns = 4096
+	}
+	if d.maxWorkers <= 0 {
+		d.maxWorkers = 1024
+	}
+	if d.gid <= 0 && cfg.Group != "" {
+		g, err := user.LookupGroup(cfg.Group)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: %w", cfg.Group, err)
+		}
+		d.gid, err = strconv.Atoi(g.Gid)
+		if err != nil {
+			return nil, fmt.Errorf("group %q: gid %q: %w", cfg.Group, g.Gid, err)
+		}
+	}
+	return d, nil
+}
+
+// Run starts a daemon and serves until ctx ends (SIGTERM), then tears
+// every run down (SIGTERM, Config.Grace, cgroup.kill, rmdir) and returns.
+// A nil error means a clean shutdown.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := newDaemon(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.chooseLayout(ctx); err != nil {
+		return err
+	}
+
+	// The daemon is the subreaper of everything its workers leave behind
+	// and the process's one wait4(-1) caller.
+	if err := reaper.SetSubreaper(); err != nil {
+		return fmt.Errorf("subreaper: %w", err)
+	}
+	d.rp = reaper.New(func(reaper.Exit) { d.orphans.Add(1) })
+	d.rp.Start()
+	defer d.rp.Stop()
+
+	gctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	d.gcRemoved, err = d.gcStale(gctx)
+	cancel()
+	if err != nil {
+		d.log.Warn("gc of stale runs", "err", err)
+	}
+
+	if !cfg.NoGuardian {
+		g, err := snakepit.StartGuardian(ctx, snakepit.GuardianOptions{
+			Parents: []string{d.parent},
+			Binary:  cfg.GuardianBinary,
+			Reaper:  d.rp,
+		})
+		if err != nil {
+			return fmt.Errorf("guardian: %w", err)
+		}
+		d.guardian = g
+	}
+
+	ln, err := d.listen()
+	if err != nil {
+		return err
+	}
+	if cfg.ParentsFile != "" {
+		if err := writeParents(cfg.ParentsFile, d.parent); err != nil {
+			ln.Close()
+			d.removeSocket()
+			return err
+		}
+	}
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var bgWG sync.WaitGroup
+	bgWG.Add(1)
+	go func() { defer bgWG.Done(); d.statusLoop(bg) }()
+	if iv, err := systemd.WatchdogInterval(); err == nil && iv > 0 {
+		bgWG.Add(1)
+		go func() { defer bgWG.Done(); systemd.RunWatchdog(bg, iv, d.healthy) }()
+	}
+
+	srv := d.newServer()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	info := Info{Socket: d.cfg.Socket, RunParent: d.parent, Mode: d.mode, StaleRunsRemoved: d.gcRemoved, GuardianPID: d.guardian.PID}
+	d.log.Info("ready", "socket", info.Socket, "run_parent", info.RunParent, "mode", info.Mode,
+		"stale_runs_removed", info.StaleRunsRemoved, "guardian", info.GuardianPID)
+	if err := systemd.Ready(d.statusLine()); err != nil {
+		d.log.Warn("sd_notify READY", "err", err)
+	}
+	if cfg.OnReady != nil {
+		cfg.OnReady(info)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve: %w", err)
+	}
+	shutErr := d.shutdown(ctx, srv)
+	stopBG()
+	bgWG.Wait()
+	return errors.Join(runErr, shutErr)
+}
+
+// shutdown stops accepting requests, tears every run down concurrently
+// and removes what the daemon made.
+func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
+	d.mu.Lock()
+	d.closing = true
+	n := len(d.runs)
+	d.mu.Unlock()
+	_ = systemd.Stopping(fmt.Sprintf("stopping: tearing down %d runs (grace %v)", n, d.grace))
+	d.log.Info("stopping", "runs", n, "grace", d.grace)
+
+	// End event streams, stop accepting; in-flight requests finish (or
+	// fail with 503) while runs are torn down.
+	d.events.closeAll()
+	shutDone := make(chan struct{})
+	go func() {
+		defer close(shutDone)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
+	d.inflight.Wait()
+
+	d.mu.Lock()
+	list := make([]*runState, 0, len(d.runs))
+	for _, rs := range d.runs {
+		list = append(list, rs)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var errs []error
+	for _, rs := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			td := d.teardownRun(ctx, rs, d.grace)
+			if td.Error != "" {
+				errMu.Lock()
+				errs = append(errs, fmt.Errorf("run %s: %s", td.ID, td.Error))
+				errMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	<-shutDone
+	// Every worker is dead; their watchers finish at once.
+	d.watchers.Wait()
+	d.removeSocket()
+	if d.cfg.ParentsFile != "" {
+		if err := os.Remove(d.cfg.ParentsFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	d.log.Info("stopped", "runs", len(list), "errors", len(errs))
+	return errors.Join(errs...)
+}
+
+// healthy is the watchdog's check: the daemon's main lock can be taken.
+func (d *Daemon) healthy(ctx context.Context) bool {
+	ok := make(chan struct{})
+	go func() {
+		d.mu.Lock()
+		d.mu.Unlock() //nolint:staticcheck // an empty critical section is the check
+		close(ok)
+	}()
+	select {
+	case <-ok:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-time.After(5 * time.Second):
+		return false
+	}
+}
+
+func (d *Daemon) statusLine() string {
+	d.mu.Lock()
+	runs := len(d.runs)
+	d.mu.Unlock()
+	return fmt.Sprintf("runs: %d, workers: %d; stale runs removed at start: %d; runs under %s (%s)",
+		runs, d.workers.Load(), d.gcRemoved, d.parent, d.mode)
+}
+
+func (d *Daemon) kickStatus() {
+	select {
+	case d.statusKick <- struct{}{}:
+	default:
+	}
+}
+
+// statusLoop sends STATUS= when counts change, at most every 100 ms.
+func (d *Daemon) statusLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.statusKick:
+		}
+		_ = systemd.Status(d.statusLine())
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) publish(rs *runState, ev api.Event) {
+	ev.Time = time.Now().UTC()
+	d.events.publish(ownedEvent{Event: ev, owner: rs.owner})
+}
+
+// listen binds the socket under a temporary name, sets its owner and mode,
+// then renames it into place, so that it is never reachable with looser
+// permissions. A live daemon on the path is an error; a stale socket file
+// is replaced.
+func (d *Daemon) listen() (*peerListener, error) {
+	path := d.cfg.Socket
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s", ErrRunning, path)
+		}
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	mode := d.cfg.SocketMode
+	if mode == 0 {
+		mode = 0o600
+		if d.gid > 0 {
+			mode = 0o660
+		}
+	}
+	gid := 0
+	if d.gid > 0 {
+		gid = d.gid
+	}
+	err = os.Chown(tmp, 0, gid)
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	d.sockInfo = st
+	return newPeerListener(l, maxConns), nil
+}
+
+// removeSocket unlinks the socket if it is still ours.
+func (d *Daemon) removeSocket() {
+	if d.sockInfo == nil {
+		return
+	}
+	if st, err := os.Stat(d.cfg.Socket); err == nil && os.SameFile(st, d.sockInfo) {
+		_ = os.Remove(d.cfg.Socket)
+	}
+}
+
+// writeParents records the run parent for other processes, atomically.
+func writeParents(path, parent string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	if err := os.WriteFile(tmp, []byte(parent+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,452 @@
+//go:build linux
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
+)
+
+// defaultPath is the whole environment of a worker whose request has none.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// runState is a run owned by the daemon.
+type runState struct {
+	run     *snakepit.Run
+	owner   int
+	created time.Time
+
+	mu       sync.Mutex
+	workers  []*workerState
+	stopping bool
+
+	tdOnce sync.Once
+	td     api.Teardown
+}
+
+type workerState struct {
+	w       *snakepit.Worker
+	argv    []string
+	started time.Time
+	exit    *api.Exit // guarded by runState.mu; set once exited
+}
+
+// httpError is an error with its HTTP status and API code.
+type httpError struct {
+	status int
+	code   string
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+func (e *httpError) Unwrap() error { return e.err }
+
+func errf(status int, code, format string, args ...any) *httpError {
+	return &httpError{status: status, code: code, err: fmt.Errorf(format, args...)}
+}
+
+func toExit(s snakepit.ExitStatus) *api.Exit {
+	e := &api.Exit{Code: s.ShellCode()}
+	if s.Signal != 0 {
+		e.Signal = int(s.Signal)
+		e.SignalName = unix.SignalName(s.Signal)
+	}
+	return e
+}
+
+// view renders the run; the caller holds no lock.
+func (rs *runState) view() api.Run {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r := api.Run{
+		ID:      rs.run.ID(),
+		State:   api.RunActive,
+		Owner:   rs.owner,
+		Cgroup:  rs.run.CgroupPath(),
+		Created: rs.created,
+		Workers: make([]api.Worker, 0, len(rs.workers)),
+	}
+	if rs.stopping {
+		r.State = api.RunStopping
+	}
+	for _, ws := range rs.workers {
+		r.Workers = append(r.Workers, ws.viewLocked())
+	}
+	return r
+}
+
+func (ws *workerState) viewLocked() api.Worker {
+	w := api.Worker{
+		ID:        ws.w.WID,
+		PID:       ws.w.PID(),
+		Argv:      ws.argv,
+		State:     api.WorkerRunning,
+		Started:   ws.started,
+		Placement: string(ws.w.Placement),
+	}
+	if ws.exit != nil {
+		w.State = api.WorkerExited
+		e := *ws.exit
+		w.Exit = &e
+	}
+	return w
+}
+
+func (d *Daemon) lookup(id string) (*runState, *httpError) {
+	if err := runid.Validate(id); err != nil {
+		return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
+	}
+	d.mu.Lock()
+	rs := d.runs[id]
+	d.mu.Unlock()
+	if rs == nil {
+		return nil, errf(http.StatusNotFound, api.CodeNotFound, "no such run: %s", id)
+	}
+	return rs, nil
+}
+
+// createRun makes a run owned by uid.
+func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunRequest) (*runState, *httpError) {
+	if req.ID != "" {
+		if err := runid.Validate(req.ID); err != nil {
+			return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
+		}
+	}
+	d.mu.Lock()
+	switch {
+	case d.closing:
+		d.mu.Unlock()
+		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "daemon is shutting down")
+	case len(d.runs)+d.creating >= d.maxRuns:
+		d.mu.Unlock()
+		return nil, errf(http.StatusTooManyRequests, api.CodeLimit, "too many runs (limit %d)", d.maxRuns)
+	}
+	d.creating++
+	d.inflight.Add(1)
+	d.mu.Unlock()
+	defer d.inflight.Done()
+
+	var (
+		r   *snakepit.Run
+		err error
+	)
+	// A generated ID that collides (EEXIST) is retried with a fresh one.
+	for attempt := 0; attempt < 3; attempt++ {
+		r, err = snakepit.Create(ctx, snakepit.Options{
+			ID:           req.ID,
+			CgroupParent: d.parent,
+			Reaper:       d.rp,
+			Grace:        d.grace,
+		})
+		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
+			break
+		}
+	}
+	if err != nil {
+		d.mu.Lock()
+		d.creating--
+		d.mu.Unlock()
+		switch {
+		case errors.Is(err, cgroup.ErrExists):
+			return nil, errf(http.StatusConflict, api.CodeConflict, "run %s already exists", req.ID)
+		case errors.Is(err, runid.ErrInvalid):
+			return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
+		}
+		return nil, errf(http.StatusInternalServerError, api.CodeInternal, "create run: %v", err)
+	}
+	if d.guardian.PID != 0 {
+		_ = r.SetGuardian(d.guardian)
+	}
+	rs := &runState{run: r, owner: uid, created: time.Now().UTC()}
+	d.mu.Lock()
+	d.creating--
+	d.runs[r.ID()] = rs
+	d.mu.Unlock()
+	d.publish(rs, api.Event{Type: api.EventRunCreated, Run: r.ID()})
+	d.kickStatus()
+	return rs, nil
+}
+
+func validateWorkerRequest(req *api.StartWorkerRequest) *httpError {
+	if len(req.Argv) == 0 || req.Argv[0] == "" {
+		return errf(http.StatusBadRequest, api.CodeNoProgram, "argv has no program")
+	}
+	for _, a := range req.Argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return errf(http.StatusBadRequest, api.CodeBadRequest, "argv contains a NUL byte")
+		}
+	}
+	for _, kv := range req.Env {
+		if strings.IndexByte(kv, 0) >= 0 || !strings.Contains(kv, "=") || kv[0] == '=' {
+			return errf(http.StatusBadRequest, api.CodeBadRequest, "env entry %q is not KEY=VALUE", truncate(kv))
+		}
+	}
+	for name, p := range map[string]*string{"dir": &req.Dir, "stdout": req.Stdout, "stderr": req.Stderr} {
+		if p == nil || (name == "dir" && *p == "") {
+			continue
+		}
+		if !filepath.IsAbs(*p) || strings.IndexByte(*p, 0) >= 0 {
+			return errf(http.StatusBadRequest, api.CodeBadRequest, "%s %q is not an absolute path", name, truncate(*p))
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// startWorker starts a worker in rs for peer p.
+func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.StartWorkerRequest) (api.Worker, *httpError) {
+	if herr := validateWorkerRequest(&req); herr != nil {
+		return api.Worker{}, herr
+	}
+	rs.mu.Lock()
+	n, stopping := len(rs.workers), rs.stopping
+	rs.mu.Unlock()
+	if stopping {
+		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
+	}
+	if n >= d.maxWorkers {
+		return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "too many workers in run (limit %d)", d.maxWorkers)
+	}
+
+	var files []*os.File
+	defer func() {
+		// The child has its own copies once started.
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	open := func(name string, path *string) (*os.File, *httpError) {
+		if path == nil {
+			return nil, nil
+		}
+		f, err := openAs(p, *path)
+		if err != nil {
+			return nil, errf(http.StatusBadRequest, api.CodeBadRequest, "%s: %v", name, err)
+		}
+		files = append(files, f)
+		return f, nil
+	}
+	stdout, herr := open("stdout", req.Stdout)
+	if herr != nil {
+		return api.Worker{}, herr
+	}
+	stderr, herr := open("stderr", req.Stderr)
+	if herr != nil {
+		return api.Worker{}, herr
+	}
+	env := req.Env
+	if env == nil {
+		env = []string{defaultPath}
+	}
+	dir := req.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	c := snakepit.Command{Args: req.Argv, Env: env, Dir: dir}
+	// Typed nils would make exec.Cmd use a nil *os.File.
+	if stdout != nil {
+		c.Stdout = stdout
+	}
+	if stderr != nil {
+		c.Stderr = stderr
+	}
+	if p.uid != 0 {
+		cred := p.credential()
+		c.Modify = func(cmd *exec.Cmd) { cmd.SysProcAttr.Credential = cred }
+	}
+	w, err := rs.run.Start(ctx, c)
+	if err != nil {
+		switch {
+		case errors.Is(err, snakepit.ErrClosed):
+			return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
+		case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission),
+			errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.ENOTDIR):
+			return api.Worker{}, errf(http.StatusBadRequest, api.CodeBadRequest, "%v", err)
+		}
+		return api.Worker{}, errf(http.StatusInternalServerError, api.CodeInternal, "%v", err)
+	}
+	ws := &workerState{w: w, argv: req.Argv, started: time.Now().UTC()}
+	rs.mu.Lock()
+	rs.workers = append(rs.workers, ws)
+	view := ws.viewLocked()
+	rs.mu.Unlock()
+	d.workers.Add(1)
+	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
+	d.kickStatus()
+	d.watchers.Add(1)
+	go d.watchWorker(rs, ws)
+	return view, nil
+}
+
+// watchWorker records the worker's exit and announces it.
+func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
+	defer d.watchers.Done()
+	st, _ := ws.w.Wait(context.Background())
+	e := toExit(st)
+	rs.mu.Lock()
+	ws.exit = e
+	rs.mu.Unlock()
+	d.workers.Add(-1)
+	d.publish(rs, api.Event{Type: api.EventWorkerExited, Run: rs.run.ID(), Worker: ws.w.WID, PID: ws.w.PID(), Exit: e})
+	d.kickStatus()
+}
+
+func (rs *runState) worker(wid int) *workerState {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, ws := range rs.workers {
+		if ws.w.WID == wid {
+			return ws
+		}
+	}
+	return nil
+}
+
+// stopWorker sends SIGTERM to the worker and the members of its process
+// group that are in the run cgroup, SIGKILL after grace, and returns once
+// the worker has exited. Members that left the group (setsid) stay until
+// the run is torn down.
+func (d *Daemon) stopWorker(ctx context.Context, rs *runState, ws *workerState, grace time.Duration) api.Worker {
+	for _, sig := range []syscall.Signal{unix.SIGTERM, unix.SIGKILL} {
+		select {
+		case <-ws.w.Done():
+		default:
+			signalWorkerGroup(rs, ws, sig)
+			wait := grace
+			if sig == unix.SIGKILL {
+				wait = 10 * time.Second
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ws.w.Done():
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+	}
+	// The watcher sets exit right after Done; read it under the lock.
+	_, _ = ws.w.Wait(ctx)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	v := ws.viewLocked()
+	if v.Exit == nil {
+		// Done but the watcher has not stored the status yet.
+		if st, err := ws.w.Wait(ctx); err == nil {
+			v.State, v.Exit = api.WorkerExited, toExit(st)
+		}
+	}
+	return v
+}
+
+func signalWorkerGroup(rs *runState, ws *workerState, sig syscall.Signal) {
+	_ = ws.w.Signal(sig)
+	pids, err := rs.run.Cgroup().ProcsRecursive()
+	if err != nil {
+		return
+	}
+	leader := ws.w.PID()
+	for _, pid := range pids {
+		if pid == leader {
+			continue
+		}
+		// Read from our run cgroup an instant ago: a PID cannot be reused
+		// while it is still listed there.
+		if st, err := reaper.ReadStat(pid); err == nil && st.PGID == leader {
+			_ = unix.Kill(pid, sig)
+		}
+	}
+}
+
+// teardownRun tears rs down once; concurrent callers wait for the first
+// and get its result.
+func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Duration) api.Teardown {
+	rs.tdOnce.Do(func() {
+		rs.mu.Lock()
+		rs.stopping = true
+		rs.mu.Unlock()
+		// The teardown must finish even if the client goes away.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+30*time.Second)
+		defer cancel()
+		rep, err := rs.run.Teardown(tctx, grace)
+		td := api.Teardown{
+			ID:            rs.run.ID(),
+			Terminated:    rep.Terminated,
+			Killed:        rep.Killed,
+			KillMechanism: rep.KillMechanism,
+			DurationMS:    float64(rep.Duration.Microseconds()) / 1000,
+		}
+		if err != nil {
+			td.Error = err.Error()
+			d.log.Warn("teardown", "run", rs.run.ID(), "err", err)
+		}
+		rs.td = td
+		d.mu.Lock()
+		delete(d.runs, rs.run.ID())
+		d.mu.Unlock()
+		d.publish(rs, api.Event{Type: api.EventRunTornDown, Run: rs.run.ID(), Teardown: &td})
+		d.kickStatus()
+	})
+	return rs.td
+}
+
+// gcStale tears down the run cgroups under our parent whose owner is gone
+// (a previous instance that died without cleaning up). In a subtree that
+// is ours (delegated or our scope) a run without a record is ours too; under
+// a shared parent it is left alone.
+func (d *Daemon) gcStale(ctx context.Context) (int, error) {
+	runs, err := snakepit.ListRunCgroups(d.parent)
+	if err != nil {
+		return 0, err
+	}
+	private := d.mode == ModeDelegated || d.mode == ModeScope
+	n := 0
+	var errs []error
+	for id, path := range runs {
+		rec, err := snakepit.ReadCgroupRecord(path)
+		switch {
+		case err == nil:
+			if stale, _ := snakepit.Stale(rec); !stale {
+				continue
+			}
+		case errors.Is(err, snakepit.ErrNoRecord) && private:
+		default:
+			continue
+		}
+		cg, err := cgroup.Open(path)
+		if err != nil {
+			continue
+		}
+		if _, err := snakepit.TeardownGroup(ctx, cg, 0); err != nil {
+			errs = append(errs, fmt.Errorf("stale run %s: %w", id, err))
+			continue
+		}
+		d.log.Info("removed stale run", "run", id, "cgroup", path)
+		n++
+	}
+	return n, errors.Join(errs...)
+}

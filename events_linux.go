@@ -1,0 +1,140 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// eventFiles maps the watched cgroup files to the counters reported.
+var eventFiles = []struct {
+	file  string
+	keys  map[string]EventKind
+	limit string
+}{
+	{"memory.events", map[string]EventKind{"oom_kill": EventOOMKill, "oom_group_kill": EventOOMGroupKill}, "memory.max"},
+	{"pids.events", map[string]EventKind{"max": EventPidsMax}, "pids.max"},
+}
+
+// eventWatcher reports increases of a run cgroup's memory.events and
+// pids.events counters. It waits on inotify (the kernel notifies those
+// files when they change), never polls, and makes a last check when
+// stopped so that an OOM kill that ended the run is not missed.
+type eventWatcher struct {
+	runID string
+	dir   string
+	emit  func(Event)
+
+	mu   sync.Mutex // serialises check
+	last map[EventKind]uint64
+
+	ifd, efd int
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// startEventWatcher watches dir for limit events; it returns nil when dir
+// has none of the event files (their controllers are not enabled).
+func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, error) {
+	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify_init1: %w", err)
+	}
+	n := 0
+	for _, f := range eventFiles {
+		_, err := unix.InotifyAddWatch(ifd, filepath.Join(dir, f.file), unix.IN_MODIFY)
+		if err == nil {
+			n++
+		} else if !errors.Is(err, unix.ENOENT) {
+			unix.Close(ifd)
+			return nil, fmt.Errorf("inotify_add_watch %s: %w", f.file, err)
+		}
+	}
+	if n == 0 {
+		unix.Close(ifd)
+		return nil, nil
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(ifd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	w := &eventWatcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{}, ifd: ifd, efd: efd, done: make(chan struct{})}
+	w.check(false) // baseline
+	go w.loop()
+	return w, nil
+}
+
+func (w *eventWatcher) loop() {
+	defer close(w.done)
+	pfd := []unix.PollFd{{Fd: int32(w.ifd), Events: unix.POLLIN}, {Fd: int32(w.efd), Events: unix.POLLIN}}
+	var buf [4096]byte
+	for {
+		_, err := unix.Poll(pfd, -1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if pfd[1].Revents != 0 {
+			return
+		}
+		if pfd[0].Revents != 0 {
+			for {
+				if _, err := unix.Read(w.ifd, buf[:]); err != nil {
+					break
+				}
+			}
+			w.check(true)
+		}
+	}
+}
+
+// check reads the counters and emits their increases.
+func (w *eventWatcher) check(emit bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	for _, f := range eventFiles {
+		kv := readKV(filepath.Join(w.dir, f.file))
+		var limit string
+		for key, kind := range f.keys {
+			v := kv[key]
+			if v == nil || *v <= w.last[kind] {
+				continue
+			}
+			delta := *v - w.last[kind]
+			w.last[kind] = *v
+			if !emit || w.emit == nil {
+				continue
+			}
+			if limit == "" {
+				limit = strings.TrimSpace(string(readAll(filepath.Join(w.dir, f.limit))))
+			}
+			w.emit(Event{RunID: w.runID, Kind: kind, Count: delta, Total: *v, Time: now, Limit: limit})
+		}
+	}
+}
+
+// stop ends the watcher after a final check. The cgroup must still exist
+// for the final check to see anything. Idempotent.
+func (w *eventWatcher) stop() {
+	if w == nil {
+		return
+	}
+	w.stopOnce.Do(func() {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(w.efd, one[:])
+		<-w.done
+		w.check(true)
+		unix.Close(w.ifd)
+		unix.Close(w.efd)
+	})
+}

@@ -1,0 +1,385 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/reaper"
+)
+
+// GuardianCommand is the hidden snakepit subcommand that runs a guardian.
+const GuardianCommand = "__guardian"
+
+// GuardianLogEnv, when set in the guardian's environment, names a file the
+// guardian appends one line per action to (its stdio is /dev/null).
+const GuardianLogEnv = "SNAKEPIT_GUARDIAN_LOG"
+
+// GuardianOptions configure a guardian: a small process, outside the run
+// cgroups and in its own session, that watches an owner through a pidfd and,
+// when the owner dies, tears down every run whose record names that owner.
+type GuardianOptions struct {
+	// Owner is the process to watch; zero means the calling process
+	// (StartGuardian) .
+	Owner Owner
+	// Parents are cgroup parents to search besides KnownParents().
+	Parents []string
+	// Grace is the teardown grace once the owner died; 0 (the default)
+	// kills at once: an owner that dies uncleanly ran no shutdown.
+	Grace time.Duration
+	// Binary is the snakepit executable StartGuardian runs; empty means
+	// os.Executable().
+	Binary string
+	// Reaper, if set, is the caller's wait4(-1) loop: the guardian is
+	// started under its lock so that loop cannot interfere with the start.
+	Reaper *reaper.Reaper
+}
+
+// Args returns the guardian's command line after the binary.
+func (o GuardianOptions) Args() []string {
+	a := []string{GuardianCommand,
+		"--owner-pid", strconv.Itoa(o.Owner.PID),
+		"--owner-start", strconv.FormatUint(o.Owner.Start, 10),
+		"--owner-boot", o.Owner.BootID,
+		"--grace", o.Grace.String(),
+	}
+	for _, p := range o.Parents {
+		a = append(a, "--cgroup-parent", p)
+	}
+	return a
+}
+
+// StartGuardian starts a guardian for o.Owner and returns its identity as
+// soon as it has been exec'd; it does not wait for the guardian to be
+// ready. None is needed: the guardian verifies the owner's start time after
+// opening its pidfd and acts at once if the owner is already gone. The
+// guardian gets its own session (setsid), so signals to the caller's
+// process group or terminal never reach it, no Pdeathsig, stdio on
+// /dev/null (it must not hold a caller's pipes open), and stays in the
+// caller's cgroup, outside every run. The caller need not wait for it.
+func StartGuardian(ctx context.Context, o GuardianOptions) (reaper.Identity, error) {
+	if o.Owner.PID == 0 {
+		self, err := Self()
+		if err != nil {
+			return reaper.Identity{}, err
+		}
+		o.Owner = self
+	}
+	bin := o.Binary
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+		}
+		bin = exe
+	}
+	if err := ctx.Err(); err != nil {
+		return reaper.Identity{}, err
+	}
+	// Not CommandContext: the guardian must outlive ctx and us.
+	cmd := exec.Command(bin, o.Args()...)
+	// One P is plenty for a process that sleeps in poll(2); it keeps the
+	// guardian's thread count and RSS down.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start := func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("start guardian: %w", err)
+		}
+		return cmd.Process.Pid, nil
+	}
+	var pid int
+	var err error
+	if o.Reaper != nil {
+		_, err = o.Reaper.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
+	} else {
+		pid, err = start()
+	}
+	if err != nil {
+		return reaper.Identity{}, err
+	}
+	if o.Reaper != nil {
+		// The reaper collects it should it ever exit before us; release
+		// the pidfd os/exec holds.
+		_ = cmd.Process.Release()
+	} else {
+		// It normally outlives us; should it exit first, this reaps it
+		// rather than leaving a zombie.
+		go func() { _ = cmd.Wait() }()
+	}
+	id, err := reaper.IdentityOf(pid)
+	if err != nil {
+		// It exited already: only possible if the owner was gone or
+		// another guardian watches the owner.
+		return reaper.Identity{PID: pid}, nil
+	}
+	return id, nil
+}
+
+// GuardianReport says what a guardian did.
+type GuardianReport struct {
+	// Deduplicated is true when another guardian already watched the owner
+	// and this one exited at once.
+	Deduplicated bool
+	// OwnerWasGone is true when the owner had died before we watched it.
+	OwnerWasGone bool
+	// Torn are the runs torn down.
+	Torn []OwnedTeardown
+	// Latency is the time from noticing the owner's death to all runs gone.
+	Latency time.Duration
+}
+
+// OwnedTeardown is one run torn down for a dead owner.
+type OwnedTeardown struct {
+	ID     string
+	Report TeardownReport
+	Err    error
+}
+
+// RunGuardian is the guardian's body: it blocks until o.Owner dies (or ctx
+// ends, then it returns ctx's error without tearing anything down), tears
+// down every run whose record names the owner, and returns. Only one
+// guardian per owner keeps watching: later ones find the owner's lock taken
+// and return at once (Deduplicated).
+func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error) {
+	var rep GuardianReport
+	if o.Owner.PID <= 0 {
+		return rep, errors.New("guardian: no owner PID")
+	}
+	unlock, held := guardianLock(o.Owner)
+	if held {
+		rep.Deduplicated = true
+		return rep, nil
+	}
+	defer unlock()
+
+	gone, err := waitOwner(ctx, o.Owner)
+	if err != nil {
+		return rep, err
+	}
+	rep.OwnerWasGone = gone
+	t0 := time.Now()
+	// The owner is dead: nothing may stop the teardown now but a bound.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.Grace+30*time.Second)
+	defer cancel()
+	rep.Torn, err = TeardownOwned(tctx, o.Owner, o.Grace, o.Parents...)
+	rep.Latency = time.Since(t0)
+	return rep, err
+}
+
+// waitOwner returns once the owner has died. gone is true when it was
+// already gone (or its PID reused) when we looked.
+func waitOwner(ctx context.Context, owner Owner) (gone bool, err error) {
+	pin, err := reaper.Pin(owner.Identity())
+	if errors.Is(err, reaper.ErrNoProcess) || errors.Is(err, reaper.ErrReused) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("guardian: watch owner: %w", err)
+	}
+	defer pin.Close()
+	if alive, _ := owner.Check(); !alive {
+		return true, nil // e.g. another boot's record
+	}
+	if pin.FD() < 0 {
+		// No pidfd (Linux < 5.3): the kernel offers no exit notification
+		// for a non-child; poll /proc.
+		for !pin.Exited() {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return false, nil
+	}
+	// Wake on the owner's exit (pidfd readable) or on ctx (a pipe written
+	// by a goroutine), never on a timer.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return false, err
+	}
+	defer unix.Close(p[0])
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer unix.Close(p[1])
+		select {
+		case <-ctx.Done():
+			_, _ = unix.Write(p[1], []byte{0})
+		case <-stop:
+		}
+	}()
+	defer wg.Wait()
+	defer close(stop)
+	fds := []unix.PollFd{{Fd: int32(pin.FD()), Events: unix.POLLIN}, {Fd: int32(p[0]), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return false, fmt.Errorf("guardian: poll: %w", err)
+		}
+		if fds[0].Revents != 0 {
+			return false, nil
+		}
+		if fds[1].Revents != 0 {
+			return false, ctx.Err()
+		}
+	}
+}
+
+// guardianLock takes the per-owner guardian lock (flock on
+// <records dir>/../guardians/<pid>-<start>.lock). held is true when another
+// guardian has it. When the lock cannot be made (no writable directory)
+// every guardian keeps watching: duplicates are harmless, only wasteful.
+func guardianLock(owner Owner) (unlock func(), held bool) {
+	dir := filepath.Join(filepath.Dir(RecordsDir()), "guardians")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return func() {}, false
+	}
+	p := filepath.Join(dir, fmt.Sprintf("%d-%d.lock", owner.PID, owner.Start))
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return func() {}, false
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, true
+		}
+		return func() {}, false
+	}
+	_, _ = unix.Write(fd, []byte(strconv.Itoa(os.Getpid())+"\n"))
+	return func() {
+		// Unlink before unlocking: the owner is dead, no new guardian can
+		// want this lock, and no later guardian may find a stale file.
+		_ = os.Remove(p)
+		unix.Close(fd)
+	}, false
+}
+
+// TeardownOwned tears down, concurrently and with grace, every run whose
+// record names owner: cgroup runs under KnownParents(parents...) and POSIX
+// runs with a file record.
+func TeardownOwned(ctx context.Context, owner Owner, grace time.Duration, parents ...string) ([]OwnedTeardown, error) {
+	runs, err := ListRunCgroups(KnownParents(parents...)...)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu  sync.Mutex
+		out []OwnedTeardown
+		wg  sync.WaitGroup
+	)
+	add := func(t OwnedTeardown) {
+		mu.Lock()
+		out = append(out, t)
+		mu.Unlock()
+	}
+	for id, path := range runs {
+		rec, err := ReadCgroupRecord(path)
+		if err != nil || !rec.Owner.Same(owner) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cg, err := cgroup.Open(path)
+			if err != nil {
+				if errors.Is(err, cgroup.ErrNotExist) {
+					return // torn down meanwhile
+				}
+				add(OwnedTeardown{ID: id, Err: err})
+				return
+			}
+			rep, err := TeardownGroup(ctx, cg, grace)
+			add(OwnedTeardown{ID: id, Report: rep, Err: err})
+		}()
+	}
+	recs, _ := ListRecords()
+	for _, rec := range recs {
+		if rec.Mechanism != MechanismPOSIX || !rec.Owner.Same(owner) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := TeardownPOSIX(ctx, rec, grace)
+			add(OwnedTeardown{ID: rec.ID, Report: rep, Err: err})
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, t := range out {
+		if t.Err != nil {
+			errs = append(errs, fmt.Errorf("run %s: %w", t.ID, t.Err))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// TeardownPOSIX tears down a run that has no cgroup (POSIX mode): every
+// process marked with its run ID is stopped, terminated with grace and
+// killed (reaper.Sweep, signals only through verified pidfds), then its
+// file record is removed. It is a variable so the POSIX-mode code can
+// replace it with a teardown that also uses what it knows (process group,
+// PID namespace).
+var TeardownPOSIX = func(ctx context.Context, rec *Record, grace time.Duration) (TeardownReport, error) {
+	start := time.Now()
+	var rep TeardownReport
+	res, err := reaper.Sweep(ctx, func(m *reaper.Marked) bool { return m.RunID == rec.ID && !isSnakepitCLI(m) }, grace)
+	for _, r := range res {
+		switch r.Outcome {
+		case reaper.OutcomeTerminated:
+			rep.Terminated++
+		case reaper.OutcomeKilled:
+			rep.Terminated++
+			rep.Killed = true
+		}
+	}
+	if rep.Killed {
+		rep.KillMechanism = "pidfd SIGKILL"
+	}
+	if rerr := RemoveRecord(rec.ID); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		err = errors.Join(err, rerr)
+	}
+	rep.Duration = time.Since(start)
+	return rep, err
+}
+
+// isSnakepitCLI reports whether a marked process is a snakepit command
+// (e.g. `snakepit run --run-id X` itself) rather than a worker: its argv
+// carries a run ID before that run exists, so it is never a target of a
+// run-ID scan. Judged by /proc/PID/exe (kernel-provided, not argv): the
+// same file as our own executable, or a file named "snakepit".
+func isSnakepitCLI(m *reaper.Marked) bool {
+	if m.Exe == "" {
+		return false
+	}
+	if filepath.Base(strings.TrimSuffix(m.Exe, " (deleted)")) == "snakepit" {
+		return true
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	a, err1 := os.Stat(self)
+	// /proc/PID/exe resolves to the very inode, even if since deleted.
+	b, err2 := os.Stat("/proc/" + strconv.Itoa(m.PID) + "/exe")
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}

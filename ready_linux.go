@@ -1,0 +1,393 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/cgroup"
+)
+
+// NotifySocketEnv is the sd_notify(3) variable a worker gets in notify
+// mode.
+const NotifySocketEnv = "NOTIFY_SOCKET"
+
+// readyState tracks one worker's readiness.
+type readyState struct {
+	cfg   Readiness
+	re    *regexp.Regexp
+	start time.Time
+	ready chan struct{} // closed when every configured signal arrived
+	// finished is closed once no more signals can arrive (the worker
+	// exited and the socket was drained).
+	finished chan struct{}
+
+	mu        sync.Mutex
+	gotNotify bool
+	gotLine   bool
+	info      ReadyInfo
+	isReady   bool
+
+	// notify mode
+	dir      string
+	sockPath string
+	sock     int // -1 when not in notify mode
+	efd      int
+	cgRel    string // run cgroup, relative to the mount, for sender checks
+	stopOnce sync.Once
+}
+
+// newReadyState prepares readiness for a worker that will run as uid:gid
+// (-1: unchanged) in the run cgroup at cgPath ("" for none). In notify mode
+// it makes a private directory (0700, owned by the worker's user) holding
+// the worker's socket.
+func newReadyState(cfg Readiness, cgPath string, uid, gid int) (*readyState, error) {
+	rs := &readyState{cfg: cfg, ready: make(chan struct{}), finished: make(chan struct{}), sock: -1, efd: -1}
+	if cfg.Line != "" {
+		re, err := regexp.Compile(cfg.Line)
+		if err != nil {
+			return nil, fmt.Errorf("readiness line: %w", err)
+		}
+		rs.re = re
+	}
+	if !cfg.Notify {
+		return rs, nil
+	}
+	if m, err := cgroup.FindMount(); err == nil && cgPath != "" {
+		if rel, err := filepath.Rel(m.Path, cgPath); err == nil {
+			rs.cgRel = "/" + rel
+		}
+	}
+	if err := rs.listen(uid, gid); err != nil {
+		rs.cleanup()
+		return nil, err
+	}
+	return rs, nil
+}
+
+func (rs *readyState) listen(uid, gid int) error {
+	dir, err := os.MkdirTemp("", "snakepit-notify-")
+	if err != nil {
+		return fmt.Errorf("notify socket dir: %w", err)
+	}
+	rs.dir = dir
+	rs.sockPath = filepath.Join(dir, "notify")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	rs.sock = fd
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: rs.sockPath}); err != nil {
+		return fmt.Errorf("notify socket: bind %s: %w", rs.sockPath, err)
+	}
+	// The kernel attaches the sender's credentials to each datagram.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		return fmt.Errorf("notify socket: SO_PASSCRED: %w", err)
+	}
+	if uid >= 0 {
+		// Sending needs write access to the socket file and search access
+		// to the directory.
+		for _, p := range []string{dir, rs.sockPath} {
+			if err := os.Lchown(p, uid, gid); err != nil {
+				return fmt.Errorf("notify socket: %w", err)
+			}
+		}
+	}
+	if rs.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	return nil
+}
+
+// env returns the variables the worker gets (NOTIFY_SOCKET in notify mode).
+func (rs *readyState) env() []string {
+	if rs.sock < 0 {
+		return nil
+	}
+	return []string{NotifySocketEnv + "=" + rs.sockPath}
+}
+
+// wrapStdout returns the writer the worker's stdout goes to: in line mode a
+// writer that passes everything through to w and watches for the line.
+func (rs *readyState) wrapStdout(w io.Writer) io.Writer {
+	if rs.re == nil {
+		return w
+	}
+	if w == nil {
+		w = io.Discard
+	}
+	return &lineWatcher{dst: w, rs: rs}
+}
+
+// started begins watching once the worker runs; done is closed when the
+// worker has exited.
+func (rs *readyState) started(done <-chan struct{}) {
+	rs.start = time.Now()
+	rs.mu.Lock()
+	rs.checkReady()
+	rs.mu.Unlock()
+	if rs.sock < 0 {
+		go func() {
+			<-done
+			close(rs.finished)
+		}()
+		return
+	}
+	go rs.readLoop()
+	go func() {
+		<-done
+		rs.stop()
+	}()
+}
+
+// checkReady closes ready once all configured signals arrived; mu held.
+func (rs *readyState) checkReady() {
+	if rs.isReady {
+		return
+	}
+	if (rs.cfg.Notify && !rs.gotNotify) || (rs.re != nil && !rs.gotLine) {
+		return
+	}
+	rs.isReady = true
+	if rs.info.At.IsZero() {
+		rs.info.At = time.Now()
+	}
+	rs.info.After = rs.info.At.Sub(rs.start)
+	close(rs.ready)
+}
+
+func (rs *readyState) readLoop() {
+	defer close(rs.finished)
+	defer rs.cleanup()
+	pfd := []unix.PollFd{{Fd: int32(rs.sock), Events: unix.POLLIN}, {Fd: int32(rs.efd), Events: unix.POLLIN}}
+	for {
+		rs.drain()
+		_, err := unix.Poll(pfd, -1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if pfd[1].Revents != 0 {
+			rs.drain() // what the worker sent just before it exited
+			return
+		}
+	}
+}
+
+// drain reads every queued datagram.
+func (rs *readyState) drain() {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(rs.sock, buf, oob, unix.MSG_DONTWAIT)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return // EAGAIN: empty
+		}
+		if !rs.senderInRun(oob[:oobn]) {
+			continue
+		}
+		rs.handle(buf[:n])
+	}
+}
+
+// senderInRun accepts a datagram only from a process of the run (the
+// socket's directory already limits who can reach it to root and the
+// worker's user). A sender that is already gone cannot be checked and is
+// accepted.
+func (rs *readyState) senderInRun(oob []byte) bool {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(msgs) == 0 {
+		return false
+	}
+	cred, err := unix.ParseUnixCredentials(&msgs[0])
+	if err != nil {
+		return false
+	}
+	path, err := cgroup.PathOf(int(cred.Pid))
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
+	}
+	return rs.cgRel == "" || path == rs.cgRel || strings.HasPrefix(path, rs.cgRel+"/")
+}
+
+// handle parses one sd_notify datagram ("KEY=VALUE" lines).
+func (rs *readyState) handle(msg []byte) {
+	var statuses []string
+	rs.mu.Lock()
+	for _, line := range bytes.Split(msg, []byte{'\n'}) {
+		k, v, ok := bytes.Cut(line, []byte{'='})
+		if !ok {
+			continue
+		}
+		switch string(k) {
+		case "READY":
+			if string(v) == "1" && !rs.gotNotify {
+				rs.gotNotify = true
+				rs.info.At = time.Now()
+			}
+		case "STATUS":
+			rs.info.Status = string(v)
+			statuses = append(statuses, string(v))
+		}
+	}
+	rs.checkReady()
+	rs.mu.Unlock()
+	if rs.cfg.OnStatus != nil {
+		for _, s := range statuses {
+			rs.cfg.OnStatus(s)
+		}
+	}
+}
+
+// stop ends the notify reader after a last drain.
+func (rs *readyState) stop() {
+	rs.stopOnce.Do(func() {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(rs.efd, one[:])
+	})
+}
+
+// cleanup closes the socket and removes its directory.
+func (rs *readyState) cleanup() {
+	if rs.sock >= 0 {
+		unix.Close(rs.sock)
+		rs.sock = -1
+	}
+	if rs.efd >= 0 {
+		unix.Close(rs.efd)
+		rs.efd = -1
+	}
+	if rs.dir != "" {
+		_ = os.RemoveAll(rs.dir)
+		rs.dir = ""
+	}
+}
+
+// lineWatcher passes a worker's stdout through and watches it, line by
+// line, for the readiness pattern.
+type lineWatcher struct {
+	dst     io.Writer
+	rs      *readyState
+	mu      sync.Mutex
+	buf     []byte
+	matched bool
+}
+
+// maxReadyLine bounds how much of one line is kept for matching.
+const maxReadyLine = 64 << 10
+
+func (l *lineWatcher) Write(p []byte) (int, error) {
+	n, err := l.dst.Write(p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.matched {
+		return n, err
+	}
+	rest := p[:n]
+	for len(rest) > 0 && !l.matched {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			if len(l.buf) < maxReadyLine {
+				l.buf = append(l.buf, rest[:min(len(rest), maxReadyLine-len(l.buf))]...)
+			}
+			break
+		}
+		if len(l.buf) < maxReadyLine {
+			l.buf = append(l.buf, rest[:min(i, maxReadyLine-len(l.buf))]...)
+		}
+		rest = rest[i+1:]
+		line := strings.TrimSuffix(string(l.buf), "\r")
+		l.buf = l.buf[:0]
+		if l.rs.re.MatchString(line) {
+			l.matched = true
+			l.buf = nil
+			l.rs.mu.Lock()
+			l.rs.gotLine = true
+			l.rs.info.Line = line
+			l.rs.info.At = time.Now()
+			l.rs.checkReady()
+			l.rs.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+// Ready is closed when the worker is ready (at once when no readiness was
+// configured).
+func (w *Worker) Ready() <-chan struct{} { return w.ready.ready }
+
+// ReadyInfo returns what the worker reported and whether it is ready.
+func (w *Worker) ReadyInfo() (ReadyInfo, bool) {
+	w.ready.mu.Lock()
+	defer w.ready.mu.Unlock()
+	return w.ready.info, w.ready.isReady
+}
+
+// WaitReady blocks until the worker is ready. It fails with ErrNotReady
+// when the Readiness.Timeout (counted from the start) passes first, with
+// ErrExitedBeforeReady when the worker exits first, or with ctx's error.
+// It does not tear anything down: the caller decides (snakepit run tears
+// the run down and exits with status 119).
+func (w *Worker) WaitReady(ctx context.Context) (ReadyInfo, error) {
+	rs := w.ready
+	var timeout <-chan time.Time
+	if d := time.Duration(rs.cfg.Timeout); d > 0 {
+		t := time.NewTimer(time.Until(rs.start.Add(d)))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-rs.ready:
+	case <-rs.finished:
+		select {
+		case <-rs.ready:
+		default:
+			st, _ := w.Wait(context.WithoutCancel(ctx))
+			return ReadyInfo{}, fmt.Errorf("%w (%v; was waiting for %s)", ErrExitedBeforeReady, st, rs.waitingFor())
+		}
+	case <-timeout:
+		select {
+		case <-rs.ready:
+		default:
+			return ReadyInfo{}, fmt.Errorf("%w: not ready %v after start (waiting for %s)", ErrNotReady, time.Duration(rs.cfg.Timeout), rs.waitingFor())
+		}
+	case <-ctx.Done():
+		return ReadyInfo{}, ctx.Err()
+	}
+	info, _ := w.ReadyInfo()
+	return info, nil
+}
+
+// waitingFor names the signals still missing.
+func (rs *readyState) waitingFor() string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var w []string
+	if rs.cfg.Notify && !rs.gotNotify {
+		w = append(w, "READY=1 on "+NotifySocketEnv)
+	}
+	if rs.re != nil && !rs.gotLine {
+		w = append(w, "a stdout line matching "+strconv.Quote(rs.cfg.Line))
+	}
+	if len(w) == 0 {
+		return "nothing"
+	}
+	return strings.Join(w, " and ")
+}

@@ -1,0 +1,288 @@
+//go:build linux
+
+package reaper
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors of process identity checks.
+var (
+	// ErrNoProcess means the process does not exist (any more).
+	ErrNoProcess = errors.New("no such process")
+	// ErrReused means the PID now belongs to another process than the one
+	// recorded: its start time differs.
+	ErrReused = errors.New("PID reused by another process")
+)
+
+// Stat is the part of /proc/PID/stat snakepit uses.
+type Stat struct {
+	PID     int
+	Comm    string
+	State   byte // R, S, D, Z, T, X, ...
+	PPID    int
+	PGID    int
+	Session int
+	// Start is field 22, the process start time in clock ticks after boot.
+	// PID plus Start identifies a process for the lifetime of a boot.
+	Start uint64
+}
+
+// Dead reports whether the process has exited (zombie or dead) and only
+// waits to be reaped.
+func (s Stat) Dead() bool { return s.State == 'Z' || s.State == 'X' }
+
+// ReadStat reads /proc/PID/stat. A process that does not exist yields an
+// error wrapping ErrNoProcess.
+func ReadStat(pid int) (Stat, error) {
+	if pid <= 0 {
+		return Stat{}, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
+	}
+	var buf [1024]byte
+	n, err := readProcFile(pid, "stat", buf[:])
+	if err != nil {
+		return Stat{}, err
+	}
+	st, err := ParseStat(buf[:n])
+	if err != nil {
+		return Stat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return st, nil
+}
+
+// StartTime returns the start time (field 22 of /proc/PID/stat) of pid.
+func StartTime(pid int) (uint64, error) {
+	st, err := ReadStat(pid)
+	return st.Start, err
+}
+
+// ParseStat parses the contents of /proc/PID/stat. The command name is
+// parenthesised and may itself contain spaces and parentheses, so fields are
+// counted from the last ')'.
+func ParseStat(b []byte) (Stat, error) {
+	open := bytes.IndexByte(b, '(')
+	cl := bytes.LastIndexByte(b, ')')
+	if open < 0 || cl < open {
+		return Stat{}, errors.New("malformed stat: no (comm)")
+	}
+	var s Stat
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b[:open])))
+	if err != nil {
+		return Stat{}, fmt.Errorf("malformed stat: pid: %w", err)
+	}
+	s.PID = pid
+	s.Comm = string(b[open+1 : cl])
+	f := bytes.Fields(b[cl+1:])
+	// f[0] is field 3 (state); field N is f[N-3].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return Stat{}, errors.New("malformed stat: too few fields")
+	}
+	s.State = f[0][0]
+	ints := [...]*int{&s.PPID, &s.PGID, &s.Session}
+	for i, p := range ints {
+		if *p, err = strconv.Atoi(string(f[1+i])); err != nil {
+			return Stat{}, fmt.Errorf("malformed stat: field %d: %w", 4+i, err)
+		}
+	}
+	if s.Start, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
+		return Stat{}, fmt.Errorf("malformed stat: starttime: %w", err)
+	}
+	return s, nil
+}
+
+// readProcFile reads /proc/PID/name into buf with one read (enough for stat;
+// callers needing whole files use os.ReadFile).
+func readProcFile(pid int, name string, buf []byte) (int, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/" + name
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return 0, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
+		}
+		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return 0, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
+		}
+		return 0, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return n, nil
+}
+
+// Identity names one process for the lifetime of a boot: a PID alone can be
+// reused, PID plus start time cannot.
+type Identity struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+}
+
+// IdentityOf reads the identity of a running process.
+func IdentityOf(pid int) (Identity, error) {
+	st, err := ReadStat(pid)
+	if err != nil {
+		return Identity{}, err
+	}
+	return Identity{PID: pid, Start: st.Start}, nil
+}
+
+// pidfdBroken is set once pidfd_open failed with ENOSYS (Linux < 5.3).
+var pidfdBroken atomic.Bool
+
+// PidFDSupported reports whether pidfd_open works (it has not failed with
+// ENOSYS in this process).
+func PidFDSupported() bool { return !pidfdBroken.Load() }
+
+// Pinned is a process whose identity was verified after a pidfd to it was
+// opened: every signal goes through the pidfd, so it can never reach a
+// process that later got the same PID. On kernels without pidfd_open
+// (ENOSYS) the identity is re-verified from /proc before every signal
+// instead, which narrows the window to microseconds but cannot close it.
+type Pinned struct {
+	Identity
+	fd int // -1 without pidfd support
+}
+
+// Pin opens a pidfd to id.PID and then checks that the process behind it
+// still has id.Start. It fails with ErrNoProcess when the process is gone
+// and ErrReused when the PID belongs to someone else now.
+func Pin(id Identity) (*Pinned, error) {
+	fd := -1
+	if !pidfdBroken.Load() {
+		var err error
+		fd, err = unix.PidfdOpen(id.PID, 0)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.ENOSYS):
+			pidfdBroken.Store(true)
+			fd = -1
+		case errors.Is(err, unix.ESRCH):
+			return nil, fmt.Errorf("%w: pid %d", ErrNoProcess, id.PID)
+		default:
+			return nil, fmt.Errorf("pidfd_open %d: %w", id.PID, err)
+		}
+	}
+	// The pidfd now refers to whatever process has the PID. Only if that
+	// process has the recorded start time is it the one we meant.
+	if err := verify(id); err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	return &Pinned{Identity: id, fd: fd}, nil
+}
+
+func verify(id Identity) error {
+	st, err := ReadStat(id.PID)
+	if err != nil {
+		return err
+	}
+	if st.Start != id.Start {
+		return fmt.Errorf("%w: pid %d started at tick %d, recorded %d", ErrReused, id.PID, st.Start, id.Start)
+	}
+	return nil
+}
+
+// FD returns the pidfd, or -1 when the kernel has none.
+func (p *Pinned) FD() int { return p.fd }
+
+// Signal sends sig through the pidfd. A process that has exited yields
+// ErrNoProcess (never a signal to a successor with the same PID).
+func (p *Pinned) Signal(sig syscall.Signal) error {
+	if p.fd >= 0 {
+		err := unix.PidfdSendSignal(p.fd, sig, nil, 0)
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("%w: pid %d", ErrNoProcess, p.PID)
+		}
+		return err
+	}
+	if p.fd == -2 {
+		return fmt.Errorf("signal pid %d: %w", p.PID, os.ErrClosed)
+	}
+	if err := verify(p.Identity); err != nil {
+		return err
+	}
+	err := unix.Kill(p.PID, sig)
+	if errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("%w: pid %d", ErrNoProcess, p.PID)
+	}
+	return err
+}
+
+// Exited reports whether the process has exited (it may still be a zombie
+// awaiting its parent's wait).
+func (p *Pinned) Exited() bool {
+	if p.fd >= 0 {
+		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err == nil && n > 0
+	}
+	st, err := ReadStat(p.PID)
+	return err != nil || st.Start != p.Start || st.Dead()
+}
+
+// Close releases the pidfd. It is idempotent.
+func (p *Pinned) Close() error {
+	if p == nil || p.fd < 0 {
+		return nil
+	}
+	err := unix.Close(p.fd)
+	p.fd = -2
+	return err
+}
+
+// WaitExited blocks until every process in ps has exited or ctx ends, and
+// returns those still alive. With pidfds it sleeps in poll(2) on all of them;
+// without, it re-reads /proc every 5 ms (the kernel offers no notification
+// for non-children there).
+func WaitExited(ctx context.Context, ps []*Pinned) []*Pinned {
+	alive := append([]*Pinned(nil), ps...)
+	for {
+		alive = stillAlive(alive)
+		if len(alive) == 0 || ctx.Err() != nil {
+			return alive
+		}
+		timeout := 5
+		var pfds []unix.PollFd
+		for _, p := range alive {
+			if p.fd >= 0 {
+				pfds = append(pfds, unix.PollFd{Fd: int32(p.fd), Events: unix.POLLIN})
+			}
+		}
+		if len(pfds) == len(alive) {
+			timeout = 100 // only bounds how late we notice ctx ending
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			if ms := int(time.Until(dl)/time.Millisecond) + 1; ms < timeout {
+				timeout = ms
+			}
+		}
+		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
+			return alive
+		}
+	}
+}
+
+func stillAlive(ps []*Pinned) []*Pinned {
+	out := ps[:0]
+	for _, p := range ps {
+		if !p.Exited() {
+			out = append(out, p)
+		}
+	}
+	return out
+}

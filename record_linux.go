@@ -1,0 +1,320 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
+)
+
+// Mechanisms a run can be contained by.
+const (
+	MechanismCgroup = "cgroup"
+	MechanismPOSIX  = "posix"
+)
+
+// RecordXattr is the extended attribute on a run cgroup that holds its
+// Record (JSON). user.* rather than trusted.*: readable by unprivileged ps
+// and writable by a non-root supervisor of a delegated subtree; only whoever
+// may write the cgroup directory itself (and so could kill or remove the run
+// anyway) can change it. See docs/DESIGN.md.
+const RecordXattr = "user.snakepit.run"
+
+// RecordsDirEnv overrides the directory of file records.
+const RecordsDirEnv = "SNAKEPIT_RECORDS_DIR"
+
+// RecordVersion is the version of the Record format written.
+const RecordVersion = 1
+
+// ErrNoRecord means a run has no ownership record (made by hand, by an old
+// version, or not yet written).
+var ErrNoRecord = errors.New("no ownership record")
+
+// Record is a run's ownership record: who owns the run and since when. It
+// lives on the run cgroup (xattr RecordXattr) or, for runs without a cgroup
+// (POSIX mode) and on kernels without user xattrs on cgroupfs, in
+// RecordsDir()/<id>.json.
+type Record struct {
+	Version   int    `json:"v"`
+	ID        string `json:"id"`
+	Mechanism string `json:"mechanism"`
+	Owner     Owner  `json:"owner"`
+	// Created is when the run was created.
+	Created time.Time `json:"created"`
+	// Grace is the grace period the owner tears the run down with; kill
+	// uses it when given none.
+	Grace time.Duration `json:"grace_ns"`
+	// Cgroup is the run cgroup's absolute path (cgroup mechanism).
+	Cgroup string `json:"cgroup,omitempty"`
+	// PGID is the run's process group (POSIX mechanism), 0 if none.
+	PGID int `json:"pgid,omitempty"`
+	// Guardian is the guardian watching the owner, if one was started.
+	Guardian *reaper.Identity `json:"guardian,omitempty"`
+}
+
+// Stale reports whether rec's owner is gone (dead, PID reused, or another
+// boot), with the reason. A run with a live owner is never stale.
+func Stale(rec *Record) (bool, string) {
+	alive, why := rec.Owner.Check()
+	return !alive, why
+}
+
+func (rec *Record) validate() error {
+	if err := runid.Validate(rec.ID); err != nil {
+		return err
+	}
+	switch rec.Mechanism {
+	case MechanismCgroup, MechanismPOSIX:
+	default:
+		return fmt.Errorf("record %s: unknown mechanism %q", rec.ID, rec.Mechanism)
+	}
+	return nil
+}
+
+func (rec *Record) marshal() ([]byte, error) {
+	if rec.Version == 0 {
+		rec.Version = RecordVersion
+	}
+	if err := rec.validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(rec)
+}
+
+func unmarshalRecord(b []byte, where string) (*Record, error) {
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("record %s: %w", where, err)
+	}
+	if err := rec.validate(); err != nil {
+		return nil, fmt.Errorf("record %s: %w", where, err)
+	}
+	return &rec, nil
+}
+
+// WriteCgroupRecord stores rec on the run cgroup at path. Where cgroupfs
+// has no user xattrs (EOPNOTSUPP: Linux < 5.7) it falls back to a file
+// record; ReadCgroupRecord finds either.
+func WriteCgroupRecord(path string, rec *Record) error {
+	b, err := rec.marshal()
+	if err != nil {
+		return err
+	}
+	err = unix.Setxattr(path, RecordXattr, b, 0)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return WriteRecord(rec)
+	}
+	if err != nil {
+		return &fs.PathError{Op: "setxattr " + RecordXattr, Path: path, Err: err}
+	}
+	return nil
+}
+
+// ReadCgroupRecord reads the record of the run cgroup at path: its xattr,
+// else a file record naming that cgroup. No record yields ErrNoRecord; a
+// missing cgroup an error wrapping fs.ErrNotExist.
+func ReadCgroupRecord(path string) (*Record, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Getxattr(path, RecordXattr, buf)
+		switch {
+		case err == nil:
+			return unmarshalRecord(buf[:n], path)
+		case errors.Is(err, unix.ERANGE) && len(buf) < 1<<16:
+			buf = make([]byte, 4*len(buf))
+			continue
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.EOPNOTSUPP):
+			id, ok := strings.CutPrefix(filepath.Base(path), "snakepit-")
+			if ok && runid.Validate(id) == nil {
+				if rec, ferr := ReadRecord(id); ferr == nil && rec.Mechanism == MechanismCgroup && rec.Cgroup == path {
+					return rec, nil
+				}
+			}
+			return nil, fmt.Errorf("%w: %s", ErrNoRecord, path)
+		default:
+			return nil, &fs.PathError{Op: "getxattr " + RecordXattr, Path: path, Err: err}
+		}
+	}
+}
+
+// RecordsDir is where file records live: $SNAKEPIT_RECORDS_DIR, else
+// /run/snakepit/runs for root, else $XDG_RUNTIME_DIR/snakepit/runs (when
+// set), else /run/snakepit/runs.
+func RecordsDir() string {
+	if d := os.Getenv(RecordsDirEnv); d != "" {
+		return d
+	}
+	if os.Geteuid() != 0 {
+		if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
+			return filepath.Join(x, "snakepit", "runs")
+		}
+	}
+	return "/run/snakepit/runs"
+}
+
+func recordPath(id string) (string, error) {
+	if err := runid.Validate(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(RecordsDir(), id+".json"), nil
+}
+
+// WriteRecord stores rec as RecordsDir()/<id>.json, atomically (a temp file
+// renamed into place), creating the directory (0755) when missing.
+func WriteRecord(rec *Record) error {
+	b, err := rec.marshal()
+	if err != nil {
+		return err
+	}
+	p, _ := recordPath(rec.ID) // validated by marshal
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), "."+rec.ID+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(append(b, '\n'))
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// ReadRecord reads the file record of run id. None yields ErrNoRecord.
+func ReadRecord(id string) (*Record, error) {
+	p, err := recordPath(id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoRecord, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := unmarshalRecord(b, p)
+	if err != nil {
+		return nil, err
+	}
+	if rec.ID != id {
+		return nil, fmt.Errorf("record %s: names run %s", p, rec.ID)
+	}
+	return rec, nil
+}
+
+// RemoveRecord deletes the file record of run id; a missing one is not an
+// error.
+func RemoveRecord(id string) error {
+	p, err := recordPath(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ListRecords returns every valid file record, sorted by ID. Unreadable or
+// malformed files are skipped.
+func ListRecords() ([]*Record, error) {
+	ents, err := os.ReadDir(RecordsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*Record
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || runid.Validate(id) != nil {
+			continue
+		}
+		if rec, err := ReadRecord(id); err == nil {
+			out = append(out, rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// newRecord makes the record Create writes.
+func newRecord(id string, opts Options, cgPath string) (*Record, error) {
+	owner := opts.Owner
+	if owner.PID == 0 {
+		o, err := Self()
+		if err != nil {
+			return nil, err
+		}
+		owner = o
+	} else if owner.Start == 0 {
+		o, err := OwnerOf(owner.PID)
+		if err != nil {
+			return nil, err
+		}
+		owner = o
+	}
+	if owner.BootID == "" {
+		b, err := BootID()
+		if err != nil {
+			return nil, err
+		}
+		owner.BootID = b
+	}
+	if owner.PidNS == 0 {
+		owner.PidNS = ownPidNS()
+	}
+	return &Record{
+		Version:   RecordVersion,
+		ID:        id,
+		Mechanism: MechanismCgroup,
+		Owner:     owner,
+		Created:   time.Now().UTC(),
+		Grace:     opts.Grace,
+		Cgroup:    cgPath,
+	}, nil
+}
+
+// Record returns a copy of the run's ownership record.
+func (r *Run) Record() Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *r.rec
+}
+
+// SetGuardian records g as the guardian of the run's owner (rewrites the
+// record on the cgroup).
+func (r *Run) SetGuardian(g reaper.Identity) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rec.Guardian = &g
+	if r.cg == nil { // POSIX mode: the record is a file
+		return WriteRecord(r.rec)
+	}
+	return WriteCgroupRecord(r.cg.Path(), r.rec)
+}

@@ -1,0 +1,65 @@
+package systemd
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+)
+
+// Notify sends sd_notify(3) assignments ("READY=1", "STATUS=...") to the
+// service manager in one datagram. Without NOTIFY_SOCKET (not started by
+// systemd as Type=notify) it does nothing and reports false.
+func Notify(assignments ...string) (bool, error) {
+	return sddaemon.SdNotify(false, strings.Join(assignments, "\n"))
+}
+
+// Ready tells the service manager that startup is complete, with a status
+// line.
+func Ready(status string) error {
+	_, err := Notify(sddaemon.SdNotifyReady, "STATUS="+oneLine(status))
+	return err
+}
+
+// Status updates the status line shown by systemctl status.
+func Status(status string) error {
+	_, err := Notify("STATUS=" + oneLine(status))
+	return err
+}
+
+// Stopping tells the service manager that shutdown has begun.
+func Stopping(status string) error {
+	_, err := Notify(sddaemon.SdNotifyStopping, "STATUS="+oneLine(status))
+	return err
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+// WatchdogInterval returns the service's watchdog timeout (WatchdogSec=,
+// passed as WATCHDOG_USEC for our PID), or 0 when there is none.
+func WatchdogInterval() (time.Duration, error) {
+	return sddaemon.SdWatchdogEnabled(false)
+}
+
+// RunWatchdog sends WATCHDOG=1 every interval/2 for as long as healthy
+// reports true, until ctx ends. A healthy func that blocks or returns false
+// withholds the ping, so systemd notices a wedged daemon. interval <= 0
+// returns at once.
+func RunWatchdog(ctx context.Context, interval time.Duration, healthy func(context.Context) bool) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		if healthy == nil || healthy(ctx) {
+			_, _ = Notify(sddaemon.SdNotifyWatchdog)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
