@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -36,6 +37,12 @@ type GCOptions struct {
 	MinAge time.Duration
 	// NoScan skips the /proc scan for marked processes.
 	NoScan bool
+	// OnlyParents searches Parents only, not KnownParents() (tests, or a
+	// gc scoped to one subtree).
+	OnlyParents bool
+	// RunIDs, when non-empty, limits gc to these runs: other run cgroups,
+	// records and marked processes are not looked at.
+	RunIDs []string
 }
 
 // GC actions.
@@ -104,10 +111,27 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		minAge = DefaultGCMinAge
 	}
 	parents := KnownParents(o.Parents...)
-	runs, err := ListRunCgroups(parents...)
-	if err != nil {
-		return rep, err
+	if o.OnlyParents {
+		parents = o.Parents
 	}
+	only := func(string) bool { return true }
+	if len(o.RunIDs) > 0 {
+		set := map[string]bool{}
+		for _, id := range o.RunIDs {
+			set[id] = true
+		}
+		only = func(id string) bool { return set[id] }
+	}
+	var runs map[string]string
+	if len(parents) > 0 {
+		var err error
+		if runs, err = ListRunCgroups(parents...); err != nil {
+			return rep, err
+		}
+	}
+	// In a dry run, processes of stale run cgroups are reported with their
+	// run, not again as orphans.
+	doomed := map[string]bool{}
 	var (
 		mu sync.Mutex
 		wg sync.WaitGroup
@@ -120,6 +144,9 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 
 	// 1 and 2: run cgroups.
 	for id, path := range runs {
+		if !only(id) {
+			continue
+		}
 		it := GCItem{Kind: "cgroup", ID: id, Cgroup: path}
 		rec, err := ReadCgroupRecord(path)
 		switch {
@@ -141,6 +168,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		it.Reason = why
 		if o.DryRun {
 			it.Action = GCWouldRemove
+			doomed[id] = true
 			if cg, err := cgroup.Open(path); err == nil {
 				if pids, err := cg.ProcsRecursive(); err == nil {
 					it.Procs = len(pids)
@@ -163,6 +191,9 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		return rep, err
 	}
 	for _, rec := range recs {
+		if !only(rec.ID) {
+			continue
+		}
 		it := GCItem{Kind: "record", ID: rec.ID, Cgroup: rec.Cgroup}
 		if rec.Mechanism == MechanismCgroup {
 			if _, err := os.Stat(rec.Cgroup); !errors.Is(err, fs.ErrNotExist) {
@@ -187,6 +218,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		it.Reason = why
 		if o.DryRun {
 			it.Action = GCWouldRemove
+			doomed[rec.ID] = true
 			add(it)
 			continue
 		}
@@ -205,7 +237,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 
 	// 4: marked processes of runs that are not live.
 	if !o.NoScan {
-		if err := gcMarked(ctx, o, parents, &rep); err != nil {
+		if err := gcMarked(ctx, o, parents, only, doomed, &rep); err != nil {
 			return rep, err
 		}
 	}
@@ -310,6 +342,23 @@ func (l *runLiveness) live(id string) bool {
 	return v
 }
 
+// liveProc judges a marked process: if it sits in its run's cgroup (named
+// snakepit-<its run ID>, under any parent, known or not), that cgroup's
+// record decides; otherwise the run is looked up by ID.
+func (l *runLiveness) liveProc(m *reaper.Marked) bool {
+	if p, err := cgroup.PathOf(m.PID); err == nil && filepath.Base(p) == cgroup.Prefix+m.RunID {
+		if mnt, err := cgroup.FindMount(); err == nil {
+			rec, err := ReadCgroupRecord(filepath.Join(mnt.Path, p))
+			if err != nil {
+				return true // no record (or unreadable): not ours to judge
+			}
+			return rec.Owner.Alive()
+		}
+		return true
+	}
+	return l.live(m.RunID)
+}
+
 func (l *runLiveness) judge(id string) bool {
 	if g, err := Lookup(id, l.parents...); err == nil {
 		rec, err := ReadCgroupRecord(g.Path())
@@ -327,9 +376,11 @@ func (l *runLiveness) judge(id string) bool {
 	return !errors.Is(err, ErrNoRecord) // unreadable record: assume live
 }
 
-func gcMarked(ctx context.Context, o GCOptions, parents []string, rep *GCReport) error {
+func gcMarked(ctx context.Context, o GCOptions, parents []string, only func(string) bool, doomed map[string]bool, rep *GCReport) error {
 	lv := &runLiveness{parents: parents, cache: map[string]bool{}}
-	match := func(m *reaper.Marked) bool { return !isSnakepitCLI(m) && !lv.live(m.RunID) }
+	match := func(m *reaper.Marked) bool {
+		return only(m.RunID) && !isSnakepitCLI(m) && !lv.liveProc(m)
+	}
 	reason := func(id string) string { return fmt.Sprintf("marked with run %s, which is not live", id) }
 	if o.DryRun {
 		ms, err := reaper.ListMarked(ctx)
@@ -338,7 +389,7 @@ func gcMarked(ctx context.Context, o GCOptions, parents []string, rep *GCReport)
 		}
 		for i := range ms {
 			m := &ms[i]
-			if match(m) {
+			if match(m) && !doomed[m.RunID] {
 				rep.Items = append(rep.Items, GCItem{Kind: "process", ID: m.RunID, PID: m.PID, Cmdline: m.Cmdline(),
 					Reason: reason(m.RunID), Action: GCWouldKill})
 			}
@@ -355,8 +406,7 @@ func gcMarked(ctx context.Context, o GCOptions, parents []string, rep *GCReport)
 		case reaper.OutcomeTerminated, reaper.OutcomeKilled:
 			it.Action = GCKilled
 		case reaper.OutcomeGone:
-			it.Action = GCSkipped
-			it.Reason = "exited before gc signalled it"
+			continue // exited on its own before gc signalled it
 		default:
 			it.Action = GCFailed
 			if r.Err != nil {

@@ -248,11 +248,10 @@ func waitOwner(ctx context.Context, owner Owner) (gone bool, err error) {
 // guardian has it. When the lock cannot be made (no writable directory)
 // every guardian keeps watching: duplicates are harmless, only wasteful.
 func guardianLock(owner Owner) (unlock func(), held bool) {
-	dir := filepath.Join(filepath.Dir(RecordsDir()), "guardians")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	p := guardianLockPath(owner)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return func() {}, false
 	}
-	p := filepath.Join(dir, fmt.Sprintf("%d-%d.lock", owner.PID, owner.Start))
 	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return func() {}, false
@@ -271,6 +270,10 @@ func guardianLock(owner Owner) (unlock func(), held bool) {
 		_ = os.Remove(p)
 		unix.Close(fd)
 	}, false
+}
+
+func guardianLockPath(owner Owner) string {
+	return filepath.Join(filepath.Dir(RecordsDir()), "guardians", fmt.Sprintf("%d-%d.lock", owner.PID, owner.Start))
 }
 
 // TeardownOwned tears down, concurrently and with grace, every run whose

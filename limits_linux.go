@@ -344,6 +344,11 @@ func (p *limitPlan) apply(g *cgroup.Group) error {
 			return fmt.Errorf("set limits on %s: %v", g.Path(), err)
 		}
 	}
+	if p.oomGroup && p.limits.OOMGroup == nil {
+		// The default, not asked for: a kernel or setup without it
+		// (memory accounting that could not be enabled) is no error.
+		_ = writeCgroupFile(filepath.Join(g.Path(), "memory.oom.group"), "1")
+	}
 	for file, v := range map[string]int64{"memory.max": p.limits.MemoryMax, "memory.high": p.limits.MemoryHigh} {
 		if v == LimitMax {
 			if err := writeCgroupFile(filepath.Join(g.Path(), file), "max"); err != nil {
@@ -398,7 +403,7 @@ func writeCgroupFile(path, val string) error {
 func (p *limitPlan) resources() *cgroup2.Resources {
 	l := p.limits
 	res := &cgroup2.Resources{}
-	if l.MemoryMax != 0 || l.MemoryHigh != 0 || p.oomGroup {
+	if l.MemoryMax > 0 || l.MemoryHigh > 0 || (p.oomGroup && l.OOMGroup != nil) {
 		res.Memory = &cgroup2.Memory{}
 		// containerd writes int64s as numbers; the kernel wants the word
 		// "max" (apply writes it), so LimitMax is left out here.
@@ -410,7 +415,7 @@ func (p *limitPlan) resources() *cgroup2.Resources {
 			v := l.MemoryHigh
 			res.Memory.High = &v
 		}
-		if p.oomGroup {
+		if p.oomGroup && l.OOMGroup != nil {
 			on := true
 			res.Memory.OOMGroup = &on
 		}
@@ -452,8 +457,14 @@ func ReadStats(g *cgroup.Group) (Stats, error) {
 	return s, nil
 }
 
-// Stats returns the run's resource usage.
-func (r *Run) Stats() (Stats, error) { return ReadStats(r.cg) }
+// Stats returns the run's resource usage. A run without a cgroup (POSIX
+// mode) has none: ErrControllerUnavailable.
+func (r *Run) Stats() (Stats, error) {
+	if r.cg == nil {
+		return Stats{}, fmt.Errorf("%w: run %s has no cgroup (POSIX mode)", ErrControllerUnavailable, r.id)
+	}
+	return ReadStats(r.cg)
+}
 
 func readUint(p string) *uint64 {
 	b, err := os.ReadFile(p)

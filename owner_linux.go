@@ -5,11 +5,14 @@ package snakepit
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
 )
 
@@ -132,4 +135,16 @@ func (o Owner) Check() (alive bool, why string) {
 func (o Owner) Alive() bool {
 	a, _ := o.Check()
 	return a
+}
+
+// cgroupGone returns an error wrapping cgroup.ErrNotExist when the run's
+// cgroup was removed behind its back (rmdir by hand while empty), else nil.
+func (r *Run) cgroupGone() error {
+	if r.cg == nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(r.cg.Path(), "cgroup.procs")); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("run %s: %w: %s was removed while the run was in use", r.id, cgroup.ErrNotExist, r.cg.Path())
+	}
+	return nil
 }

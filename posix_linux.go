@@ -154,6 +154,7 @@ func (r *Run) family() reaper.Family {
 	if g := r.rec.Guardian; g != nil && g.PID > 0 {
 		f.Exclude = map[int]bool{g.PID: true}
 	}
+	f.NotBefore = r.rec.Created
 	r.mu.Unlock()
 	return f
 }
@@ -191,7 +192,7 @@ func init() {
 func teardownPOSIXRecord(ctx context.Context, rec *Record, grace time.Duration) (TeardownReport, error) {
 	start := time.Now()
 	var rep TeardownReport
-	f := reaper.Family{RunID: rec.ID, SkipArgvMarked: isSnakepitCommand}
+	f := reaper.Family{RunID: rec.ID, SkipArgvMarked: isSnakepitCommand, NotBefore: rec.Created}
 	if rec.PGID > 0 {
 		f.PGIDs = []int{rec.PGID}
 	}

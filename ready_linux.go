@@ -47,8 +47,9 @@ type readyState struct {
 	sockPath string
 	sock     int // -1 when not in notify mode
 	efd      int
-	cgRel    string // run cgroup, relative to the mount, for sender checks
-	stopOnce sync.Once
+	cgRel    string     // run cgroup, relative to the mount, for sender checks
+	fdMu     sync.Mutex // guards sock, efd, dir against cleanup
+	stopped  bool
 }
 
 // newReadyState prepares readiness for a worker that will run as uid:gid
@@ -147,7 +148,7 @@ func (rs *readyState) started(done <-chan struct{}) {
 		}()
 		return
 	}
-	go rs.readLoop()
+	go rs.readLoop(rs.sock, rs.efd)
 	go func() {
 		<-done
 		rs.stop()
@@ -170,29 +171,29 @@ func (rs *readyState) checkReady() {
 	close(rs.ready)
 }
 
-func (rs *readyState) readLoop() {
+func (rs *readyState) readLoop(sock, efd int) {
 	defer close(rs.finished)
 	defer rs.cleanup()
-	pfd := []unix.PollFd{{Fd: int32(rs.sock), Events: unix.POLLIN}, {Fd: int32(rs.efd), Events: unix.POLLIN}}
+	pfd := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
 	for {
-		rs.drain()
+		rs.drain(sock)
 		_, err := unix.Poll(pfd, -1)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return
 		}
 		if pfd[1].Revents != 0 {
-			rs.drain() // what the worker sent just before it exited
+			rs.drain(sock) // what the worker sent just before it exited
 			return
 		}
 	}
 }
 
 // drain reads every queued datagram.
-func (rs *readyState) drain() {
+func (rs *readyState) drain(sock int) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
-		n, oobn, _, _, err := unix.Recvmsg(rs.sock, buf, oob, unix.MSG_DONTWAIT)
+		n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_DONTWAIT)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -257,15 +258,33 @@ func (rs *readyState) handle(msg []byte) {
 
 // stop ends the notify reader after a last drain.
 func (rs *readyState) stop() {
-	rs.stopOnce.Do(func() {
+	rs.fdMu.Lock()
+	defer rs.fdMu.Unlock()
+	if rs.efd >= 0 && !rs.stopped {
+		rs.stopped = true
 		var one [8]byte
 		binary.NativeEndian.PutUint64(one[:], 1)
 		_, _ = unix.Write(rs.efd, one[:])
-	})
+	}
 }
 
-// cleanup closes the socket and removes its directory.
+// finish waits (bounded by ctx) until the notify socket is closed and its
+// directory removed, after the worker exited. Teardown calls it so that
+// nothing is left behind when it returns.
+func (rs *readyState) finish(ctx context.Context) {
+	if rs == nil {
+		return
+	}
+	select {
+	case <-rs.finished:
+	case <-ctx.Done():
+	}
+}
+
+// cleanup closes the socket and removes its directory. Idempotent.
 func (rs *readyState) cleanup() {
+	rs.fdMu.Lock()
+	defer rs.fdMu.Unlock()
 	if rs.sock >= 0 {
 		unix.Close(rs.sock)
 		rs.sock = -1

@@ -260,7 +260,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	if env == nil {
 		env = os.Environ()
 	}
-	env = append(withoutKey(env, runid.EnvVar), runid.EnvVar+"="+r.id)
+	env = RunEnv(env, r.id)
 	waitDelay := r.opts.WaitDelay
 	if waitDelay == 0 {
 		waitDelay = 2 * time.Second
@@ -303,6 +303,11 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	}
 	if err != nil {
 		jc.abort()
+		if gerr := r.cgroupGone(); gerr != nil {
+			// clone3 into a removed cgroup fails with ENOENT, which would
+			// read as "program not found" (owner_linux.go).
+			return nil, fmt.Errorf("start %s: %w", c.Args[0], gerr)
+		}
 		return nil, fmt.Errorf("start %s: %w", c.Args[0], err)
 	}
 	w.Placement = w.proc.Placement
@@ -313,6 +318,12 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	jc.ready.started(w.done)
 	go w.wait()
 	return w, nil
+}
+
+// RunEnv returns env with SNAKEPIT_RUN_ID set to id, replacing any value
+// inherited from an outer run (getenv returns the first of duplicates).
+func RunEnv(env []string, id string) []string {
+	return append(withoutKey(env, runid.EnvVar), runid.EnvVar+"="+id)
 }
 
 func withoutKey(env []string, key string) []string {
@@ -335,6 +346,9 @@ func (w *Worker) wait() {
 		// ECHILD but still finishes the I/O goroutines (bounded by
 		// WaitDelay) and closes the pipes.
 		_ = cmd.Wait()
+		// A failed Wait keeps os.Process's own pidfd (a dup of ours) open
+		// until the garbage collector runs; release it now.
+		_ = cmd.Process.Release()
 	} else {
 		err := cmd.Wait()
 		if cmd.ProcessState != nil {
@@ -441,6 +455,7 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 		case <-w.done:
 		case <-ctx.Done():
 		}
+		w.ready.finish(ctx) // notify socket closed and removed (ready_linux.go)
 		w.fdMu.Lock()
 		if w.proc.PidFD >= 0 {
 			unix.Close(w.proc.PidFD)

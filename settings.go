@@ -341,7 +341,7 @@ type Credential struct {
 	Group string `json:"group,omitempty"`
 	// Groups are the supplementary groups (names or GIDs). nil means the
 	// user's groups from the database; an empty non-nil list means none.
-	Groups []string `json:"groups,omitempty"`
+	Groups []string `json:"groups,omitzero"`
 	// NewPrivileges allows the worker to gain privileges through execve
 	// (set-user-ID binaries, file capabilities). By default no_new_privs
 	// is set on every worker.

@@ -149,6 +149,8 @@ type Status struct {
 	RSSBytes   int64  `json:"rss_bytes"`
 	// Guardian is the PID of the guardian process, or 0.
 	Guardian int `json:"guardian,omitempty"`
+	// EventStreams is the number of open GET /v1/events streams.
+	EventStreams int `json:"event_streams"`
 }
 
 // Error is the body of every error response.

@@ -440,7 +440,7 @@ func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			if ms := int(time.Until(dl)/time.Millisecond) + 1; ms < timeout {
-				timeout = ms
+				timeout = max(ms, 0) // a passed deadline must not become poll's -1 (forever)
 			}
 		}
 		n, err := unix.Poll(pfd, timeout)

@@ -372,6 +372,7 @@ func (d *Daemon) status() api.Status {
 		OpenFDs:          countFDs(),
 		RSSBytes:         rssBytes(),
 		Guardian:         d.guardian.PID,
+		EventStreams:     d.events.count(),
 	}
 }
 

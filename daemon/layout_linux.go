@@ -4,7 +4,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -36,6 +38,9 @@ func (d *Daemon) chooseLayout(ctx context.Context) error {
 			return fmt.Errorf("cgroup parent %q: must be an absolute path", p)
 		}
 		d.parent, d.mode = filepath.Clean(p), ModeConfigured
+		if _, err := os.Stat(d.parent); errors.Is(err, fs.ErrNotExist) {
+			d.madeParent = true
+		}
 		return os.MkdirAll(d.parent, 0o755)
 	}
 	if !systemd.IsRunning() {

@@ -414,39 +414,28 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 	return rs.td
 }
 
-// gcStale tears down the run cgroups under our parent whose owner is gone
-// (a previous instance that died without cleaning up). In a subtree that
-// is ours (delegated or our scope) a run without a record is ours too; under
-// a shared parent it is left alone.
+// gcStale removes the runs a previous instance left under our parent
+// (owner dead: it was SIGKILLed, or the host rebooted) with the root
+// package's GC, scoped to our parent. The /proc scan for marked processes
+// is skipped: a daemon's start is no time to sweep other supervisors' POSIX
+// runs host-wide.
 func (d *Daemon) gcStale(ctx context.Context) (int, error) {
-	runs, err := snakepit.ListRunCgroups(d.parent)
-	if err != nil {
-		return 0, err
-	}
-	private := d.mode == ModeDelegated || d.mode == ModeScope
+	rep, err := snakepit.GC(ctx, snakepit.GCOptions{
+		Parents:     []string{d.parent},
+		OnlyParents: true,
+		NoScan:      true,
+	})
 	n := 0
-	var errs []error
-	for id, path := range runs {
-		rec, err := snakepit.ReadCgroupRecord(path)
-		switch {
-		case err == nil:
-			if stale, _ := snakepit.Stale(rec); !stale {
-				continue
+	for _, it := range rep.Items {
+		switch it.Action {
+		case snakepit.GCRemoved:
+			if it.Kind == "cgroup" {
+				n++
 			}
-		case errors.Is(err, snakepit.ErrNoRecord) && private:
-		default:
-			continue
+			d.log.Info("gc: removed", "kind", it.Kind, "run", it.ID, "reason", it.Reason)
+		case snakepit.GCFailed:
+			d.log.Warn("gc: failed", "kind", it.Kind, "run", it.ID, "err", it.Error)
 		}
-		cg, err := cgroup.Open(path)
-		if err != nil {
-			continue
-		}
-		if _, err := snakepit.TeardownGroup(ctx, cg, 0); err != nil {
-			errs = append(errs, fmt.Errorf("stale run %s: %w", id, err))
-			continue
-		}
-		d.log.Info("removed stale run", "run", id, "cgroup", path)
-		n++
 	}
-	return n, errors.Join(errs...)
+	return n, err
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,9 +66,19 @@ type Family struct {
 	// commands, e.g. `snakepit run --run-id X`, carry the ID but are the
 	// run's owner, not its members). An environment marker still counts.
 	SkipArgvMarked func(pid int) bool
+	// NotBefore, if set, is when the run was created: a process started
+	// more than startSlack before it cannot have inherited the run's marker,
+	// so its argv and environment are not read (the marker rule only; the
+	// other rules still apply). This skips most of the host's processes.
+	NotBefore time.Time
 	// Proc is the procfs mount; empty means /proc.
 	Proc string
 }
+
+// startSlack covers the imprecision of converting a process start time
+// (clock ticks after boot) to wall time: btime has one-second resolution and
+// the wall clock may have been stepped since boot.
+const startSlack = 5 * time.Second
 
 // Member is one process of a Family, pinned: its pidfd was opened after it
 // was found and its start time checked again, so signals through it can
@@ -138,6 +149,14 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 			groups[g] = true
 		}
 	}
+	var oldTicks uint64 // processes started before this tick are skipped by the marker rule
+	if !f.NotBefore.IsZero() {
+		if bt, err := bootTime(proc); err == nil {
+			if d := f.NotBefore.Add(-startSlack).Sub(bt); d > 0 {
+				oldTicks = uint64(d / (time.Second / clockTicks))
+			}
+		}
+	}
 	procs := make(map[int]*procEntry, len(names))
 	children := map[int][]int{}
 	var buf [1024]byte
@@ -163,7 +182,7 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 			e.why = WhyRoot
 		case f.AdoptChildrenOf != 0 && st.PPID == f.AdoptChildrenOf:
 			e.why = WhyOrphan
-		case f.RunID != "" && f.marked(proc+"/"+name, pid):
+		case f.RunID != "" && st.Start >= oldTicks && f.marked(proc+"/"+name, pid):
 			e.why = WhyMarker
 		}
 		procs[pid] = e
@@ -221,6 +240,28 @@ func (f Family) marked(dir string, pid int) bool {
 	return false
 }
 
+// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat: 100 on
+// every Linux architecture (the kernel converts to it for userspace).
+const clockTicks = 100
+
+// bootTime reads btime (boot time, seconds since the epoch) from /proc/stat.
+func bootTime(proc string) (time.Time, error) {
+	b, err := os.ReadFile(proc + "/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in " + proc + "/stat")
+}
+
 func readSmallFile(path string, buf []byte) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -263,8 +304,9 @@ func (e *SurvivorsError) Unwrap() []error { return []error{ErrSurvivors, e.Err} 
 // the kernel has no notification for "a member forked", so new members are
 // found by walking again (a bounded poll that backs off).
 const (
-	rescanMin = 2 * time.Millisecond
-	rescanMax = 100 * time.Millisecond
+	rescanMin  = 2 * time.Millisecond
+	killRescan = 50 * time.Millisecond
+	rescanMax  = 100 * time.Millisecond
 )
 
 // Kill ends the family: SIGTERM to every member (through its pidfd) and to
@@ -336,6 +378,11 @@ func (k *killer) reap(p *Pinned) {
 // until a walk finds nobody (done) or ctx ends.
 func (k *killer) rounds(ctx context.Context, sig unix.Signal, rep *FamilyReport) (done bool, err error) {
 	wait := rescanMin
+	if sig == unix.SIGKILL {
+		// Killed processes cannot fork any more and the wait returns as
+		// soon as all of them are gone: wait longer before walking again.
+		wait = killRescan
+	}
 	for {
 		ms, err := k.f.Members(ctx)
 		rep.Rounds++
@@ -383,7 +430,7 @@ func (k *killer) rounds(ctx context.Context, sig unix.Signal, rep *FamilyReport)
 				k.groups[g] = sig
 			}
 		}
-		if fresh {
+		if fresh && sig != unix.SIGKILL {
 			wait = rescanMin
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)

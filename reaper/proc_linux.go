@@ -34,6 +34,8 @@ type Stat struct {
 	PPID    int
 	PGID    int
 	Session int
+	// Flags is field 9, the kernel's PF_* flags.
+	Flags uint64
 	// Start is field 22, the process start time in clock ticks after boot.
 	// PID plus Start identifies a process for the lifetime of a boot.
 	Start uint64
@@ -42,6 +44,13 @@ type Stat struct {
 // Dead reports whether the process has exited (zombie or dead) and only
 // waits to be reaped.
 func (s Stat) Dead() bool { return s.State == 'Z' || s.State == 'X' }
+
+// pfExiting is PF_EXITING from include/linux/sched.h.
+const pfExiting = 0x4
+
+// Exiting reports whether the process is dead or already inside exit(2)
+// (PF_EXITING): it will be gone without anyone's help.
+func (s Stat) Exiting() bool { return s.Dead() || s.Flags&pfExiting != 0 }
 
 // ReadStat reads /proc/PID/stat. A process that does not exist yields an
 // error wrapping ErrNoProcess.
@@ -94,6 +103,9 @@ func ParseStat(b []byte) (Stat, error) {
 		if *p, err = strconv.Atoi(string(f[1+i])); err != nil {
 			return Stat{}, fmt.Errorf("malformed stat: field %d: %w", 4+i, err)
 		}
+	}
+	if s.Flags, err = strconv.ParseUint(string(f[6]), 10, 64); err != nil {
+		return Stat{}, fmt.Errorf("malformed stat: flags: %w", err)
 	}
 	if s.Start, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
 		return Stat{}, fmt.Errorf("malformed stat: starttime: %w", err)
@@ -235,6 +247,16 @@ func (p *Pinned) Exited() bool {
 	return err != nil || st.Start != p.Start || st.Dead()
 }
 
+// Dying reports whether the process has exited or is already inside
+// exit(2) (PF_EXITING): it will be gone without a signal from us.
+func (p *Pinned) Dying() bool {
+	if p.Exited() {
+		return true
+	}
+	st, err := ReadStat(p.PID)
+	return err != nil || st.Start != p.Start || st.Exiting()
+}
+
 // Close releases the pidfd. It is idempotent.
 func (p *Pinned) Close() error {
 	if p == nil || p.fd < 0 {
@@ -268,7 +290,7 @@ func WaitExited(ctx context.Context, ps []*Pinned) []*Pinned {
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			if ms := int(time.Until(dl)/time.Millisecond) + 1; ms < timeout {
-				timeout = ms
+				timeout = max(ms, 0) // a passed deadline must not become poll's -1 (forever)
 			}
 		}
 		if _, err := unix.Poll(pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {

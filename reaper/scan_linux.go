@@ -248,6 +248,12 @@ func killMarked(ctx context.Context, ms []Marked, grace time.Duration, afterFirs
 			res[i].Outcome, res[i].Err = OutcomeRefused, errors.New("not pinned")
 			continue
 		}
+		if m.pin.Dying() {
+			// Already exiting (e.g. killed by its own run's teardown since
+			// the scan): not ours to report as killed.
+			res[i].Outcome = OutcomeGone
+			continue
+		}
 		sig := unix.SIGKILL
 		if grace > 0 {
 			sig = unix.SIGTERM

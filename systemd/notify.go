@@ -2,17 +2,41 @@ package systemd
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os"
 	"strings"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 )
 
+// notifyTimeout bounds one sd_notify send. A datagram to a receiver whose
+// queue is full blocks; a service manager that does not read must not
+// wedge the daemon (at shutdown above all).
+const notifyTimeout = 2 * time.Second
+
 // Notify sends sd_notify(3) assignments ("READY=1", "STATUS=...") to the
-// service manager in one datagram. Without NOTIFY_SOCKET (not started by
-// systemd as Type=notify) it does nothing and reports false.
+// service manager in one datagram, giving up after notifyTimeout. Without
+// NOTIFY_SOCKET (not started by systemd as Type=notify) it does nothing and
+// reports false. go-systemd's SdNotify is not used: it writes without a
+// deadline.
 func Notify(assignments ...string) (bool, error) {
-	return sddaemon.SdNotify(false, strings.Join(assignments, "\n"))
+	name := os.Getenv("NOTIFY_SOCKET")
+	if name == "" {
+		return false, nil
+	}
+	// "@name" is an abstract socket; Go's net package maps it.
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return false, fmt.Errorf("sd_notify: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetWriteDeadline(time.Now().Add(notifyTimeout))
+	if _, err := conn.Write([]byte(strings.Join(assignments, "\n"))); err != nil {
+		return false, fmt.Errorf("sd_notify: %w", err)
+	}
+	return true, nil
 }
 
 // Ready tells the service manager that startup is complete, with a status

@@ -24,3 +24,10 @@ staticcheck ./...
 step "go test"
 # -p 1: integration tests share the cgroupfs and time their teardowns.
 go test -p 1 -count=1 ./... 2>&1 | tee /tmp/snakepit-gotest.log
+
+step "VM rig (pure cgroup v2 guest: memory/pids/cpu limit tests)"; bash test/vm-rig/run.sh
+
+step "systemd rig (daemon as a Type=notify service with Delegate=yes)"; SNAKEPIT_BIN=bin/snakepit bash test/systemd-rig/run.sh
+
+step "benchmarks (quick)"
+bash test/bench/run.sh --quick

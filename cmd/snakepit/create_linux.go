@@ -19,7 +19,7 @@ func cmdCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("create", "[flags]", stderr)
 	id := fs.String("run-id", "", "run ID (7 characters of [0-9a-z]); generated when empty")
 	parent := fs.String("cgroup-parent", "", "cgroup directory under which the run cgroup is made")
-	ownerArg := fs.String("owner-pid", "parent", "PID recorded as the run's owner; its guardian tears the run down when it dies (\"parent\": our parent)")
+	ownerArg := fs.String("owner-pid", "parent", "PID recorded as the run's owner; its guardian tears the run down when it dies (\"parent\": the process that ran us; from a shell that exits at once, pass the supervisor's PID)")
 	noGuardian := fs.Bool("no-guardian", false, "start no guardian (the run then lives until 'snakepit kill', or 'snakepit gc' after its owner died)")
 	grace := fs.Duration("grace", 0, "grace recorded for the run (used by kill, and by the guardian)")
 	if err := parse(fs, args); err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	snakepit "github.com/snakepit/snakepit"
@@ -25,7 +27,8 @@ func init() {
 func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("daemon", "[flags]", stderr)
 	socket := fs.String("socket", api.DefaultSocket, "unix socket of the local API")
-	group := fs.String("group", "", "group whose members may create runs and manage their own (default: root only)")
+	group := fs.String("group", "", "group (name or GID) whose members may create runs and manage their own (default: root only)")
+	socketMode := fs.String("socket-mode", "", "octal mode of the socket file (default 0600, 0660 with --group)")
 	grace := fs.Duration("grace", snakepit.DefaultGrace, "SIGTERM-to-SIGKILL time of teardowns, and of every run at shutdown")
 	parent := fs.String("cgroup-parent", "", "create runs under this cgroup directory (default: delegated cgroup or transient scope under systemd, else <cgroup2>/snakepit)")
 	noScope := fs.Bool("no-scope", false, "never ask systemd for a transient scope; without delegation use <cgroup2>/snakepit")
@@ -42,6 +45,14 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_, err := io.WriteString(stdout, systemd.Unit)
 		return err
 	}
+	var mode uint64
+	if *socketMode != "" {
+		m, err := strconv.ParseUint(*socketMode, 8, 32)
+		if err != nil || m > 0o777 {
+			return usageError(fmt.Sprintf("daemon: --socket-mode %q: want an octal mode like 0660", *socketMode))
+		}
+		mode = m
+	}
 	if os.Geteuid() != 0 {
 		return codedError{exitPermission, fmt.Errorf("daemon must run as root (euid %d)", os.Geteuid())}
 	}
@@ -51,6 +62,7 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := daemon.Config{
 		Socket:       *socket,
+		SocketMode:   iofs.FileMode(mode),
 		Group:        *group,
 		Grace:        *grace,
 		CgroupParent: *parent,

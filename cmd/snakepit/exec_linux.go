@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	snakepit "github.com/snakepit/snakepit"
-	"github.com/snakepit/snakepit/runid"
 )
 
 func init() {
@@ -54,7 +53,7 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := g.EnterSelf(); err != nil {
 		return err
 	}
-	env := append(os.Environ(), runid.EnvVar+"="+id)
+	env := snakepit.RunEnv(os.Environ(), id)
 	if err := syscall.Exec(path, rest, env); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}

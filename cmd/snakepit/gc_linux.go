@@ -8,6 +8,7 @@ import (
 	"time"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/runid"
 )
 
 func init() {
@@ -27,13 +28,21 @@ func cmdGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.MinAge, "min-age", snakepit.DefaultGCMinAge, "remove empty run cgroups without a record only when older than this")
 	fs.BoolVar(&o.NoScan, "no-scan", false, "skip the /proc scan for marked processes")
 	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
+	fs.BoolVar(&o.OnlyParents, "only-parents", false, "search only the --cgroup-parent directories, not the known parents")
+	var ids stringsFlag
+	fs.Var(&ids, "run-id", "only look at this run (repeatable); default: every run")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("gc: unexpected arguments")
 	}
-	o.Parents = parents
+	for _, id := range ids {
+		if err := runid.Validate(id); err != nil {
+			return err
+		}
+	}
+	o.Parents, o.RunIDs = parents, ids
 	rep, err := snakepit.GC(ctx, o)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -44,12 +45,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
 	fs.BoolVar(&f.noGuardian, "no-guardian", false, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')")
 	f.runMode.addFlags(fs)
+	jf := addJailFlags(fs) // limits, --net, --user, readiness (jail_linux.go)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return usageError("run: no command given")
+	}
+	if err := jf.check(); err != nil {
+		return err
 	}
 
 	// Orphaned grandchildren re-parent to us and are reaped by our one
@@ -67,10 +72,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	opts := snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp, Grace: f.grace}
 	f.runMode.apply(&opts)
+	opts = jf.options(opts, stderr)
 	r, err := snakepit.Create(ctx, opts)
 	if err != nil {
 		return err
 	}
+	jf.created(r, stderr)
 	noteFallback(r, stderr)
 	if !f.noGuardian {
 		// Before the first worker: a SIGKILL to us from here on is
@@ -86,6 +93,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	c := snakepit.Command{Args: argv, Stdout: os.Stdout, Stderr: os.Stderr}
+	jf.command(&c)
 	stdinEOF := make(chan struct{})
 	if f.exitWithStdin {
 		pr, pw, err := os.Pipe()
@@ -113,11 +121,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.Foreground {
 		defer restoreForeground(0)
 	}
+	readyc := jf.watchReady(ctx, r, w, stderr)
 	var status snakepit.ExitStatus
 	var stopBy <-chan time.Time
 loop:
 	for {
 		select {
+		case err := <-readyc:
+			readyc = nil
+			if readyFailed(err, r, stderr) {
+				teardown()
+				_, _ = w.Wait(context.WithoutCancel(ctx))
+				return codedError{exitNotReady, fmt.Errorf("run %s: %w", r.ID(), err)}
+			}
 		case s := <-sigc:
 			_ = w.Signal(s.(syscall.Signal))
 			if s == unix.SIGTERM && stopBy == nil {

@@ -88,11 +88,19 @@ class SnakepitRun:
         """The argv that runs `argv` inside this run."""
         return self.snakepit.exec_argv(self.id, argv)
 
+    @staticmethod
+    def _env(kwargs: dict) -> dict:
+        # An inherited SNAKEPIT_RUN_ID (pytest itself running inside a run)
+        # must not shadow the one `snakepit exec` sets for this run.
+        env = dict(kwargs.get("env") if kwargs.get("env") is not None else os.environ)
+        env.pop("SNAKEPIT_RUN_ID", None)
+        return {**kwargs, "env": env}
+
     def popen(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         """subprocess.Popen of `argv` inside this run (pid == the command's pid)."""
         if self.closed:
             raise RuntimeError(f"snakepit run {self.id} is already torn down")
-        p = subprocess.Popen(self.argv(argv), **kwargs)
+        p = subprocess.Popen(self.argv(argv), **self._env(kwargs))
         self.popens.append(p)
         return p
 
@@ -101,7 +109,8 @@ class SnakepitRun:
         """subprocess.run() inside this run."""
         if self.closed:
             raise RuntimeError(f"snakepit run {self.id} is already torn down")
-        return subprocess.run(self.argv(argv), timeout=timeout, check=check, input=input, **kwargs)
+        return subprocess.run(self.argv(argv), timeout=timeout, check=check, input=input,
+                              **self._env(kwargs))
 
     def pids(self) -> list[int]:
         """PIDs currently in the run (zombies included)."""

@@ -4,7 +4,6 @@ deliberately leaky test (must FAIL, listing each leak) and a clean one."""
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 

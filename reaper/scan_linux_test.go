@@ -1,0 +1,366 @@
+//go:build linux
+
+package reaper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/runid"
+)
+
+func TestParseStat(t *testing.T) {
+	// comm may hold spaces and parentheses; fields count from the last ')'.
+	rest := "S 1 4321 4321 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10"
+	st, err := ParseStat([]byte("4321 (a) (b c)) " + rest + " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Stat{PID: 4321, Comm: "a) (b c)", State: 'S', PPID: 1, PGID: 4321, Session: 4321, Flags: 4194564, Start: 987654}
+	if st != want {
+		t.Fatalf("got %+v\nwant %+v", st, want)
+	}
+	if !st.Exiting() || st.Dead() {
+		t.Fatalf("flags 0x%x: Exiting=%v Dead=%v", st.Flags, st.Exiting(), st.Dead())
+	}
+	for _, bad := range []string{"", "12 no-parens S 1", "12 (x) S 1 2", "x (y) " + rest} {
+		if _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) accepted", bad)
+		}
+	}
+}
+
+func TestReadStatSelfAndGone(t *testing.T) {
+	st, err := ReadStat(os.Getpid())
+	if err != nil || st.PID != os.Getpid() || st.Start == 0 || st.State == 'Z' {
+		t.Fatalf("ReadStat(self) = %+v, %v", st, err)
+	}
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadStat(cmd.Process.Pid); !errors.Is(err, ErrNoProcess) {
+		// The PID may have been reused already on a busy host; then it is
+		// someone else's and must at least have another start time.
+		if err != nil {
+			t.Fatalf("ReadStat(reaped) = %v, want ErrNoProcess", err)
+		}
+	}
+}
+
+// startProc starts a process we own and makes sure it is gone, and reaped,
+// when the test ends. stdin is a pipe kept open until then, so "read"
+// blocks.
+func startProc(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = pr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	t.Cleanup(func() {
+		pw.Close()
+		_ = cmd.Process.Kill() // through os/exec's pidfd: never a reused PID
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+func identityOf(t *testing.T, pid int) Identity {
+	t.Helper()
+	id, err := IdentityOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// waitStarted waits until pid has exec'd a program named comm (a bounded
+// re-read: the kernel has no event for exec).
+func waitStarted(t *testing.T, pid int, comm string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := ReadStat(pid)
+		if err == nil && st.Comm == comm {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never became %s (%+v, %v)", pid, comm, st, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// startWithPID starts args so that the new process gets PID pid, by setting
+// /proc/sys/kernel/ns_last_pid just before the fork (the CRIU technique).
+// Other forks on this busy host may take the PID first, so it retries. A
+// successor whose start time equals avoidStart is refused too: start times
+// count clock ticks (10 ms), and a real PID reuse needs the PID space to
+// wrap, which takes far longer than one tick. It returns nil if the PID
+// could not be had.
+func startWithPID(t *testing.T, pid int, avoidStart uint64, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	testenv.RequireRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	deadline := time.Now().Add(30 * time.Second)
+	for try := 0; time.Now().Before(deadline); try++ {
+		f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_WRONLY, 0)
+		if err != nil {
+			testenv.Missing(t, "cannot set ns_last_pid: %v", err)
+		}
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		_, werr := f.WriteString(strconv.Itoa(pid - 1))
+		if werr != nil {
+			f.Close()
+			testenv.Missing(t, "cannot set ns_last_pid: %v", werr)
+		}
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), env...)
+		err = cmd.Start()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := ReadStat(cmd.Process.Pid); cmd.Process.Pid == pid && err == nil && st.Start != avoidStart {
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			return cmd
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	return nil
+}
+
+func TestPinRefusesReusedPID(t *testing.T) {
+	testenv.RequireRoot(t)
+	a := exec.Command("sleep", "300")
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	idA := identityOf(t, a.Process.Pid)
+	p, err := Pin(idA)
+	if err != nil {
+		t.Fatalf("Pin(live) = %v", err)
+	}
+	p.Close()
+	_ = a.Process.Kill()
+	_ = a.Wait()
+
+	b := startWithPID(t, idA.PID, idA.Start, nil, "sleep", "300")
+	if b == nil {
+		t.Fatalf("could not get PID %d again to simulate reuse", idA.PID)
+	}
+	waitStarted(t, b.Process.Pid, "sleep")
+	if _, err := Pin(idA); !errors.Is(err, ErrReused) {
+		t.Fatalf("Pin(identity of exited A) with PID reused by B = %v, want ErrReused", err)
+	}
+	if err := unix.Kill(b.Process.Pid, 0); err != nil {
+		t.Fatalf("B was hurt: %v", err)
+	}
+}
+
+func TestKillMarkedSparesReusedPID(t *testing.T) {
+	testenv.RequireRoot(t)
+	id := runid.Generate()
+	a := exec.Command("sleep", "300")
+	a.Env = append(os.Environ(), runid.EnvVar+"="+id)
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Process.Kill(); _ = a.Wait() })
+	waitStarted(t, a.Process.Pid, "sleep")
+	ms, err := Scan(context.Background(), ScanOptions{RunIDs: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseAll(ms)
+	if len(ms) != 1 || ms[0].PID != a.Process.Pid || ms[0].Source != SourceEnviron {
+		t.Fatalf("scan = %+v, want A (pid %d) marked via environ", ms, a.Process.Pid)
+	}
+	// A exits between scan and kill; B, marked with the same run, takes
+	// its PID. Only a pidfd (or a start-time check) tells them apart.
+	_ = a.Process.Kill()
+	_ = a.Wait()
+	// Same start tick allowed: the pidfd taken at scan time must tell A
+	// and B apart even then.
+	b := startWithPID(t, ms[0].PID, 0, []string{runid.EnvVar + "=" + id}, "sleep", "300")
+	if b == nil {
+		t.Fatalf("could not get PID %d again to simulate reuse", ms[0].PID)
+	}
+	waitStarted(t, b.Process.Pid, "sleep")
+	res := KillMarked(context.Background(), ms, 0)
+	if len(res) != 1 || res[0].Outcome != OutcomeGone {
+		t.Fatalf("KillMarked(stale) = %+v, want gone", res)
+	}
+	if err := unix.Kill(b.Process.Pid, 0); err != nil {
+		t.Fatalf("B (reused PID %d) was killed: %v", b.Process.Pid, err)
+	}
+}
+
+func TestScanFindsEveryMarkerForm(t *testing.T) {
+	testenv.RequireRoot(t)
+	id := runid.Generate()
+	procs := map[int]string{}
+	for src, c := range map[string]*exec.Cmd{
+		"argv-long":  startProc(t, nil, "sh", "-c", "read x", "sh", runid.Flag, id),
+		"argv-short": startProc(t, nil, "sh", "-c", "read x", "sh", runid.ShortFlag+"="+id),
+		"environ":    startProc(t, []string{runid.EnvVar + "=" + id}, "sh", "-c", "read x"),
+	} {
+		procs[c.Process.Pid] = src
+	}
+	// An invalid marker and another run's marker must not match.
+	startProc(t, nil, "sh", "-c", "read x", "sh", runid.Flag, "NOT-AN-ID")
+	other := startProc(t, []string{runid.EnvVar + "=" + runid.Generate()}, "sh", "-c", "read x")
+	for pid := range procs {
+		waitStarted(t, pid, "sh")
+	}
+	waitStarted(t, other.Process.Pid, "sh")
+
+	ms, err := Scan(context.Background(), ScanOptions{RunIDs: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseAll(ms)
+	got := map[int]string{}
+	for _, m := range ms {
+		if m.Pinned() == nil || m.Pinned().FD() < 0 {
+			t.Errorf("pid %d not pinned by a pidfd", m.PID)
+		}
+		got[m.PID] = m.Source
+	}
+	if len(got) != len(procs) {
+		t.Fatalf("scan found %v, want %v", got, procs)
+	}
+	for pid, src := range procs {
+		want := SourceArgv
+		if src == "environ" {
+			want = SourceEnviron
+		}
+		if got[pid] != want {
+			t.Errorf("pid %d (%s): source %q, want %q", pid, src, got[pid], want)
+		}
+	}
+	for _, m := range ms {
+		if m.PID == os.Getpid() {
+			t.Errorf("scan returned ourselves")
+		}
+	}
+}
+
+func TestKillMarkedEscalates(t *testing.T) {
+	testenv.RequireRoot(t)
+	id := runid.Generate()
+	polite := startProc(t, []string{runid.EnvVar + "=" + id}, "sleep", "300")
+	stubborn := startProc(t, nil, "sh", "-c", `trap "" TERM; read x`, "sh", runid.Flag, id)
+	waitStarted(t, polite.Process.Pid, "sleep")
+	waitStarted(t, stubborn.Process.Pid, "sh")
+	ms, err := Scan(context.Background(), ScanOptions{RunIDs: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseAll(ms)
+	start := time.Now()
+	res := KillMarked(context.Background(), ms, 300*time.Millisecond)
+	took := time.Since(start)
+	outcome := map[int]Outcome{}
+	for _, r := range res {
+		outcome[r.PID] = r.Outcome
+	}
+	if outcome[polite.Process.Pid] != OutcomeTerminated || outcome[stubborn.Process.Pid] != OutcomeKilled {
+		t.Fatalf("outcomes %v: want polite (%d) terminated, stubborn (%d) killed", outcome, polite.Process.Pid, stubborn.Process.Pid)
+	}
+	if took < 300*time.Millisecond {
+		t.Fatalf("SIGKILL came after %v, before the 300ms grace", took)
+	}
+	for _, m := range ms {
+		if !m.Pinned().Exited() {
+			t.Errorf("pid %d still alive", m.PID)
+		}
+	}
+}
+
+func TestSweepStopsForkStorm(t *testing.T) {
+	testenv.RequireRoot(t)
+	id := runid.Generate()
+	// 200 marked children forked in a loop, half of them in new sessions;
+	// the sweep starts while the loop is still forking.
+	storm := `i=0; while [ $i -lt 200 ]; do if [ $((i%2)) = 0 ]; then sleep 300 & else setsid sleep 300 & fi; i=$((i+1)); done; read x`
+	startProc(t, []string{runid.EnvVar + "=" + id}, "sh", "-c", storm)
+	t.Cleanup(func() { killMarkedForTest(t, id) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ms, _ := ListMarked(context.Background())
+		n := 0
+		for _, m := range ms {
+			if m.RunID == id {
+				n++
+			}
+		}
+		if n >= 20 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t0 := time.Now()
+	res, err := Sweep(context.Background(), func(m *Marked) bool { return m.RunID == id }, 200*time.Millisecond)
+	took := time.Since(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := remainingMarked(t, id)
+	if len(left) > 0 {
+		t.Fatalf("after sweep (%d results) %d marked processes remain: %v", len(res), len(left), left)
+	}
+	t.Logf("sweep ended %d processes in %v (grace 200ms)", len(res), took)
+}
+
+func remainingMarked(t *testing.T, id string) []string {
+	t.Helper()
+	ms, err := ListMarked(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.RunID == id {
+			out = append(out, fmt.Sprintf("%d:%s", m.PID, m.Cmdline()))
+		}
+	}
+	return out
+}
+
+// killMarkedForTest kills whatever is left of the test's own marked
+// processes (all descendants of processes this test started).
+func killMarkedForTest(t *testing.T, id string) {
+	ms, err := Scan(context.Background(), ScanOptions{RunIDs: []string{id}})
+	if err != nil {
+		return
+	}
+	for i := range ms {
+		_ = ms[i].Signal(unix.SIGCONT)
+	}
+	KillMarked(context.Background(), ms, 0)
+	CloseAll(ms)
+	if left := remainingMarked(t, id); len(left) > 0 {
+		t.Errorf("leaked marked processes: %s", strings.Join(left, ", "))
+	}
+}

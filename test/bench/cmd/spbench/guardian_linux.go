@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
+)
+
+// groupGuardian: `snakepit run` (the supervisor) holding N processes is
+// SIGKILLed; measured is the time from the kill until the run cgroup is
+// empty and removed by the guardian (the wrapper's direct child dies by
+// Pdeathsig, the rest only by the guardian). Baseline: a bare cgroup.kill
+// + wait + rmdir of a run of the same N, done by a live supervisor.
+func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
+	var out GroupOutput
+	rp, err := startReaper()
+	if err != nil {
+		return out, err
+	}
+	defer rp.Stop()
+	type size struct{ n, reps int }
+	for _, sz := range []size{{10, c.pick(11, 3)}, {100, c.pick(11, 3)}, {1000, c.pick(5, 0)}} {
+		cas := fmt.Sprintf("N=%d flat", sz.n)
+		if sz.reps == 0 {
+			out.Notes = append(out.Notes, "guardian "+cas+": skipped in quick mode")
+			continue
+		}
+		progress("guardian %s: 2 methods x %d repetitions", cas, sz.reps)
+		methods := []method{
+			{"bare cgroup.kill + wait + rmdir (live supervisor)", func(int) (float64, map[string]float64, error) {
+				r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: c.runsDir(), Reaper: rp})
+				if err != nil {
+					return 0, nil, err
+				}
+				defer func() {
+					tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+					defer cancel()
+					_, _ = r.Teardown(tctx, 0)
+				}()
+				if _, err := startTree(ctx, c, r, sz.n, false, r.CgroupPath(), nil); err != nil {
+					return 0, nil, err
+				}
+				t0 := time.Now()
+				err = bareKill(ctx, r.CgroupPath())
+				return msOf(time.Since(t0)), nil, err
+			}},
+			{guardianRow, func(int) (float64, map[string]float64, error) {
+				return guardianOnce(ctx, c, rp, sz.n)
+			}},
+		}
+		ss, err := runCase(ctx, sz.reps, 1, methods)
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		if err != nil {
+			for _, m := range methods {
+				out.Results = append(out.Results, Result{Group: "guardian", Case: cas, Method: m.name, Unit: "ms", Error: err.Error()})
+			}
+			continue
+		}
+		if v, ok := ss[1].extra["empty_ms_median"]; ok {
+			ss[1].note = fmt.Sprintf("empty after %.1f ms median", v)
+		}
+		out.Results = append(out.Results, caseResults("guardian", cas, "ms", ss[0], ss[1:]...)...)
+	}
+	return out, nil
+}
+
+func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (float64, map[string]float64, error) {
+	id := runid.Generate()
+	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
+	argv := append([]string{"run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
+	cmd := exec.Command(c.snakepit, argv...)
+	cmd.Stderr = os.Stderr
+	exitc, err := startChild(rp, cmd)
+	if err != nil {
+		return 0, nil, err
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = finishChild(wctx, cmd, exitc)
+		_ = killTree(path)
+	}()
+	if err := waitCount(ctx, path, n); err != nil {
+		return 0, nil, err
+	}
+	// The guardian is started (and recorded) before the first worker; give
+	// it a moment to be asleep in poll(2) on the owner's pidfd.
+	rec, err := snakepit.ReadCgroupRecord(path)
+	if err != nil {
+		return 0, nil, err
+	}
+	if rec.Guardian == nil || rec.Guardian.PID <= 0 {
+		return 0, nil, errors.New("run has no guardian recorded")
+	}
+	if err := waitSleeping(ctx, rec.Guardian.PID); err != nil {
+		return 0, nil, err
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := unix.Kill(cmd.Process.Pid, unix.SIGKILL); err != nil {
+		return 0, nil, err
+	}
+	killed = true
+	if err := bareWaitEmpty(wctx, path); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
+		return 0, nil, fmt.Errorf("waiting for the run to empty: %w", err)
+	}
+	empty := time.Since(t0)
+	for {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if err := wctx.Err(); err != nil {
+			return 0, nil, fmt.Errorf("guardian did not remove %s: %w", path, err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	gone := time.Since(t0)
+	return msOf(gone), map[string]float64{"empty_ms": msOf(empty)}, nil
+}
+
+// waitSleeping waits until pid is in interruptible sleep (the guardian in
+// poll(2)), then a little more.
+func waitSleeping(ctx context.Context, pid int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := reaper.ReadStat(pid)
+		if err != nil {
+			return fmt.Errorf("guardian %d: %w", pid, err)
+		}
+		if st.State == 'S' {
+			time.Sleep(5 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("guardian %d not asleep (state %c)", pid, st.State)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Names shared by the groups and the target checks.
+const (
+	spawnCase     = "/bin/true, start to reaped"
+	spawnPlain    = "plain os/exec"
+	spawnLib      = "library: Run.Start into a run cgroup"
+	spawnCLI      = "snakepit run -- /bin/true (whole process)"
+	spawnBwrap    = "bwrap --dev-bind / / --unshare-pid --die-with-parent"
+	gcEmptySuffix = "stale empty runs"
+	daemonRTCase  = "round trip: create run, spawn sleep, kill run"
+	daemonRTLib   = "library: Create + Start + Teardown"
+	daemonRTAPI   = "daemon API: POST run + POST worker + DELETE run"
+	guardianRow   = "guardian: SIGKILL snakepit run -> all gone, cgroup removed"
+
+	tdBare     = "bare cgroup.kill + wait + rmdir"
+	tdSnakepit = "snakepit: Run.Teardown(grace 0)"
+	tdPOSIX    = "POSIX fallback: Run.Teardown (--no-cgroup)"
+	tdPgid     = "kill(-pgid, SIGKILL) + wait for the group"
+)
+
+// Target statuses.
+const (
+	Pass        = "PASS"
+	Fail        = "FAIL"
+	NotMeasured = "NOT MEASURED"
+)
+
+// Target is one of the issue's targets, checked against this run's rows.
+type Target struct {
+	Name   string `json:"name"`
+	Want   string `json:"want"`
+	Got    string `json:"got"`
+	Status string `json:"status"`
+}
+
+type resultSet []Result
+
+// find returns the row of group/case/method (nil if absent or in error).
+func (rs resultSet) find(group, cas, method string) (*Result, string) {
+	for i := range rs {
+		r := &rs[i]
+		if r.Group == group && r.Case == cas && r.Method == method {
+			if r.Error != "" {
+				return nil, r.Error
+			}
+			return r, ""
+		}
+	}
+	return nil, "not measured"
+}
+
+// largestN returns the largest N of the teardown cases measured for shape.
+func (rs resultSet) largestN(group, shape string) int {
+	best := 0
+	for _, r := range rs {
+		if r.Group != group || r.Error != "" || !strings.HasSuffix(r.Case, " "+shape) {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(r.Case, "N="), " "+shape))
+		if err == nil && n > best {
+			best = n
+		}
+	}
+	return best
+}
+
+func fmtMs(v float64) string {
+	switch {
+	case v < 1:
+		return fmt.Sprintf("%.3f ms", v)
+	case v < 10:
+		return fmt.Sprintf("%.2f ms", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f ms", v)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+// evalTargets checks the issue's targets. Where quick mode measured a
+// smaller N than a target names, the target is checked at the largest N
+// measured and says so.
+func evalTargets(rs resultSet) []Target {
+	var out []Target
+	check := func(name, want string, ok bool, got string) {
+		st := Fail
+		if ok {
+			st = Pass
+		}
+		out = append(out, Target{Name: name, Want: want, Got: got, Status: st})
+	}
+	missing := func(name, want, why string) {
+		out = append(out, Target{Name: name, Want: want, Got: why, Status: NotMeasured})
+	}
+
+	// 1. Spawn overhead.
+	{
+		name, want := "spawn overhead: library vs plain os/exec", "<= 1.05x"
+		if r, why := rs.find("spawn", spawnCase, spawnLib); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Ratio <= 1.05, fmt.Sprintf("%.3fx (%s vs %s)", r.Ratio, fmtMs(r.Median), fmtMs(r.Median/r.Ratio)))
+		}
+	}
+	// 2. snakepit run vs bwrap.
+	{
+		name, want := "`snakepit run -- /bin/true` (whole process, guardian included) vs bwrap", "no slower than bwrap"
+		cli, why1 := rs.find("spawn", spawnCase, spawnCLI)
+		bw, why2 := rs.find("spawn", spawnCase, spawnBwrap)
+		switch {
+		case cli == nil:
+			missing(name, want, why1)
+		case bw == nil:
+			missing(name, want, "bwrap: "+why2)
+		default:
+			check(name, want, cli.Median <= bw.Median, fmt.Sprintf("%s vs %s (%.2fx)", fmtMs(cli.Median), fmtMs(bw.Median), cli.Median/bw.Median))
+		}
+	}
+	// 3. and 4. Teardown at N=1000 (or the largest N measured).
+	for _, sh := range []string{"flat", "setsid"} {
+		n := rs.largestN("teardown", sh)
+		at := fmt.Sprintf("N=%d", n)
+		switch {
+		case n == 0:
+			at = "N=1000"
+		case n != 1000:
+			at += " (N=1000 not measured in this mode)"
+		}
+		cas := fmt.Sprintf("N=%d %s", n, sh)
+		name1 := fmt.Sprintf("teardown %s, %s: snakepit vs bare cgroup.kill+wait", sh, at)
+		name2 := fmt.Sprintf("teardown %s, %s: POSIX fallback / snakepit", sh, at)
+		sp, why := rs.find("teardown", cas, tdSnakepit)
+		if n == 0 || sp == nil {
+			missing(name1, "<= 1.2x", why)
+			missing(name2, ">= 1.5x", why)
+			continue
+		}
+		check(name1, "<= 1.2x", sp.Ratio <= 1.2, fmt.Sprintf("%.2fx (%s vs %s)", sp.Ratio, fmtMs(sp.Median), fmtMs(sp.Median/sp.Ratio)))
+		if px, why := rs.find("teardown", cas, tdPOSIX); px == nil {
+			missing(name2, ">= 1.5x", why)
+		} else {
+			f := px.Median / sp.Median
+			check(name2, ">= 1.5x", f >= 1.5, fmt.Sprintf("%.2fx (%s vs %s)", f, fmtMs(px.Median), fmtMs(sp.Median)))
+		}
+	}
+	// 5. N=10 teardown.
+	for _, sh := range []string{"flat", "setsid"} {
+		name, want := "teardown N=10 "+sh+": snakepit median", "< 2 ms"
+		if r, why := rs.find("teardown", "N=10 "+sh, tdSnakepit); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Median < 2, fmtMs(r.Median))
+		}
+	}
+	// 6. gc of stale empty runs.
+	{
+		name, want := "gc of 1000 stale empty runs vs bare rmdir loop", "<= 3x"
+		var r *Result
+		why := "not measured"
+		for i := range rs {
+			x := &rs[i]
+			if x.Group == "gc" && strings.HasSuffix(x.Case, gcEmptySuffix) && x.Baseline != "" {
+				if x.Error != "" {
+					why = x.Error
+					continue
+				}
+				r = x
+				if !strings.HasPrefix(x.Case, "1000 ") {
+					name = "gc of " + x.Case + " (1000 in the full run) vs bare rmdir loop"
+				}
+			}
+		}
+		if r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Ratio <= 3, fmt.Sprintf("%.2fx (%s vs %s)", r.Ratio, fmtMs(r.Median), fmtMs(r.Median/r.Ratio)))
+		}
+	}
+	// 7. Guardian reaction.
+	{
+		name, want := "guardian: SIGKILL of the supervisor to all gone, N=100", "< 100 ms median"
+		if r, why := rs.find("guardian", "N=100 flat", guardianRow); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Median < 100, fmtMs(r.Median))
+		}
+	}
+	// 8. Daemon round trip.
+	{
+		name, want := "daemon round trip overhead over the library call", "< 2 ms"
+		lib, why1 := rs.find("daemon", daemonRTCase, daemonRTLib)
+		d, why2 := rs.find("daemon", daemonRTCase, daemonRTAPI)
+		switch {
+		case lib == nil:
+			missing(name, want, why1)
+		case d == nil:
+			missing(name, want, why2)
+		default:
+			o := d.Median - lib.Median
+			check(name, want, o < 2, fmt.Sprintf("%+.2f ms (%s vs %s)", o, fmtMs(d.Median), fmtMs(lib.Median)))
+		}
+	}
+	return out
+}

@@ -1,0 +1,159 @@
+#!/bin/bash
+# Runs INSIDE the rig's guest (systemd is PID 1): installs the snakepit
+# unit, drives the daemon through its API and systemctl, and checks that
+# nothing outlives it. $1 is the shared directory holding the binary.
+# Prints "ok: ..." per check; exits non-zero on the first failure.
+set -euo pipefail
+SHARE=$1
+SOCK=/run/snakepit/snakepit.sock
+SVC=/sys/fs/cgroup/system.slice/snakepit.service
+PY=/usr/bin/python3
+
+fail() { echo "FAIL: $*" >&2; systemctl status snakepit --no-pager -l >&2 || true; journalctl -u snakepit --no-pager -n 40 >&2 || true; exit 1; }
+T0=$(date +%s%N)
+ok() { echo "ok [$(( ($(date +%s%N) - T0) / 1000000 )) ms]: $*"; }
+# api METHOD PATH [BODY] [SOCKET]: prints the body; fails unless 2xx.
+api() {
+  local out code
+  out=$(mktemp)
+  code=$(curl -s -o "$out" -w '%{http_code}' --unix-socket "${4:-$SOCK}" -X "$1" "http://snakepit$2" ${3:+-d "$3"}) || { rm -f "$out"; fail "curl $1 $2"; }
+  case "$code" in 2??) cat "$out"; rm -f "$out";; *) cat "$out" >&2; rm -f "$out"; fail "$1 $2: HTTP $code";; esac
+}
+json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+prop() { systemctl show -p "$2" --value "$1"; }
+alive() { local n=0; for p in "$@"; do kill -0 "$p" 2>/dev/null && n=$((n+1)); done; echo $n; }
+# pids_under DIR: every PID in the cgroup subtree DIR
+pids_under() { find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# wait_for SECONDS CMD...: polls CMD every 20 ms
+wait_for() { local t=$1; shift; local end=$(( $(now_ms) + t*1000 )); until "$@"; do [ "$(now_ms)" -lt "$end" ] || return 1; sleep 0.02; done; }
+
+# --- install --------------------------------------------------------------
+install -m 0755 "$SHARE/snakepit" /usr/local/bin/snakepit
+snakepit daemon --print-unit > /etc/systemd/system/snakepit.service
+# The shipped unit as is, but a shorter grace (10s) and RestartSec (1s) to
+# keep CI fast; the
+# nesting grace < TimeoutStopSec is checked on the unit in systemd/unit_test.go.
+mkdir -p /etc/systemd/system/snakepit.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/local/bin/snakepit daemon --grace 1s\nRestartSec=100ms\n' > /etc/systemd/system/snakepit.service.d/rig.conf
+systemctl daemon-reload
+# Type=notify: start returns once the daemon sent READY=1.
+systemctl start snakepit || fail "systemctl start"
+[ "$(prop snakepit ActiveState)" = active ] || fail "not active after start"
+MAIN=$(prop snakepit MainPID)
+status=$(prop snakepit StatusText)
+case "$status" in "runs: 0, workers: 0; stale runs removed at start: 0; runs under $SVC (delegated)") ;; *) fail "STATUS=$status";; esac
+ok "Type=notify service READY; STATUS=$status"
+[ "$(prop snakepit Delegate)" = yes ] || fail "Delegate"
+grep -qx "$MAIN" "$SVC/supervisor/cgroup.procs" || fail "daemon $MAIN not in $SVC/supervisor"
+[ -z "$(cat "$SVC/cgroup.procs")" ] || fail "processes left in the delegated root: $(cat "$SVC/cgroup.procs")"
+$PY -c "import os; assert os.getxattr('$SVC','trusted.delegate')==b'1'" || fail "no trusted.delegate xattr"
+ok "delegated: daemon in $SVC/supervisor, root empty, trusted.delegate=1"
+[ "$(prop snakepit NoNewPrivileges)" = yes ] && [ "$(prop snakepit ProtectSystem)" = full ] || fail "hardening not applied"
+ok "hardening active (NoNewPrivileges, ProtectSystem=full, ...)"
+
+# --- drive the API ----------------------------------------------------------
+ST=$(api GET /v1/status)
+[ "$(echo "$ST" | json 'd["mode"]')" = delegated ] || fail "status: $ST"
+RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
+RCG=$SVC/snakepit-$RUN
+[ -d "$RCG" ] || fail "run cgroup $RCG missing"
+W1=$(api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' | json 'd["pid"]')
+W2=$(api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1003 &); exec sleep 1004"]}' | json 'd["pid"]')
+wait_for 5 test "$(pids_under "$RCG" | wc -l)" -ge 5 || fail "double-forked workers: $(pids_under "$RCG" | wc -l) processes"
+ok "run $RUN: 2 workers that double-fork, $(pids_under "$RCG" | wc -l) processes in $RCG"
+snakepit ps | grep -q "^$RUN " || fail "snakepit ps does not show $RUN"
+ok "snakepit ps lists the daemon's run"
+W=$(api DELETE "/v1/runs/$RUN/workers/2?grace=1s")
+[ "$(echo "$W" | json 'd["state"]')" = exited ] || fail "worker 2 not exited: $W"
+wait_for 5 test "$(alive "$W2")" = 0 || fail "worker 2 alive"
+ok "worker 2 stopped: $(echo "$W" | json 'd["exit"]')"
+before=$(pids_under "$RCG")
+TD=$(api DELETE "/v1/runs/$RUN?grace=1s")
+[ ! -d "$RCG" ] || fail "run cgroup left after DELETE"
+[ "$(alive $before)" = 0 ] || fail "processes survived DELETE of the run"
+ok "run torn down: $TD"
+
+# --- systemctl stop: nothing survives ---------------------------------------
+RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
+for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","trap \"\" TERM; (sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' >/dev/null; done
+wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6 || fail "workers of $RUN"
+all=$(pids_under "$SVC")
+t0=$(now_ms)
+systemctl stop snakepit || fail "systemctl stop"
+t1=$(now_ms)
+[ "$(alive $all)" = 0 ] || fail "survived systemctl stop: $(for p in $all; do kill -0 $p 2>/dev/null && ps -o pid=,args= -p $p; done)"
+[ ! -d "$SVC" ] || [ -z "$(ls -d "$SVC"/snakepit-* 2>/dev/null)" ] || fail "run cgroup left after stop"
+[ "$(prop snakepit Result)" = success ] && [ "$(prop snakepit ExecMainStatus)" = 0 ] || fail "stop: Result=$(prop snakepit Result) status=$(prop snakepit ExecMainStatus)"
+ok "systemctl stop in $((t1-t0)) ms (workers ignoring SIGTERM: grace then kill): exit 0, $(echo $all | wc -w) processes gone, no run cgroup"
+
+# --- systemctl kill -s KILL: zero survivors within 100 ms, clean restart ------
+systemctl start snakepit || fail "restart"
+OLD=$(prop snakepit MainPID)
+RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
+for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' >/dev/null; done
+wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6 || fail "workers of $RUN"
+all=$(pids_under "$SVC")
+# A pidfd waiter (pidfds opened before the kill, so no PID can be reused
+# under it) measures from "systemctl kill returned" to the last exit.
+coproc WAITER { $PY "$SHARE/pidwait.py" $all; }
+read -r line <&"${WAITER[0]}"; [ "$line" = ready ] || fail "pidwait: $line"
+t0=$(now_ms)
+systemctl kill -s KILL snakepit
+echo go >&"${WAITER[1]}"
+read -r res <&"${WAITER[0]}" || fail "pidwait died"
+t1=$(now_ms)
+case "$res" in all-gone*) ;; *) fail "systemctl kill -s KILL: $res";; esac
+ms=$(echo "$res" | cut -d' ' -f2)
+$PY -c "import sys; sys.exit(0 if float('$ms') <= 100 else 1)" || fail "zero survivors only $ms ms after systemctl kill returned (want <= 100)"
+ok "systemctl kill -s KILL: all $(echo $all | wc -w) processes (daemon, guardian, workers) gone $ms ms after systemctl kill returned ($((t1-t0)) ms including systemctl and the handshake)"
+# Restart=on-failure brings it back; READY again, with the gc count.
+wait_for 15 sh -c "[ \"\$(systemctl show -p MainPID --value snakepit)\" != 0 ] && [ \"\$(systemctl show -p MainPID --value snakepit)\" != $OLD ] && systemctl is-active -q snakepit" || fail "no restart"
+status=$(prop snakepit StatusText)
+case "$status" in *"stale runs removed at start: "*) ;; *) fail "STATUS after restart: $status";; esac
+[ "$(api GET /v1/runs)" = "[]" ] || fail "runs after restart"
+[ -z "$(ls -d "$SVC"/snakepit-* 2>/dev/null)" ] || fail "run cgroups after restart: $(ls -d "$SVC"/snakepit-*)"
+ok "restarted cleanly: STATUS=$status"
+
+# --- gc at start: runs left by an instance whose kill spared them ------------
+# SIGKILL the daemon alone (not the cgroup) with the guardian stopped first,
+# so that its runs stay behind until the restarted daemon's gc.
+RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
+api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); exec sleep 1002"]}' >/dev/null
+wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 2 || fail "workers of $RUN"
+left=$(pids_under "$SVC/snakepit-$RUN")
+GUARD=$(api GET /v1/status | json 'd.get("guardian",0)')
+OLD=$(prop snakepit MainPID)
+kill -STOP "$GUARD"
+systemctl kill -s KILL --kill-whom=main snakepit
+wait_for 15 sh -c "[ \"\$(systemctl show -p MainPID --value snakepit)\" != 0 ] && [ \"\$(systemctl show -p MainPID --value snakepit)\" != $OLD ] && systemctl is-active -q snakepit" || fail "no restart after killing the main process"
+status=$(prop snakepit StatusText)
+[ "$(alive $left)" = 0 ] || fail "stale run's processes survived the restart"
+ok "daemon SIGKILLed alone, restarted: STATUS=$status"
+kill -CONT "$GUARD" 2>/dev/null || true
+
+# --- started by hand, outside any unit: its own transient scope --------------
+systemctl stop snakepit
+HS=/run/snakepit-hand.sock
+snakepit daemon --socket $HS --grace 1s >/run/snakepit-hand.log 2>&1 &
+HPID=$!
+wait_for 10 test -S $HS || { cat /run/snakepit-hand.log >&2; fail "hand-started daemon: no socket"; }
+ST=$(api GET /v1/status "" $HS)
+SCOPE=snakepit-daemon-$HPID.scope
+[ "$(echo "$ST" | json 'd["mode"]')" = scope ] || fail "hand-started: $ST"
+[ "$(echo "$ST" | json 'd["run_parent"]')" = "/sys/fs/cgroup/system.slice/$SCOPE" ] || fail "hand-started run parent: $ST"
+[ "$(prop $SCOPE Delegate)" = yes ] && [ "$(prop $SCOPE ActiveState)" = active ] || fail "$SCOPE: Delegate=$(prop $SCOPE Delegate)"
+grep -qx "$HPID" "/sys/fs/cgroup/system.slice/$SCOPE/supervisor/cgroup.procs" || fail "hand-started daemon not in its scope's supervisor/"
+RUN=$(api POST /v1/runs '{}' $HS | json 'd["id"]')
+api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); exec sleep 1002"]}' $HS >/dev/null
+[ -d "/sys/fs/cgroup/system.slice/$SCOPE/snakepit-$RUN" ] || fail "run not in the scope"
+wait_for 5 test "$(pids_under "/sys/fs/cgroup/system.slice/$SCOPE/snakepit-$RUN" | wc -l)" -ge 2 || fail "workers in the scope"
+all=$(pids_under "/sys/fs/cgroup/system.slice/$SCOPE")
+ok "hand-started daemon: transient $SCOPE with Delegate=yes, run $RUN inside it"
+kill -TERM $HPID
+wait $HPID || fail "hand-started daemon exit status $?"
+wait_for 5 test "$(alive $all)" = 0 || fail "survivors of the hand-started daemon"
+wait_for 5 sh -c "! systemctl is-active -q $SCOPE" || fail "$SCOPE still active"
+wait_for 5 test ! -d "/sys/fs/cgroup/system.slice/$SCOPE" || fail "$SCOPE cgroup left"
+ok "hand-started daemon: SIGTERM -> exit 0, nothing left, scope gone"
+echo "guest: all checks passed"
