@@ -3,9 +3,9 @@
 package snakepit
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,7 +36,7 @@ type eventWatcher struct {
 	mu   sync.Mutex // serialises check
 	last map[EventKind]uint64
 
-	ifd, efd int
+	inotify  *os.File // non-blocking: waited on by the netpoller, no thread
 	done     chan struct{}
 	stopOnce sync.Once
 }
@@ -62,12 +62,8 @@ func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, erro
 		unix.Close(ifd)
 		return nil, nil
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(ifd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	w := &eventWatcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{}, ifd: ifd, efd: efd, done: make(chan struct{})}
+	w := &eventWatcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
+		inotify: os.NewFile(uintptr(ifd), "inotify"), done: make(chan struct{})}
 	w.check(false) // baseline
 	go w.loop()
 	return w, nil
@@ -75,24 +71,13 @@ func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, erro
 
 func (w *eventWatcher) loop() {
 	defer close(w.done)
-	pfd := []unix.PollFd{{Fd: int32(w.ifd), Events: unix.POLLIN}, {Fd: int32(w.efd), Events: unix.POLLIN}}
 	var buf [4096]byte
 	for {
-		_, err := unix.Poll(pfd, -1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		// Returns an error once stop closes the file.
+		if _, err := w.inotify.Read(buf[:]); err != nil {
 			return
 		}
-		if pfd[1].Revents != 0 {
-			return
-		}
-		if pfd[0].Revents != 0 {
-			for {
-				if _, err := unix.Read(w.ifd, buf[:]); err != nil {
-					break
-				}
-			}
-			w.check(true)
-		}
+		w.check(true)
 	}
 }
 
@@ -129,12 +114,8 @@ func (w *eventWatcher) stop() {
 		return
 	}
 	w.stopOnce.Do(func() {
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = unix.Write(w.efd, one[:])
+		w.inotify.Close()
 		<-w.done
 		w.check(true)
-		unix.Close(w.ifd)
-		unix.Close(w.efd)
 	})
 }

@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
@@ -235,6 +238,11 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	}
 	wg.Wait()
 
+	// Lock files of guardians that are gone (SIGKILLed with their owner).
+	if !o.DryRun && len(o.RunIDs) == 0 {
+		removeStaleGuardianLocks()
+	}
+
 	// 4: marked processes of runs that are not live.
 	if !o.NoScan {
 		if err := gcMarked(ctx, o, parents, only, doomed, &rep); err != nil {
@@ -416,4 +424,30 @@ func gcMarked(ctx context.Context, o GCOptions, parents []string, only func(stri
 		rep.Items = append(rep.Items, it)
 	}
 	return nil
+}
+
+// removeStaleGuardianLocks deletes guardian lock files nobody holds. A
+// guardian racing us (opened the file, not yet locked) then locks an
+// unlinked file: a later guardian of the same owner would not see it and
+// watch too, which is harmless.
+func removeStaleGuardianLocks() {
+	dir := filepath.Dir(guardianLockPath(Owner{}))
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+			_ = os.Remove(p)
+		}
+		unix.Close(fd)
+	}
 }

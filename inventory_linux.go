@@ -45,6 +45,9 @@ type RunInfo struct {
 	// Processes lists the run's processes when asked for (ListOptions.Tree);
 	// null otherwise.
 	Processes []ProcInfo `json:"processes"`
+	// Stats are the run cgroup's usage counters (limits_linux.go); nil for
+	// POSIX runs.
+	Stats *Stats `json:"stats,omitempty"`
 
 	Record *Record `json:"-"`
 }
@@ -164,6 +167,9 @@ func cgroupRunInfo(id, path string, now time.Time, tree bool) (RunInfo, error) {
 		return ri, err
 	}
 	ri.Procs = len(pids)
+	if st, err := ReadStats(cg); err == nil {
+		ri.Stats = &st
+	}
 	if tree {
 		procs := make([]ProcInfo, 0, len(pids))
 		for _, pid := range pids {

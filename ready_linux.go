@@ -5,7 +5,6 @@ package snakepit
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -45,11 +44,10 @@ type readyState struct {
 	// notify mode
 	dir      string
 	sockPath string
-	sock     int // -1 when not in notify mode
-	efd      int
-	cgRel    string     // run cgroup, relative to the mount, for sender checks
-	fdMu     sync.Mutex // guards sock, efd, dir against cleanup
-	stopped  bool
+	sock     *os.File // nil when not in notify mode; waited on by the netpoller
+	cgRel    string   // run cgroup, relative to the mount, for sender checks
+	drainMu  sync.Mutex
+	stopOnce sync.Once
 }
 
 // newReadyState prepares readiness for a worker that will run as uid:gid
@@ -57,7 +55,7 @@ type readyState struct {
 // it makes a private directory (0700, owned by the worker's user) holding
 // the worker's socket.
 func newReadyState(cfg Readiness, cgPath string, uid, gid int) (*readyState, error) {
-	rs := &readyState{cfg: cfg, ready: make(chan struct{}), finished: make(chan struct{}), sock: -1, efd: -1}
+	rs := &readyState{cfg: cfg, ready: make(chan struct{}), finished: make(chan struct{}), start: time.Now()}
 	if cfg.Line != "" {
 		re, err := regexp.Compile(cfg.Line)
 		if err != nil {
@@ -91,7 +89,9 @@ func (rs *readyState) listen(uid, gid int) error {
 	if err != nil {
 		return fmt.Errorf("notify socket: %w", err)
 	}
-	rs.sock = fd
+	// Non-blocking, so os.File hands it to the netpoller: no thread is
+	// blocked per waiting worker.
+	rs.sock = os.NewFile(uintptr(fd), rs.sockPath)
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: rs.sockPath}); err != nil {
 		return fmt.Errorf("notify socket: bind %s: %w", rs.sockPath, err)
 	}
@@ -108,15 +108,12 @@ func (rs *readyState) listen(uid, gid int) error {
 			}
 		}
 	}
-	if rs.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return fmt.Errorf("eventfd: %w", err)
-	}
 	return nil
 }
 
 // env returns the variables the worker gets (NOTIFY_SOCKET in notify mode).
 func (rs *readyState) env() []string {
-	if rs.sock < 0 {
+	if rs.sock == nil {
 		return nil
 	}
 	return []string{NotifySocketEnv + "=" + rs.sockPath}
@@ -137,18 +134,17 @@ func (rs *readyState) wrapStdout(w io.Writer) io.Writer {
 // started begins watching once the worker runs; done is closed when the
 // worker has exited.
 func (rs *readyState) started(done <-chan struct{}) {
-	rs.start = time.Now()
 	rs.mu.Lock()
 	rs.checkReady()
 	rs.mu.Unlock()
-	if rs.sock < 0 {
+	if rs.sock == nil {
 		go func() {
 			<-done
 			close(rs.finished)
 		}()
 		return
 	}
-	go rs.readLoop(rs.sock, rs.efd)
+	go rs.readLoop()
 	go func() {
 		<-done
 		rs.stop()
@@ -171,25 +167,26 @@ func (rs *readyState) checkReady() {
 	close(rs.ready)
 }
 
-func (rs *readyState) readLoop(sock, efd int) {
+// readLoop handles datagrams until stop closes the socket.
+func (rs *readyState) readLoop() {
 	defer close(rs.finished)
 	defer rs.cleanup()
-	pfd := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
-	for {
-		rs.drain(sock)
-		_, err := unix.Poll(pfd, -1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return
-		}
-		if pfd[1].Revents != 0 {
-			rs.drain(sock) // what the worker sent just before it exited
-			return
-		}
+	rc, err := rs.sock.SyscallConn()
+	if err != nil {
+		return
 	}
+	// The callback drains the socket and asks to wait for more; Read
+	// returns once the socket is closed.
+	_ = rc.Read(func(fd uintptr) bool {
+		rs.drain(int(fd))
+		return false
+	})
 }
 
 // drain reads every queued datagram.
 func (rs *readyState) drain(sock int) {
+	rs.drainMu.Lock()
+	defer rs.drainMu.Unlock()
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
@@ -256,16 +253,15 @@ func (rs *readyState) handle(msg []byte) {
 	}
 }
 
-// stop ends the notify reader after a last drain.
+// stop ends the notify reader after a last drain (what the worker sent just
+// before it exited).
 func (rs *readyState) stop() {
-	rs.fdMu.Lock()
-	defer rs.fdMu.Unlock()
-	if rs.efd >= 0 && !rs.stopped {
-		rs.stopped = true
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = unix.Write(rs.efd, one[:])
-	}
+	rs.stopOnce.Do(func() {
+		if rc, err := rs.sock.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { rs.drain(int(fd)) })
+		}
+		rs.sock.Close() // ends readLoop's Read
+	})
 }
 
 // finish waits (bounded by ctx) until the notify socket is closed and its
@@ -281,21 +277,13 @@ func (rs *readyState) finish(ctx context.Context) {
 	}
 }
 
-// cleanup closes the socket and removes its directory. Idempotent.
+// cleanup closes the socket and removes its directory.
 func (rs *readyState) cleanup() {
-	rs.fdMu.Lock()
-	defer rs.fdMu.Unlock()
-	if rs.sock >= 0 {
-		unix.Close(rs.sock)
-		rs.sock = -1
-	}
-	if rs.efd >= 0 {
-		unix.Close(rs.efd)
-		rs.efd = -1
+	if rs.sock != nil {
+		rs.sock.Close()
 	}
 	if rs.dir != "" {
 		_ = os.RemoveAll(rs.dir)
-		rs.dir = ""
 	}
 }
 

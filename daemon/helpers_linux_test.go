@@ -157,7 +157,7 @@ func asUser(t *testing.T, socket string, uid, gid int, groups []int, reqs ...hel
 
 // daemonProc is a snakepit daemon started by a test.
 type daemonProc struct {
-	t           *testing.T
+	t           testing.TB
 	cmd         *exec.Cmd
 	socket      string
 	parent      string
@@ -182,7 +182,7 @@ type daemonOpts struct {
 // startDaemon starts `snakepit daemon` with a private socket and cgroup
 // parent and waits for READY=1 on a NOTIFY_SOCKET of our own. Cleanup
 // stops it (SIGTERM), checks it exited 0 and removes what it left.
-func startDaemon(t *testing.T, o daemonOpts) *daemonProc {
+func startDaemon(t testing.TB, o daemonOpts) *daemonProc {
 	t.Helper()
 	m := testenv.RequireCgroup2(t)
 	dir := o.dir
@@ -330,7 +330,7 @@ func (d *daemonProc) kill() {
 	<-d.exited
 }
 
-func (d *daemonProc) status(t *testing.T) api.Status {
+func (d *daemonProc) status(t testing.TB) api.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -343,7 +343,7 @@ func (d *daemonProc) status(t *testing.T) api.Status {
 
 // removeParent tears down whatever is left under a test parent (failing
 // the test if anything was) and removes it.
-func removeParent(t *testing.T, parent string) {
+func removeParent(t testing.TB, parent string) {
 	t.Helper()
 	if _, err := os.Stat(parent); errors.Is(err, os.ErrNotExist) {
 		return

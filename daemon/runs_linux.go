@@ -38,8 +38,9 @@ type runState struct {
 	workers  []*workerState
 	stopping bool
 
-	tdOnce sync.Once
-	td     api.Teardown
+	tdOnce   sync.Once
+	td       api.Teardown
+	watchers sync.WaitGroup // this run's watchWorker goroutines
 }
 
 type workerState struct {
@@ -298,6 +299,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
 	d.kickStatus()
 	d.watchers.Add(1)
+	rs.watchers.Add(1)
 	go d.watchWorker(rs, ws)
 	return view, nil
 }
@@ -305,6 +307,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 // watchWorker records the worker's exit and announces it.
 func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
 	defer d.watchers.Done()
+	defer rs.watchers.Done()
 	st, _ := ws.w.Wait(context.Background())
 	e := toExit(st)
 	rs.mu.Lock()
@@ -349,16 +352,13 @@ func (d *Daemon) stopWorker(ctx context.Context, rs *runState, ws *workerState, 
 			t.Stop()
 		}
 	}
-	// The watcher sets exit right after Done; read it under the lock.
-	_, _ = ws.w.Wait(ctx)
+	st, err := ws.w.Wait(ctx)
 	rs.mu.Lock()
-	defer rs.mu.Unlock()
 	v := ws.viewLocked()
-	if v.Exit == nil {
-		// Done but the watcher has not stored the status yet.
-		if st, err := ws.w.Wait(ctx); err == nil {
-			v.State, v.Exit = api.WorkerExited, toExit(st)
-		}
+	rs.mu.Unlock()
+	if err == nil && v.Exit == nil {
+		// Exited, but its watcher has not stored the status yet.
+		v.State, v.Exit = api.WorkerExited, toExit(st)
 	}
 	return v
 }
@@ -405,6 +405,15 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 			d.log.Warn("teardown", "run", rs.run.ID(), "err", err)
 		}
 		rs.td = td
+		// Every worker_exited of the run goes out before run_torn_down.
+		// The workers are dead unless the teardown failed; then do not
+		// wait past its deadline.
+		wdone := make(chan struct{})
+		go func() { rs.watchers.Wait(); close(wdone) }()
+		select {
+		case <-wdone:
+		case <-tctx.Done():
+		}
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
 		d.mu.Unlock()

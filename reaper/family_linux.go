@@ -320,20 +320,21 @@ const (
 // returns a *SurvivorsError when ctx ends first.
 func (f Family) Kill(ctx context.Context, grace time.Duration) (FamilyReport, error) {
 	var rep FamilyReport
-	k := killer{f: f, pins: map[Identity]*Pinned{}, sent: map[Identity]unix.Signal{}, groups: map[int]unix.Signal{}, self: os.Getpid()}
+	k := killer{f: f, pins: map[Identity]*Pinned{}, sent: map[Identity]unix.Signal{}, groups: map[int]unix.Signal{}}
 	for _, r := range f.Roots {
 		k.roots = append(k.roots, r.PID)
 	}
 	defer k.close()
 	if grace > 0 {
-		gctx, cancel := context.WithTimeout(ctx, grace)
-		done, err := k.rounds(gctx, unix.SIGTERM, &rep)
-		cancel()
-		if done || ctx.Err() != nil {
+		// The grace period bounds the waiting, never a walk: a walk that
+		// takes longer than the grace on a loaded host must still send
+		// the SIGTERMs it found reasons for.
+		done, err := k.rounds(ctx, time.Now().Add(grace), unix.SIGTERM, &rep)
+		if done || err != nil {
 			return rep, err
 		}
 	}
-	done, err := k.rounds(ctx, unix.SIGKILL, &rep)
+	done, err := k.rounds(ctx, time.Time{}, unix.SIGKILL, &rep)
 	if !done && err == nil {
 		err = ctx.Err()
 	}
@@ -342,19 +343,10 @@ func (f Family) Kill(ctx context.Context, grace time.Duration) (FamilyReport, er
 
 type killer struct {
 	f      Family
-	self   int
 	roots  []int
 	pins   map[Identity]*Pinned
 	sent   map[Identity]unix.Signal
 	groups map[int]unix.Signal
-	child  map[Identity]bool // members that are children of ours, not roots
-}
-
-func (k *killer) markChild(id Identity) {
-	if k.child == nil {
-		k.child = map[Identity]bool{}
-	}
-	k.child[id] = true
 }
 
 func (k *killer) close() {
@@ -364,10 +356,12 @@ func (k *killer) close() {
 	}
 }
 
-// reap collects p if it is an exited child of ours that no one else waits
-// for (not a root). ECHILD (someone else reaped it) is fine.
+// reap collects p if it has exited and is a child of ours (it may have
+// become one by re-parenting after it was found) that no one else waits for:
+// not a root, whose owner waits for it. ECHILD (not our child, or already
+// reaped) is fine.
 func (k *killer) reap(p *Pinned) {
-	if p.fd < 0 || !p.Exited() || !k.child[p.Identity] {
+	if p.fd < 0 || k.isRoot(p.PID) || !p.Exited() {
 		return
 	}
 	var info unix.Siginfo
@@ -375,8 +369,9 @@ func (k *killer) reap(p *Pinned) {
 }
 
 // rounds walks /proc, signals new members with sig and waits for them,
-// until a walk finds nobody (done) or ctx ends.
-func (k *killer) rounds(ctx context.Context, sig unix.Signal, rep *FamilyReport) (done bool, err error) {
+// until a walk finds nobody (done), the phase deadline passes (zero: none;
+// done false, err nil) or ctx ends (a *SurvivorsError).
+func (k *killer) rounds(ctx context.Context, deadline time.Time, sig unix.Signal, rep *FamilyReport) (done bool, err error) {
 	wait := rescanMin
 	if sig == unix.SIGKILL {
 		// Killed processes cannot fork any more and the wait returns as
@@ -403,9 +398,6 @@ func (k *killer) rounds(ctx context.Context, sig unix.Signal, rep *FamilyReport)
 			if p == nil {
 				p = m.pin
 				k.pins[m.Identity] = p
-				if m.PPID == k.self && !k.isRoot(m.PID) {
-					k.markChild(m.Identity)
-				}
 			} else {
 				m.pin.Close()
 			}
@@ -433,23 +425,29 @@ func (k *killer) rounds(ctx context.Context, sig unix.Signal, rep *FamilyReport)
 		if fresh && sig != unix.SIGKILL {
 			wait = rescanMin
 		}
-		wctx, cancel := context.WithTimeout(ctx, wait)
+		w := wait
+		if !deadline.IsZero() {
+			if left := time.Until(deadline); left < w {
+				w = max(left, 0)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, w)
 		WaitExited(wctx, live)
 		cancel()
 		for _, p := range live {
 			k.reap(p)
 		}
-		if ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			return false, k.survivors(ctx)
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			// One last look: everyone may have gone at the deadline.
-			ms, err := k.f.Members(context.WithoutCancel(ctx))
+			ms, err := k.f.Members(ctx)
 			if err == nil && len(ms) == 0 {
 				return true, nil
 			}
 			for i := range ms {
 				ms[i].Close()
-			}
-			if sig == unix.SIGKILL {
-				return false, k.survivors(ctx)
 			}
 			return false, nil
 		}

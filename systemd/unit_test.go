@@ -21,9 +21,9 @@ func TestUnit(t *testing.T) {
 			t.Errorf("%s = %q (set %v), want %q", key, got, ok, want)
 		}
 	}
-	for _, forbidden := range []string{"ProtectControlGroups", "PrivateTmp", "ProtectHome"} {
+	for _, forbidden := range []string{"ProtectControlGroups", "PrivateTmp", "ProtectHome", "RuntimeDirectory"} {
 		if v, ok := UnitSetting(Unit, forbidden); ok && v != "no" {
-			t.Errorf("%s=%s would break cgroup management or the clients' view of files", forbidden, v)
+			t.Errorf("%s=%s must not be set (see the comments in the unit)", forbidden, v)
 		}
 	}
 	exec, _ := UnitSetting(Unit, "ExecStart")

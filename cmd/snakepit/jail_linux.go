@@ -246,3 +246,32 @@ func init() {
 		return checkWarn, detail + " (such limits fail unless --best-effort-limits)"
 	})
 }
+
+// statColumns renders a run's memory.current and CPU time for ps ("-"
+// where not available).
+func statColumns(s *snakepit.Stats) (mem, cpu string) {
+	mem, cpu = "-", "-"
+	if s == nil {
+		return
+	}
+	if s.MemoryCurrent != nil {
+		mem = humanBytes(*s.MemoryCurrent)
+	}
+	if s.CPUUsageUsec != nil {
+		cpu = (time.Duration(*s.CPUUsageUsec) * time.Microsecond).Round(10 * time.Millisecond).String()
+	}
+	return
+}
+
+// humanBytes renders n with one decimal in K, M or G.
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return fmt.Sprint(n)
+}

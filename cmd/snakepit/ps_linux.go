@@ -50,8 +50,8 @@ func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 var psRuns = snakepit.ListRuns
 
 func printRuns(w io.Writer, runs []snakepit.RunInfo, tree bool) {
-	const row = "%-8s %-6s %-8s %-5s %5s %9s  %s\n"
-	fmt.Fprintf(w, row, "RUN", "MECH", "OWNER", "ALIVE", "PROCS", "AGE", "CGROUP")
+	const row = "%-8s %-6s %-8s %-5s %5s %9s %7s %8s  %s\n"
+	fmt.Fprintf(w, row, "RUN", "MECH", "OWNER", "ALIVE", "PROCS", "AGE", "MEM", "CPU", "CGROUP")
 	for _, r := range runs {
 		owner, alive := "-", "?"
 		if r.HasRecord {
@@ -66,7 +66,8 @@ func printRuns(w io.Writer, runs []snakepit.RunInfo, tree bool) {
 			cg = "-"
 		}
 		age := time.Duration(r.AgeSeconds * float64(time.Second)).Round(100 * time.Millisecond)
-		fmt.Fprintf(w, row, r.ID, r.Mechanism, owner, alive, fmt.Sprint(r.Procs), age, cg)
+		mem, cpu := statColumns(r.Stats) // jail_linux.go
+		fmt.Fprintf(w, row, r.ID, r.Mechanism, owner, alive, fmt.Sprint(r.Procs), age, mem, cpu, cg)
 		if tree {
 			for _, p := range r.Processes {
 				fmt.Fprintf(w, "    %7d  %s\n", p.PID, p.Cmdline)

@@ -193,7 +193,6 @@ func restoreForeground(fd int) {
 	_ = unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, unix.Getpgrp())
 }
 
-
 // drainPipe waits until the command has read everything pending in its stdin
 // pipe, it exits, or limit passes. The kernel gives no event for "a pipe was
 // read", so this re-reads FIONREAD every millisecond.

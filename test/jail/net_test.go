@@ -165,4 +165,3 @@ func TestNetNoneCLIPdeathsig(t *testing.T) {
 		t.Errorf("worker %d survived the SIGKILLed wrapper", pid)
 	}
 }
-

@@ -22,11 +22,12 @@ api() {
 json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 prop() { systemctl show -p "$2" --value "$1"; }
 alive() { local n=0; for p in "$@"; do kill -0 "$p" 2>/dev/null && n=$((n+1)); done; echo $n; }
+survivors() { for p in "$@"; do kill -0 "$p" 2>/dev/null && ps -o pid=,stat=,args= -p "$p"; done; true; }
 # pids_under DIR: every PID in the cgroup subtree DIR
 pids_under() { find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-# wait_for SECONDS CMD...: polls CMD every 20 ms
-wait_for() { local t=$1; shift; local end=$(( $(now_ms) + t*1000 )); until "$@"; do [ "$(now_ms)" -lt "$end" ] || return 1; sleep 0.02; done; }
+# wait_for SECONDS 'SHELL CONDITION': re-evaluates the condition every 20 ms
+wait_for() { local end=$(( $(now_ms) + $1*1000 )); until eval "$2"; do [ "$(now_ms)" -lt "$end" ] || return 1; sleep 0.02; done; }
 
 # --- install --------------------------------------------------------------
 install -m 0755 "$SHARE/snakepit" /usr/local/bin/snakepit
@@ -60,13 +61,13 @@ RCG=$SVC/snakepit-$RUN
 [ -d "$RCG" ] || fail "run cgroup $RCG missing"
 W1=$(api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' | json 'd["pid"]')
 W2=$(api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1003 &); exec sleep 1004"]}' | json 'd["pid"]')
-wait_for 5 test "$(pids_under "$RCG" | wc -l)" -ge 5 || fail "double-forked workers: $(pids_under "$RCG" | wc -l) processes"
+wait_for 5 'test "$(pids_under "$RCG" | wc -l)" -ge 5' || fail "double-forked workers: $(pids_under "$RCG" | wc -l) processes"
 ok "run $RUN: 2 workers that double-fork, $(pids_under "$RCG" | wc -l) processes in $RCG"
 snakepit ps | grep -q "^$RUN " || fail "snakepit ps does not show $RUN"
 ok "snakepit ps lists the daemon's run"
 W=$(api DELETE "/v1/runs/$RUN/workers/2?grace=1s")
 [ "$(echo "$W" | json 'd["state"]')" = exited ] || fail "worker 2 not exited: $W"
-wait_for 5 test "$(alive "$W2")" = 0 || fail "worker 2 alive"
+wait_for 5 'test "$(alive "$W2")" = 0' || fail "worker 2 alive"
 ok "worker 2 stopped: $(echo "$W" | json 'd["exit"]')"
 before=$(pids_under "$RCG")
 TD=$(api DELETE "/v1/runs/$RUN?grace=1s")
@@ -77,7 +78,7 @@ ok "run torn down: $TD"
 # --- systemctl stop: nothing survives ---------------------------------------
 RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
 for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","trap \"\" TERM; (sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' >/dev/null; done
-wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6 || fail "workers of $RUN"
+wait_for 5 'test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6' || fail "workers of $RUN"
 all=$(pids_under "$SVC")
 t0=$(now_ms)
 systemctl stop snakepit || fail "systemctl stop"
@@ -92,7 +93,7 @@ systemctl start snakepit || fail "restart"
 OLD=$(prop snakepit MainPID)
 RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
 for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' >/dev/null; done
-wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6 || fail "workers of $RUN"
+wait_for 5 'test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6' || fail "workers of $RUN"
 all=$(pids_under "$SVC")
 # A pidfd waiter (pidfds opened before the kill, so no PID can be reused
 # under it) measures from "systemctl kill returned" to the last exit.
@@ -108,7 +109,7 @@ ms=$(echo "$res" | cut -d' ' -f2)
 $PY -c "import sys; sys.exit(0 if float('$ms') <= 100 else 1)" || fail "zero survivors only $ms ms after systemctl kill returned (want <= 100)"
 ok "systemctl kill -s KILL: all $(echo $all | wc -w) processes (daemon, guardian, workers) gone $ms ms after systemctl kill returned ($((t1-t0)) ms including systemctl and the handshake)"
 # Restart=on-failure brings it back; READY again, with the gc count.
-wait_for 15 sh -c "[ \"\$(systemctl show -p MainPID --value snakepit)\" != 0 ] && [ \"\$(systemctl show -p MainPID --value snakepit)\" != $OLD ] && systemctl is-active -q snakepit" || fail "no restart"
+wait_for 15 '[ "$(systemctl show -p MainPID --value snakepit)" != 0 ] && [ "$(systemctl show -p MainPID --value snakepit)" != $OLD ] && systemctl is-active -q snakepit' || fail "no restart"
 status=$(prop snakepit StatusText)
 case "$status" in *"stale runs removed at start: "*) ;; *) fail "STATUS after restart: $status";; esac
 [ "$(api GET /v1/runs)" = "[]" ] || fail "runs after restart"
@@ -120,13 +121,13 @@ ok "restarted cleanly: STATUS=$status"
 # so that its runs stay behind until the restarted daemon's gc.
 RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
 api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); exec sleep 1002"]}' >/dev/null
-wait_for 5 test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 2 || fail "workers of $RUN"
+wait_for 5 'test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 2' || fail "workers of $RUN"
 left=$(pids_under "$SVC/snakepit-$RUN")
 GUARD=$(api GET /v1/status | json 'd.get("guardian",0)')
 OLD=$(prop snakepit MainPID)
 kill -STOP "$GUARD"
 systemctl kill -s KILL --kill-whom=main snakepit
-wait_for 15 sh -c "[ \"\$(systemctl show -p MainPID --value snakepit)\" != 0 ] && [ \"\$(systemctl show -p MainPID --value snakepit)\" != $OLD ] && systemctl is-active -q snakepit" || fail "no restart after killing the main process"
+wait_for 15 '[ "$(systemctl show -p MainPID --value snakepit)" != 0 ] && [ "$(systemctl show -p MainPID --value snakepit)" != $OLD ] && systemctl is-active -q snakepit' || fail "no restart after killing the main process"
 status=$(prop snakepit StatusText)
 [ "$(alive $left)" = 0 ] || fail "stale run's processes survived the restart"
 ok "daemon SIGKILLed alone, restarted: STATUS=$status"
@@ -137,7 +138,7 @@ systemctl stop snakepit
 HS=/run/snakepit-hand.sock
 snakepit daemon --socket $HS --grace 1s >/run/snakepit-hand.log 2>&1 &
 HPID=$!
-wait_for 10 test -S $HS || { cat /run/snakepit-hand.log >&2; fail "hand-started daemon: no socket"; }
+wait_for 10 'test -S $HS' || { cat /run/snakepit-hand.log >&2; fail "hand-started daemon: no socket"; }
 ST=$(api GET /v1/status "" $HS)
 SCOPE=snakepit-daemon-$HPID.scope
 [ "$(echo "$ST" | json 'd["mode"]')" = scope ] || fail "hand-started: $ST"
@@ -147,13 +148,13 @@ grep -qx "$HPID" "/sys/fs/cgroup/system.slice/$SCOPE/supervisor/cgroup.procs" ||
 RUN=$(api POST /v1/runs '{}' $HS | json 'd["id"]')
 api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); exec sleep 1002"]}' $HS >/dev/null
 [ -d "/sys/fs/cgroup/system.slice/$SCOPE/snakepit-$RUN" ] || fail "run not in the scope"
-wait_for 5 test "$(pids_under "/sys/fs/cgroup/system.slice/$SCOPE/snakepit-$RUN" | wc -l)" -ge 2 || fail "workers in the scope"
+wait_for 5 'test "$(pids_under "/sys/fs/cgroup/system.slice/$SCOPE/snakepit-$RUN" | wc -l)" -ge 2' || fail "workers in the scope"
 all=$(pids_under "/sys/fs/cgroup/system.slice/$SCOPE")
 ok "hand-started daemon: transient $SCOPE with Delegate=yes, run $RUN inside it"
 kill -TERM $HPID
 wait $HPID || fail "hand-started daemon exit status $?"
-wait_for 5 test "$(alive $all)" = 0 || fail "survivors of the hand-started daemon"
-wait_for 5 sh -c "! systemctl is-active -q $SCOPE" || fail "$SCOPE still active"
-wait_for 5 test ! -d "/sys/fs/cgroup/system.slice/$SCOPE" || fail "$SCOPE cgroup left"
+wait_for 10 'test "$(alive $all)" = 0' || fail "survivors of the hand-started daemon: $(survivors $all)"
+wait_for 5 '! systemctl is-active -q $SCOPE' || fail "$SCOPE still active"
+wait_for 5 'test ! -d "/sys/fs/cgroup/system.slice/$SCOPE"' || fail "$SCOPE cgroup left"
 ok "hand-started daemon: SIGTERM -> exit 0, nothing left, scope gone"
 echo "guest: all checks passed"

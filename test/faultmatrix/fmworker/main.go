@@ -28,6 +28,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -52,9 +53,14 @@ func main() {
 	switch os.Args[1] {
 	case "sleeper":
 	case "forker":
+		// Started from several goroutines: the forks are serialised by
+		// the runtime, the execs then overlap.
+		var wg sync.WaitGroup
 		for i := 0; i < 50; i++ {
-			sleeper()
+			wg.Add(1)
+			go func() { defer wg.Done(); sleeper() }()
 		}
+		wg.Wait()
 	case "daemonizer":
 		viaPipe("daemon1")
 	case "termignore":
@@ -141,13 +147,11 @@ func daemon() {
 	select {}
 }
 
-// scrub replaces itself (same PID, already setsid'd) with a sleeper whose
-// argv and environment carry no trace of the run.
+// scrub replaces itself (same PID, already setsid'd) with a shell whose
+// argv and environment carry no trace of the run; only then is readiness
+// reported (by that shell), and it becomes a sleeper.
 func scrub() {
-	ready := os.NewFile(3, "ready")
-	_, _ = ready.Write([]byte("ok"))
-	ready.Close()
-	err := syscall.Exec(sleepBin, []string{"innocent", "1000"}, []string{})
+	err := syscall.Exec("/bin/sh", []string{"innocent", "-c", "printf ok >&3; exec 3>&-; exec " + sleepBin + " 1000"}, []string{})
 	fatal("exec: %v", err)
 }
 

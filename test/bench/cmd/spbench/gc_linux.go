@@ -14,6 +14,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // The pool of stale runs lives in <root>/gc/pool. The orchestrator starts
@@ -154,29 +155,42 @@ func checkGCIsolation(pool string) error {
 }
 
 // makeStale creates n runs in pool whose record names owner (dead), each
-// holding procs processes.
+// holding procs processes. The workers' environment carries no run-ID
+// marker: gc is measured with --no-scan, and an unmarked process cannot be
+// taken for an orphan by a /proc scan of anyone else's gc on this machine
+// (these runs are stale by design, their processes would be fair game).
 func makeStale(ctx context.Context, c *config, pool string, owner snakepit.Owner, n, procs int) error {
 	defer runtime.GC() // drop the open cgroup directories of the Run values
+	type started struct {
+		w    *snakepit.Worker
+		path string
+	}
+	var ws []started
+	unmark := func(cmd *exec.Cmd) {
+		env := cmd.Env[:0:0]
+		for _, kv := range cmd.Env {
+			if !strings.HasPrefix(kv, runid.EnvVar+"=") {
+				env = append(env, kv)
+			}
+		}
+		cmd.Env = env
+	}
 	for i := 0; i < n; i++ {
 		r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: pool, Owner: owner})
 		if err != nil {
 			return err
 		}
 		if procs > 0 {
-			if _, err := r.Start(ctx, snakepit.Command{Args: treeArgs(c.perl, procs, false)}); err != nil {
+			w, err := r.Start(ctx, snakepit.Command{Args: treeArgs(c.perl, procs, false), Modify: unmark})
+			if err != nil {
 				return err
 			}
+			ws = append(ws, started{w, r.CgroupPath()})
 		}
 	}
-	if procs > 0 {
-		runs, err := snakepit.ListRunCgroups(pool)
-		if err != nil {
+	for _, s := range ws {
+		if err := waitCount(ctx, s.path, procs, s.w.Done()); err != nil {
 			return err
-		}
-		for _, p := range runs {
-			if err := waitCount(ctx, p, procs); err != nil {
-				return err
-			}
 		}
 	}
 	return nil

@@ -98,7 +98,7 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 		_, _ = finishChild(wctx, cmd, exitc)
 		_ = killTree(path)
 	}()
-	if err := waitCount(ctx, path, n); err != nil {
+	if err := waitCount(ctx, path, n, nil); err != nil {
 		return 0, nil, err
 	}
 	// The guardian is started (and recorded) before the first worker; give

@@ -211,9 +211,11 @@ func cmdAll(args []string) int {
 		defer os.RemoveAll(t)
 		c.tmp = t
 	}
-	// Records, guardian locks and sockets of the harness stay in its
-	// scratch directory; nothing points the children at the host's daemon.
-	os.Setenv(snakepit.RecordsDirEnv, filepath.Join(c.tmp, "records"))
+	// Sockets and logs stay in the scratch directory; nothing points the
+	// children at the host's daemon. File records (POSIX runs) and
+	// guardian locks go where snakepit puts them by default: a POSIX run
+	// whose record another `snakepit gc` on this host cannot find looks
+	// orphaned to it, and its /proc scan would kill the run's processes.
 	for _, k := range []string{snakepit.ParentsEnv, "SNAKEPIT_SOCKET", snakepit.GuardianLogEnv, "NOTIFY_SOCKET"} {
 		os.Unsetenv(k)
 	}

@@ -122,7 +122,7 @@ func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, er
 		}
 		_ = killTree(path)
 	}()
-	if err := waitCount(ctx, path, 1); err != nil {
+	if err := waitCount(ctx, path, 1, nil); err != nil {
 		return 0, 0, err
 	}
 	rec, err := snakepit.ReadCgroupRecord(path)

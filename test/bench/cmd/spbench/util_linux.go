@@ -167,9 +167,10 @@ func procCount(path string) int {
 	return len(pids)
 }
 
-// waitCount waits until cgroup path holds at least n processes.
-func waitCount(ctx context.Context, path string, n int) error {
-	deadline := time.Now().Add(5 * time.Minute)
+// waitCount waits until cgroup path holds at least n processes. done, if
+// not nil, is the worker's: its exit ends the wait with an error.
+func waitCount(ctx context.Context, path string, n int, done <-chan struct{}) error {
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		c := procCount(path)
 		if c >= n {
@@ -177,6 +178,11 @@ func waitCount(ctx context.Context, path string, n int) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("%s: the worker exited with %d of %d processes started", path, c, n)
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: %d processes, want %d", path, c, n)
@@ -242,7 +248,7 @@ func startTree(ctx context.Context, c *config, r *snakepit.Run, n int, setsid bo
 	if err != nil {
 		return nil, err
 	}
-	if err := waitCount(ctx, count, n); err != nil {
+	if err := waitCount(ctx, count, n, w.Done()); err != nil {
 		return w, err
 	}
 	if !setsid {

@@ -1,0 +1,252 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/reaper"
+)
+
+// POSIX-mode runs need neither root nor cgroup2.
+
+// newPOSIXRun makes a POSIX run with its records in a private directory and
+// tears it down at the end.
+func newPOSIXRun(t *testing.T, opts Options) *Run {
+	t.Helper()
+	t.Setenv(RecordsDirEnv, t.TempDir())
+	if opts.Mode == ModeAuto && opts.CgroupParent == "" {
+		opts.Mode = ModePOSIX
+	}
+	r, err := Create(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := r.Teardown(ctx, 0); err != nil {
+			t.Errorf("cleanup teardown: %v", err)
+		}
+	})
+	return r
+}
+
+// startLines starts sh -c script in r and returns the worker and the PIDs
+// the script prints (one per line, n of them), pinned.
+func startLines(t *testing.T, r *Run, n int, script string) (*Worker, []*reaper.Pinned) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	w, err := r.Start(context.Background(), Command{Args: []string{"/bin/sh", "-c", script}, Stdout: pw})
+	pw.Close()
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	var pins []*reaper.Pinned
+	t.Cleanup(func() {
+		for _, p := range pins {
+			_ = p.Signal(unix.SIGKILL)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		reaper.WaitExited(ctx, pins)
+		for _, p := range pins {
+			if p.FD() >= 0 {
+				var info unix.Siginfo
+				_ = unix.Waitid(unix.P_PIDFD, p.FD(), &info, unix.WEXITED|unix.WNOHANG, nil)
+			}
+			p.Close()
+		}
+	})
+	sc := bufio.NewScanner(pr)
+	for len(pins) < n && sc.Scan() {
+		pid, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			t.Fatalf("line %q", sc.Text())
+		}
+		id, err := reaper.IdentityOf(pid)
+		if err != nil {
+			t.Fatalf("pid %d: %v", pid, err)
+		}
+		p, err := reaper.Pin(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pins = append(pins, p)
+	}
+	if len(pins) != n {
+		t.Fatalf("got %d PIDs, want %d", len(pins), n)
+	}
+	return w, pins
+}
+
+func survivors(ps []*reaper.Pinned) []int {
+	var out []int
+	for _, p := range ps {
+		if !p.Exited() {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
+
+func TestPOSIXRunLifecycle(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	if r.Mechanism() != MechanismPOSIX || r.CgroupPath() != "" || r.Cgroup() != nil || r.Fallback() != nil {
+		t.Fatalf("mechanism %q, cgroup %q, fallback %v", r.Mechanism(), r.CgroupPath(), r.Fallback())
+	}
+	rec, err := ReadRecord(r.ID())
+	if err != nil || rec.Mechanism != MechanismPOSIX || rec.Cgroup != "" {
+		t.Fatalf("record %+v, %v", rec, err)
+	}
+	// A double-forked setsid daemon (keeps the marker) and a plain child.
+	w, ps := startLines(t, r, 3, `echo $$; sleep 1000 & echo $!; setsid sh -c 'sleep 1000 & echo $!; wait' & wait`)
+	if rec, _ := ReadRecord(r.ID()); rec == nil || rec.PGID != w.PID() {
+		t.Fatalf("record should name the worker's process group %d: %+v", w.PID(), rec)
+	}
+	rep, err := r.Teardown(context.Background(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("Teardown: %v", err)
+	}
+	if left := survivors(ps); len(left) > 0 {
+		t.Fatalf("survivors after teardown: %v (report %+v)", left, rep)
+	}
+	if rep.Terminated < 3 || rep.Killed {
+		t.Errorf("report %+v: want >= 3 SIGTERMed, none needing SIGKILL", rep)
+	}
+	st, err := w.Wait(context.Background())
+	if err != nil || st.Signal != syscall.SIGTERM {
+		t.Errorf("worker ended %v, %v; want killed by SIGTERM", st, err)
+	}
+	if _, err := ReadRecord(r.ID()); !errors.Is(err, ErrNoRecord) {
+		t.Errorf("record left after teardown: %v", err)
+	}
+}
+
+// orphanScript double-forks a process that leaves the session and scrubs
+// its environment, then prints its PID (only once scrubbed) and becomes a
+// sleep without a marker; the worker exits, so the process is re-parented
+// to us (the subreaper).
+const orphanScript = `setsid env -i /bin/sh -c 'echo $$; exec /bin/sleep 1000' &`
+
+// With AdoptOrphans (snakepit run), an orphan that carries nothing of the
+// run is still found: it is a child of the subreaper.
+func TestPOSIXAdoptsOrphans(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX, AdoptOrphans: true})
+	w, ps := startLines(t, r, 1, orphanScript)
+	if _, err := w.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Teardown(context.Background(), time.Second); err != nil {
+		t.Fatalf("Teardown: %v", err)
+	}
+	if left := survivors(ps); len(left) > 0 {
+		t.Fatalf("orphan %v survived", left)
+	}
+}
+
+// Without AdoptOrphans the same orphan escapes: the documented limit of
+// POSIX mode (README). The test asserts it, then kills it by pidfd.
+func TestPOSIXScrubbedOrphanEscapesWithoutAdoption(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	w, ps := startLines(t, r, 1, orphanScript)
+	if _, err := w.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Teardown(context.Background(), 100*time.Millisecond); err != nil {
+		t.Fatalf("Teardown: %v", err)
+	}
+	if left := survivors(ps); len(left) != 1 {
+		t.Fatalf("expected the scrubbed setsid orphan to escape, survivors: %v", left)
+	}
+}
+
+// The guardian/gc path (TeardownPOSIX from the record: no roots): an
+// unmarked process that stayed in the run's process group is found through
+// the group, which a marked process confirms.
+func TestTeardownPOSIXFromRecord(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	_, ps := startLines(t, r, 2, `echo $$; env -u SNAKEPIT_RUN_ID /bin/sleep 1000 & echo $!; wait`)
+	rec := r.Record()
+	rep, err := TeardownPOSIX(context.Background(), &rec, 0)
+	if err != nil {
+		t.Fatalf("TeardownPOSIX: %v", err)
+	}
+	if left := survivors(ps); len(left) > 0 {
+		t.Fatalf("survivors %v (report %+v)", left, rep)
+	}
+	if _, err := ReadRecord(rec.ID); !errors.Is(err, ErrNoRecord) {
+		t.Errorf("record left: %v", err)
+	}
+}
+
+func TestPOSIXIDInUse(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	_, err := Create(context.Background(), Options{ID: r.ID(), Mode: ModePOSIX})
+	if !errors.Is(err, cgroup.ErrExists) {
+		t.Fatalf("second POSIX run with ID %s: %v, want ErrExists", r.ID(), err)
+	}
+}
+
+// Auto mode falls back only when the cgroupfs refuses us or there is none;
+// ModeCgroup never falls back.
+func TestModeSelection(t *testing.T) {
+	t.Setenv(RecordsDirEnv, t.TempDir())
+	ctx := context.Background()
+	// mkdir under /sys fails with EPERM (root) or EACCES: ErrPermission,
+	// the same error an undelegated or read-only cgroupfs gives.
+	refused := "/sys/snakepit-test-refused-parent"
+	r, err := Create(ctx, Options{CgroupParent: refused})
+	if err != nil {
+		t.Fatalf("auto mode with a refused parent: %v", err)
+	}
+	if _, terr := r.Teardown(ctx, 0); terr != nil {
+		t.Error(terr)
+	}
+	if r.Mechanism() != MechanismPOSIX || !errors.Is(r.Fallback(), cgroup.ErrPermission) {
+		t.Fatalf("mechanism %s, fallback %v; want posix because of ErrPermission", r.Mechanism(), r.Fallback())
+	}
+	if _, err := Create(ctx, Options{CgroupParent: refused, Mode: ModeCgroup}); !errors.Is(err, cgroup.ErrPermission) {
+		t.Fatalf("ModeCgroup with a refused parent: %v, want ErrPermission", err)
+	}
+	if _, err := Create(ctx, Options{CgroupParent: "relative/parent"}); err == nil {
+		t.Fatal("a relative parent fell back instead of failing")
+	}
+	if _, err := Create(ctx, Options{Mode: "bogus"}); !errors.Is(err, ErrBadMode) {
+		t.Fatalf("mode bogus: %v", err)
+	}
+	for in, want := range map[string]Mode{"": ModeAuto, "auto": ModeAuto, "cgroup": ModeCgroup, "posix": ModePOSIX} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("cgroups"); !errors.Is(err, ErrBadMode) {
+		t.Errorf("ParseMode(cgroups): %v", err)
+	}
+}
+
+// A run ID already taken by a run cgroup is an error in auto mode too, not
+// a reason to fall back.
+func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
+	r := newTestRun(t, Options{})
+	t.Setenv(RecordsDirEnv, t.TempDir())
+	_, err := Create(context.Background(), Options{ID: r.ID()})
+	if !errors.Is(err, cgroup.ErrExists) {
+		t.Fatalf("auto mode, ID in use: %v, want ErrExists", err)
+	}
+}
