@@ -18,9 +18,10 @@ const (
 	// error.
 	ModeCgroup Mode = "cgroup"
 	// ModePOSIX never uses a cgroup: process groups, the subreaper, the
-	// run-ID marker and /proc scans with pidfds (see reaper.Family). A
-	// setsid'd process that also scrubs its argv and environment can
-	// escape it unless the run uses a PID namespace (Options.PidNS).
+	// run-ID marker and /proc scans with pidfds (see reaper.Family).
+	// Create makes the calling process a child subreaper. A setsid'd
+	// process that also scrubs its argv and environment can escape it
+	// unless the run uses a PID namespace (Options.PidNS).
 	ModePOSIX Mode = "posix"
 )
 

@@ -51,8 +51,8 @@ type Options struct {
 	// Without root a user namespace is made too. See package pidns.
 	PidNS bool
 	// InitPath is the snakepit binary used as that init; empty means
-	// /proc/self/exe (right for the CLI and for programs that dispatch
-	// pidns.Subcommand to pidns.Main).
+	// /proc/self/exe: right for the CLI, and for a program that calls
+	// pidns.RunIfInit() first thing in its main.
 	InitPath string
 	// AdoptOrphans (POSIX mode) counts every child of this process that is
 	// not a worker or the guardian as the run's: orphans re-parented to us,

@@ -7,9 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +33,7 @@ type initArgs struct {
 	fds       int
 	path      string
 	argv      []string
+	cred      *syscall.Credential
 }
 
 func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
@@ -41,8 +45,28 @@ func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
 	fs.BoolVar(&a.mountProc, "mount-proc", false, "make all mounts private and mount a fresh /proc")
 	fs.IntVar(&a.fds, "fds", 0, "number of inherited files beyond stdio (fds 3...) to pass on")
 	fs.StringVar(&a.path, "path", "", "the program to run (default: argv[0], looked up in PATH)")
+	uid := fs.Int64("uid", -1, "run the command with this user ID")
+	gid := fs.Int64("gid", -1, "... and this group ID")
+	groups := fs.String("groups", "", "... and these supplementary group IDs (comma-separated)")
+	noSetGroups := fs.Bool("no-setgroups", false, "leave the supplementary groups alone")
 	if err := fs.Parse(args); err != nil {
 		return a, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if *uid >= 0 || *gid >= 0 {
+		if *uid < 0 || *gid < 0 || *uid > math.MaxUint32 || *gid > math.MaxUint32 {
+			return a, fmt.Errorf("%w: --uid and --gid go together", ErrUsage)
+		}
+		a.cred = &syscall.Credential{Uid: uint32(*uid), Gid: uint32(*gid), NoSetGroups: *noSetGroups}
+		for _, g := range strings.Split(*groups, ",") {
+			if g == "" {
+				continue
+			}
+			n, err := strconv.ParseUint(g, 10, 32)
+			if err != nil {
+				return a, fmt.Errorf("%w: --groups %q", ErrUsage, *groups)
+			}
+			a.cred.Groups = append(a.cred.Groups, uint32(n))
+		}
 	}
 	a.argv = fs.Args()
 	if len(a.argv) == 0 {
@@ -125,7 +149,7 @@ func startCommand(a initArgs) (int, error) {
 	for i := range files {
 		files[i] = uintptr(i)
 	}
-	attr := &syscall.SysProcAttr{Setpgid: true}
+	attr := &syscall.SysProcAttr{Setpgid: true, Credential: a.cred}
 	if pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP); err == nil && pgrp == unix.Getpgrp() {
 		attr.Foreground = true
 		attr.Ctty = 0
@@ -217,5 +241,16 @@ func noChildren() bool {
 		case err != nil || got == 0:
 			return false
 		}
+	}
+}
+
+// RunIfInit runs the init and exits when this process was started as one
+// (os.Args[1] is Subcommand); otherwise it returns at once. A program that
+// embeds the snakepit library and uses Options.PidNS without InitPath
+// (which defaults to /proc/self/exe, i.e. itself) calls it first thing in
+// main.
+func RunIfInit() {
+	if len(os.Args) > 1 && os.Args[1] == Subcommand {
+		os.Exit(Main(os.Args[2:]))
 	}
 }

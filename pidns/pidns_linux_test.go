@@ -339,3 +339,24 @@ func TestUserNS(t *testing.T) {
 		t.Fatalf("want uid=65534, a small PID, a namespace-only /proc, no capabilities; got %q", got)
 	}
 }
+
+// A Credential on the wrapped command applies to the command, not to the
+// init, which still mounts /proc.
+func TestCredentialMovesToCommand(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", `echo "$(id -u) $(id -g) $(id -G) $(ls -d /proc/[0-9]* | wc -l)"`)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}}}
+	Wrap(cmd, Options{InitPath: SelfExe})
+	testenv.RequireRoot(t)
+	if cmd.SysProcAttr.Credential != nil {
+		t.Fatal("the init would run with the command's credential")
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	var uid, gid, g1, g2, n int
+	if _, err := fmt.Sscan(out.String(), &uid, &gid, &g1, &g2, &n); err != nil || uid != 65534 || gid != 65534 || g2 != 100 || n > 6 {
+		t.Fatalf("want uid/gid 65534, groups 65534 100 and a namespace-only /proc; got %q", out.String())
+	}
+}

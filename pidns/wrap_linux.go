@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,7 +46,8 @@ func UserNSNeeded() bool { return os.Geteuid() != 0 }
 // Wrap rewrites cmd (not yet started) to run through the init in a new PID
 // and mount namespace. cmd keeps its environment, directory, stdio, extra
 // files and SysProcAttr (Setpgid, Pdeathsig, cgroup placement, ...); only
-// Path, Args and the namespace fields change. A LookPath error already in
+// Path, Args and the namespace fields change, and a Credential moves from
+// the init to the command (the init needs our privileges to mount /proc). A LookPath error already in
 // cmd.Err is kept, so Start fails exactly as it would have without Wrap.
 func Wrap(cmd *exec.Cmd, o Options) {
 	initPath := o.InitPath
@@ -59,16 +61,29 @@ func Wrap(cmd *exec.Cmd, o Options) {
 	args = append(args,
 		"--grace", o.Grace.String(),
 		"--mount-proc",
-		"--fds", strconv.Itoa(len(cmd.ExtraFiles)),
-		"--path", cmd.Path,
-		"--")
-	cmd.Args = append(args, cmd.Args...)
-	cmd.Path = initPath
-
+		"--fds", strconv.Itoa(len(cmd.ExtraFiles)))
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	a := cmd.SysProcAttr
+	if c := a.Credential; c != nil && !o.UserNS {
+		// The init keeps our identity (it needs CAP_SYS_ADMIN to mount
+		// /proc); the command gets the credential.
+		groups := make([]string, len(c.Groups))
+		for i, g := range c.Groups {
+			groups[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		args = append(args, "--uid", strconv.FormatUint(uint64(c.Uid), 10), "--gid", strconv.FormatUint(uint64(c.Gid), 10),
+			"--groups", strings.Join(groups, ","))
+		if c.NoSetGroups {
+			args = append(args, "--no-setgroups")
+		}
+		a.Credential = nil
+	}
+	args = append(args, "--path", cmd.Path, "--")
+	cmd.Args = append(args, cmd.Args...)
+	cmd.Path = initPath
+
 	a.Cloneflags |= unix.CLONE_NEWPID | unix.CLONE_NEWNS
 	if o.UserNS {
 		a.Cloneflags |= unix.CLONE_NEWUSER

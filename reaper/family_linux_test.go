@@ -149,16 +149,11 @@ func TestFamilyMarker(t *testing.T) {
 	_, theirs := startTree(t, []string{runid.EnvVar + "=" + other}, nil, 1, `echo $$; exec sleep 1000`)
 	// argv-marked: a shell whose argv carries the marker, with an
 	// unmarked sleep child (a member as its descendant).
-	_, argv := startTree(t, nil, nil, 1, `echo $$; exec sh -c 'sleep 1000; :' sh `+runid.Flag+`=`+id)
+	_, argv := startTree(t, nil, nil, 2, `echo $$; exec sh -c 'sleep 1000 & echo $!; wait' sh `+runid.Flag+`=`+id)
 	f := Family{RunID: id}
-	got := memberPIDs(t, f)
-	has := map[int]bool{}
-	for _, p := range got {
-		has[p] = true
-	}
-	if len(got) != 4 || !has[mine[0].PID] || !has[mine[1].PID] || !has[argv[0].PID] || has[theirs[0].PID] {
-		t.Fatalf("members %v: want %v (environ), %d (argv) and its child, not %d (run %s)",
-			got, pidsOf(mine...), argv[0].PID, theirs[0].PID, other)
+	if got, want := memberPIDs(t, f), pidsOf(mine[0], mine[1], argv[0], argv[1]); !equal(got, want) {
+		t.Fatalf("members %v: want %v (environ), %d (argv) and its child %d, not %d (run %s)",
+			got, pidsOf(mine...), argv[0].PID, argv[1].PID, theirs[0].PID, other)
 	}
 	// An argv marker can be vetoed (snakepit's own commands); the
 	// environment marker still counts.

@@ -187,7 +187,7 @@ func TestGuardianCleansUpAfterSIGKILL(t *testing.T) {
 func TestGuardianExitsWithWrapper(t *testing.T) {
 	testenv.RequireCgroup2(t)
 	id := runid.Generate()
-	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", "setsid sleep 300 & read x")
+	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
 	g := lcWaitRun(t, id, 2)
 	guardian := lcGuardian(t, g)
 	// End the run normally: SIGTERM is forwarded, the wrapper tears down

@@ -345,3 +345,24 @@ func findGuardianOf(owner int) int {
 	}
 	return 0
 }
+
+// The cost of --pid-ns per `snakepit run -- /bin/true` (no guardian, so
+// only the run itself is measured), in cgroup mode and in POSIX mode.
+func benchmarkRun(b *testing.B, args ...string) {
+	testenv.RequireRoot(b)
+	env := append(os.Environ(), snakepit.RecordsDirEnv+"="+filepath.Join(b.TempDir(), "runs"))
+	argv := append(append([]string{"run", "--no-guardian"}, args...), "--", "/bin/true")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(binPath, argv...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+}
+
+func BenchmarkRunCgroup(b *testing.B)      { benchmarkRun(b, "--mode", "cgroup") }
+func BenchmarkRunCgroupPidNS(b *testing.B) { benchmarkRun(b, "--mode", "cgroup", "--pid-ns") }
+func BenchmarkRunPOSIX(b *testing.B)       { benchmarkRun(b, "--no-cgroup") }
+func BenchmarkRunPOSIXPidNS(b *testing.B)  { benchmarkRun(b, "--no-cgroup", "--pid-ns") }

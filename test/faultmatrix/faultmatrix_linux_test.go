@@ -73,8 +73,19 @@ func TestMain(m *testing.M) {
 // run time, long enough for a well-behaved process to exit on SIGTERM.
 const grace = 150 * time.Millisecond
 
-// cellDeadline bounds the wait for "all gone" after a fault.
-const cellDeadline = 10 * time.Second
+// dLimit is what fault d (SIGKILL to the supervisor: the guardian, not gc,
+// must clean up) may take at most. The target is 100 ms; the margin is for
+// a loaded 2-core CI machine (POSIX mode walks /proc, whose cost grows with
+// the load). The table reports the real numbers.
+const dLimit = time.Second
+
+// cellDeadline bounds the wait for "all gone" after a fault; cellSettle is
+// how long processes may take to vanish once whoever cleans up (the
+// supervisor, the guardian, gc) has finished.
+const (
+	cellDeadline = 10 * time.Second
+	cellSettle   = time.Second
+)
 
 type mode struct {
 	name  string
@@ -189,8 +200,14 @@ func TestFaultMatrix(t *testing.T) {
 	}
 	sort.Slice(dTimes, func(i, j int) bool { return dTimes[i] < dTimes[j] })
 	if len(dTimes) > 0 {
-		fmt.Fprintf(&out, "\nfault d (SIGKILL to the supervisor, cleaned by the guardian or the kernel): median %v, max %v over %d cells (target < 100ms)\n",
-			dTimes[len(dTimes)/2].Round(100*time.Microsecond), dTimes[len(dTimes)-1].Round(100*time.Microsecond), len(dTimes))
+		under := 0
+		for _, d := range dTimes {
+			if d < 100*time.Millisecond {
+				under++
+			}
+		}
+		fmt.Fprintf(&out, "\nfault d (SIGKILL to the supervisor; no gc: cleaned by the guardian, and with --pid-ns by the kernel): median %v, max %v, %d of %d cells under the 100ms target\n",
+			dTimes[len(dTimes)/2].Round(100*time.Microsecond), dTimes[len(dTimes)-1].Round(100*time.Microsecond), under, len(dTimes))
 	}
 	fmt.Fprintf(&out, "whole matrix: %v\n", time.Since(start).Round(time.Millisecond))
 	t.Log("\n" + out.String())
@@ -278,7 +295,7 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 		t.Fatalf("guardian: %v", err)
 	}
 	st.guardian = g
-	st.procs = collect(t, st.sup.Process.Pid, g.PID, st.cgPath, st.id)
+	st.procs = collect(t, st.sup.Process.Pid, g.PID, st.cgPath)
 	res.procs = len(st.procs)
 	if res.procs < b.min {
 		t.Fatalf("only %d live processes in the run once set up, want >= %d", res.procs, b.min)
@@ -309,7 +326,17 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 			t.Errorf("snakepit gc: %v\n%s", err, out)
 		}
 	}
-	left, dead, gone := st.waitAllGone(t0, cellDeadline)
+	// Who cleans up: the supervisor (a-c), the guardian (d, e), gc (f,
+	// done by now). Once the cleaner has finished, whatever is still alive
+	// after a settling time has escaped.
+	cleaner := st.supPin
+	switch f.key {
+	case "d", "e":
+		cleaner = st.guardian
+	case "f":
+		cleaner = nil
+	}
+	left, dead, gone := st.waitAllGone(t0, cleaner)
 	res.dead, res.gone = dead, gone
 	if len(left) > 0 {
 		res.escaped = len(left)
@@ -320,7 +347,7 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 		if mayEscape(m, b, f) {
 			t.Logf("documented escape: %d process(es) survived, killed by the test: %s", len(left), strings.Join(desc, "; "))
 		} else {
-			t.Errorf("%d process(es) of the run survived %v after the fault: %s", len(left), cellDeadline, strings.Join(desc, "; "))
+			t.Errorf("%d process(es) of the run survived (%v after the fault): %s", len(left), gone.Round(time.Millisecond), strings.Join(desc, "; "))
 		}
 	} else if mayEscape(m, b, f) {
 		t.Logf("no escape in this cell (one is allowed here)")
@@ -333,9 +360,8 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 	if _, err := snakepit.ReadRecord(st.id); !errors.Is(err, snakepit.ErrNoRecord) {
 		t.Errorf("run record of %s left behind (read: %v)", st.id, err)
 	}
-	if f.key == "d" && len(left) == 0 && gone > 500*time.Millisecond {
-		// Target < 100 ms; the margin is for a loaded 2-core CI machine.
-		t.Errorf("fault d: all gone only after %v (target 100ms, limit 500ms)", gone)
+	if f.key == "d" && len(left) == 0 && gone > dLimit {
+		t.Errorf("fault d: all gone only after %v (target 100ms, limit %v)", gone, dLimit)
 	}
 	// The supervisor exits (a, b, c) or is dead; its guardian leaves once
 	// it sees that (a-e) or was killed (f).
@@ -438,9 +464,11 @@ func findGuardian(sup int) (*reaper.Pinned, error) {
 }
 
 // collect pins every live process of the run: the supervisor's descendants
-// (except the guardian), the run cgroup's processes and processes marked
-// with the run ID. Zombies are already dead and are left out.
-func collect(t *testing.T, sup, guardian int, cgPath, id string) []*reaper.Pinned {
+// (except the guardian) and the run cgroup's processes. Every process of the
+// run is a descendant: orphans are re-parented to the supervisor (a
+// subreaper) or, with --pid-ns, to the init. Zombies are already dead and
+// are left out.
+func collect(t *testing.T, sup, guardian int, cgPath string) []*reaper.Pinned {
 	t.Helper()
 	pids := map[int]bool{}
 	for _, p := range descendants(sup, guardian) {
@@ -458,15 +486,6 @@ func collect(t *testing.T, sup, guardian int, cgPath, id string) []*reaper.Pinne
 		for _, p := range ps {
 			pids[p] = true
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ms, err := reaper.Scan(ctx, reaper.ScanOptions{RunIDs: []string{id}, NoPin: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms {
-		pids[m.PID] = true
 	}
 	delete(pids, sup)
 	delete(pids, guardian)
@@ -517,12 +536,13 @@ func descendants(pid, skip int) []int {
 }
 
 // waitAllGone waits until every pinned process has exited and the run's
-// cgroup and record are gone, or d passes. It returns the survivors and the
-// times since t0 (the fault) until all processes were dead and until
-// everything was gone. Exits wake it through the pidfds; cgroup and record removal
-// have no notification here, so they are re-checked every millisecond.
-func (st *cellState) waitAllGone(t0 time.Time, d time.Duration) (left []*reaper.Pinned, dead, gone time.Duration) {
-	deadline := time.Now().Add(d)
+// cgroup and record are gone. It gives up cellSettle after cleaner (nil:
+// already done) has exited, or cellDeadline after t0 (the fault). It
+// returns the survivors and the times since t0 until all processes were
+// dead and until everything was gone.
+func (st *cellState) waitAllGone(t0 time.Time, cleaner *reaper.Pinned) (left []*reaper.Pinned, dead, gone time.Duration) {
+	deadline := t0.Add(cellDeadline)
+	settled := false
 	alive := st.procs
 	dead = -1
 	for {
@@ -548,10 +568,19 @@ func (st *cellState) waitAllGone(t0 time.Time, d time.Duration) (left []*reaper.
 		if done {
 			return nil, dead, time.Since(t0)
 		}
+		if !settled && (cleaner == nil || cleaner.Exited()) {
+			settled = true
+			if d := time.Now().Add(cellSettle); d.Before(deadline) {
+				deadline = d
+			}
+		}
 		if time.Now().After(deadline) {
 			return alive, dead, time.Since(t0)
 		}
 		var pfds []unix.PollFd
+		if !settled && cleaner != nil {
+			pfds = append(pfds, unix.PollFd{Fd: int32(cleaner.FD()), Events: unix.POLLIN})
+		}
 		for _, p := range alive {
 			if p.FD() >= 0 {
 				pfds = append(pfds, unix.PollFd{Fd: int32(p.FD()), Events: unix.POLLIN})

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package pidns
+
+// RunIfInit does nothing off Linux: there are no PID namespaces.
+func RunIfInit() {}
