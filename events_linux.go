@@ -33,8 +33,12 @@ type eventWatcher struct {
 	dir   string
 	emit  func(Event)
 
-	mu   sync.Mutex // serialises check
-	last map[EventKind]uint64
+	mu      sync.Mutex // serialises check and flush
+	last    map[EventKind]uint64
+	pending map[EventKind]*Event // increases held back by the rate limit
+	emitted map[EventKind]time.Time
+	timer   *time.Timer
+	stopped bool
 
 	inotify  *os.File // non-blocking: waited on by the netpoller, no thread
 	done     chan struct{}
@@ -63,6 +67,7 @@ func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, erro
 		return nil, nil
 	}
 	w := &eventWatcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
+		pending: map[EventKind]*Event{}, emitted: map[EventKind]time.Time{},
 		inotify: os.NewFile(uintptr(ifd), "inotify"), done: make(chan struct{})}
 	w.check(false) // baseline
 	go w.loop()
@@ -81,10 +86,19 @@ func (w *eventWatcher) loop() {
 	}
 }
 
-// check reads the counters and emits their increases.
-func (w *eventWatcher) check(emit bool) {
+// eventInterval is the least time between two reports of one kind: a fork
+// bomb at pids.max changes pids.events thousands of times a second. Later
+// increases are added up and reported when the interval is over (and at
+// stop).
+const eventInterval = time.Second
+
+// check reads the counters and reports their increases (emit false: only
+// record the baseline; final: report everything held back, now).
+func (w *eventWatcher) check(emit bool) { w.checkFinal(emit, false) }
+
+func (w *eventWatcher) checkFinal(emit, final bool) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	var out []Event
 	now := time.Now()
 	for _, f := range eventFiles {
 		kv := readKV(filepath.Join(w.dir, f.file))
@@ -102,12 +116,41 @@ func (w *eventWatcher) check(emit bool) {
 			if limit == "" {
 				limit = strings.TrimSpace(string(readAll(filepath.Join(w.dir, f.limit))))
 			}
-			w.emit(Event{RunID: w.runID, Kind: kind, Count: delta, Total: *v, Time: now, Limit: limit})
+			if p := w.pending[kind]; p != nil {
+				p.Count += delta
+				p.Total, p.Time, p.Limit = *v, now, limit
+			} else {
+				w.pending[kind] = &Event{RunID: w.runID, Kind: kind, Count: delta, Total: *v, Time: now, Limit: limit}
+			}
 		}
+	}
+	var wait time.Duration
+	for kind, p := range w.pending {
+		if next := w.emitted[kind].Add(eventInterval); final || !now.Before(next) {
+			out = append(out, *p)
+			delete(w.pending, kind)
+			w.emitted[kind] = now
+		} else if d := next.Sub(now); wait == 0 || d < wait {
+			wait = d
+		}
+	}
+	if wait > 0 && w.timer == nil && !w.stopped {
+		w.timer = time.AfterFunc(wait, func() {
+			w.mu.Lock()
+			w.timer = nil
+			w.mu.Unlock()
+			w.check(true)
+		})
+	}
+	w.mu.Unlock()
+	// Outside the lock: the callback may take its time.
+	for _, e := range out {
+		w.emit(e)
 	}
 }
 
-// stop ends the watcher after a final check. The cgroup must still exist
+// stop ends the watcher after a final check that reports everything held
+// back. The cgroup must still exist
 // for the final check to see anything. Idempotent.
 func (w *eventWatcher) stop() {
 	if w == nil {
@@ -116,6 +159,13 @@ func (w *eventWatcher) stop() {
 	w.stopOnce.Do(func() {
 		w.inotify.Close()
 		<-w.done
-		w.check(true)
+		w.mu.Lock()
+		w.stopped = true
+		if w.timer != nil {
+			w.timer.Stop()
+			w.timer = nil
+		}
+		w.mu.Unlock()
+		w.checkFinal(true, true)
 	})
 }

@@ -104,16 +104,11 @@ func StartGuardian(ctx context.Context, o GuardianOptions) (reaper.Identity, err
 	}
 	var pid int
 	var err error
-	// The guardian's start (a Go runtime and package inits) must not compete
-	// with the caller's first worker: it is forked from a thread niced to
-	// 19, and renices itself back once it watches (renice_linux.go).
-	restore := lowerThreadPriority()
 	if o.Reaper != nil {
 		_, err = o.Reaper.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
 	} else {
 		pid, err = start()
 	}
-	restore()
 	if err != nil {
 		return reaper.Identity{}, err
 	}
@@ -165,9 +160,6 @@ func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error)
 	if o.Owner.PID <= 0 {
 		return rep, errors.New("guardian: no owner PID")
 	}
-	// Started niced (StartGuardian) so that its start did not compete with
-	// the owner's first worker; from here on it must not be starved.
-	restorePriority()
 	unlock, held := guardianLock(o.Owner)
 	if held {
 		rep.Deduplicated = true

@@ -4,6 +4,11 @@
 // other waiter subscribes here: a second wait4(-1) caller, or exec.Cmd.Wait
 // racing with this loop, would steal exit statuses ("no child processes").
 // This mirrors containerd's reaper.
+//
+// It also owns what a supervisor without a cgroup needs to find and end
+// processes: identity (PID + start time, pinned by a pidfd), the run-ID
+// scan of /proc, and Family, a run's processes reconstructed from /proc
+// (workers and descendants, marker, orphans, process groups) with Kill.
 package reaper
 
 import "errors"

@@ -224,17 +224,24 @@ func init() {
 		if err != nil {
 			return checkWarn, fmt.Sprintf("cannot probe: %v", err)
 		}
-		var ok, missing []string
+		var ok, missing, flags []string
 		for _, c := range []struct{ ctrl, flags string }{
-			{"memory", "--memory-max, --memory-high, memory.oom.group"},
+			{"memory", "--memory-max/--memory-high"},
 			{"pids", "--pids-max"},
-			{"cpu", "--cpu-max, --cpu-weight"},
+			{"cpu", "--cpu-max/--cpu-weight"},
 		} {
-			if perr := probe[c.ctrl]; perr != nil {
-				missing = append(missing, fmt.Sprintf("%s (%s): %v", c.ctrl, c.flags, perr))
-			} else {
+			perr := probe[c.ctrl]
+			if perr == nil {
 				ok = append(ok, c.ctrl)
+				continue
 			}
+			why := perr.Error()
+			var ce *snakepit.ControllerError
+			if errors.As(perr, &ce) {
+				why, _, _ = strings.Cut(ce.Reason, " (hybrid host")
+			}
+			missing = append(missing, c.ctrl+": "+why)
+			flags = append(flags, c.flags)
 		}
 		if len(missing) == 0 {
 			return checkOK, "memory, pids and cpu controllers available: every limit works"
@@ -243,7 +250,8 @@ func init() {
 		if len(ok) > 0 {
 			detail = "available: " + strings.Join(ok, ", ") + "; " + detail
 		}
-		return checkWarn, detail + " (such limits fail unless --best-effort-limits)"
+		detail += "; " + strings.Join(flags, ", ")
+		return checkWarn, detail + " fail unless --best-effort-limits"
 	})
 }
 

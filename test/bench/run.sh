@@ -102,7 +102,7 @@ if want systemd || want spawn; then
   elif up=$(rig_script up.sh sysd-ct-up.sh) && ex=$(rig_script exec.sh sysd-ct-exec.sh); then
     echo "run.sh: booting the systemd rig for the systemd-run --scope row"
     RIG_STATE=$TMPD/rig
-    if STATE=$RIG_STATE CGNAME=spbench-rig.$$ "$up" >"$TMPD/rig-up.log" 2>&1 &&
+    if STATE=$RIG_STATE CGNAME=spbench-rig.$$ BINDS="$PWD/$BIN" "$up" >"$TMPD/rig-up.log" 2>&1 &&
        STATE=$RIG_STATE "$ex" "$PWD/$BIN/spbench" group systemd-spawn $([ $quick = 1 ] && echo --quick) \
          >"$TMPD/systemd.json" 2>"$TMPD/rig-run.log"; then
       sysd=(--systemd-json "$TMPD/systemd.json")

@@ -259,6 +259,8 @@ type cellState struct {
 	procs    []*reaper.Pinned
 	stdin    *os.File
 	stdout   *os.File
+	// guardianLog is the guardian's log ($SNAKEPIT_GUARDIAN_LOG).
+	guardianLog string
 }
 
 func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
@@ -374,6 +376,12 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 	if rest := waitExited([]*reaper.Pinned{st.guardian}, 5*time.Second); len(rest) > 0 {
 		t.Errorf("guardian %d still running after the run ended", st.guardian.PID)
 	}
+	if f.key == "d" || f.key == "e" {
+		// The guardian, not gc (none ran), tore this run down.
+		if l := readFile(st.guardianLog); !strings.Contains(l, "["+st.id+":") {
+			t.Errorf("guardian log does not name run %s as torn down: %q", st.id, l)
+		}
+	}
 	return res
 }
 
@@ -390,7 +398,9 @@ func (st *cellState) startSupervisor(t *testing.T, args []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.guardianLog = filepath.Join(t.TempDir(), "guardian.log")
 	cmd := exec.Command(snakepitBin, args...)
+	cmd.Env = append(os.Environ(), snakepit.GuardianLogEnv+"="+st.guardianLog)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errf
 	// Its own process group: fault e kills exactly that group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

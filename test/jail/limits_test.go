@@ -287,10 +287,14 @@ func TestVMPidsMaxStopsForkBomb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds := make([]int, 0, len(pids))
+	// Short-lived subshells may be gone by now: pin the ones still there.
+	var fds, pinned []int
 	for _, pid := range pids {
-		fds = append(fds, pidfd(t, pid))
+		if fd, ok := pidfdIfAlive(t, pid); ok {
+			fds, pinned = append(fds, fd), append(pinned, pid)
+		}
 	}
+	pids = pinned
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	rep, err := r.Teardown(tctx, time.Second)

@@ -222,6 +222,23 @@ func pidfd(t *testing.T, pid int) int {
 	return fd
 }
 
+// pidfdIfAlive is pidfd for a process that may already have exited.
+func pidfdIfAlive(t *testing.T, pid int) (int, bool) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return -1, false
+	}
+	if err != nil {
+		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	}
+	t.Cleanup(func() {
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		unix.Close(fd)
+	})
+	return fd, true
+}
+
 // exited waits up to d for the process behind fd to exit.
 func exited(fd int, d time.Duration) bool {
 	deadline := time.Now().Add(d)

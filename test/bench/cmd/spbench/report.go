@@ -139,15 +139,15 @@ func targetsTable(ts []Target) string {
 
 func machineLines(rep *Report) []string {
 	m := rep.Machine
-	mode := "quick (--quick: fewer repetitions, smaller N)"
+	mode := "quick mode: fewer repetitions, N <= 100"
 	if !rep.Quick {
-		mode = "full"
+		mode = "full mode"
 	}
 	l := []string{
-		fmt.Sprintf("- Command: `%s` (%s mode), started %s, took %s", rep.Command, mode, rep.Started, rep.Duration),
+		fmt.Sprintf("- Command: `%s` (%s), started %s, took %s", rep.Command, mode, rep.Started, rep.Duration),
 		fmt.Sprintf("- Machine: %d CPUs (%s), %s RAM, Linux %s", m.CPUs, m.CPUModel, m.MemTotal, m.Kernel),
 		fmt.Sprintf("- cgroup: %s (cgroup2 at %s); systemd PID 1: %v", m.CgroupMode, m.CgroupMount, m.SystemdPID1),
-		fmt.Sprintf("- Load average at start / end: %s / %s", m.LoadStart, m.LoadEnd),
+		fmt.Sprintf("- Load average at start / end: %s / %s%s", m.LoadStart, m.LoadEnd, loadWarning(m)),
 		fmt.Sprintf("- %s", m.GoVersion),
 	}
 	if rep.Commit != "" {
@@ -269,7 +269,7 @@ func plotFiles(rep *Report, dir, png string) (string, error) {
 		return "", err
 	}
 	var gp strings.Builder
-	fmt.Fprintf(&gp, `set terminal png size 1200,520 font ",10"
+	fmt.Fprintf(&gp, `set terminal png size 1200,600 font ",10"
 set output '%s'
 set logscale xy
 set xrange [7:1400]
@@ -277,7 +277,7 @@ set xtics (10, 100, 1000)
 set xlabel "processes in the run (N)"
 set ylabel "time until all gone (ms, median; bars: min-max)"
 set grid
-set key top left box opaque
+set key below box
 set multiplot layout 1,2 title "Teardown until empty (and removed), %s"
 `, png, strings.ReplaceAll(rep.Machine.CPUModel+fmt.Sprintf(", %d CPUs, Linux %s", rep.Machine.CPUs, rep.Machine.Kernel), `"`, ""))
 	for pi, sh := range []string{"flat tree", "setsid'd tree"} {
@@ -291,4 +291,19 @@ set multiplot layout 1,2 title "Teardown until empty (and removed), %s"
 	gp.WriteString("unset multiplot\n")
 	script := filepath.Join(dir, "teardown.gp")
 	return script, os.WriteFile(script, []byte(gp.String()), 0o644)
+}
+
+// loadWarning flags a run taken on a machine busier than its CPU count:
+// the absolute times are then inflated (ratios hold up better).
+func loadWarning(m Machine) string {
+	for _, l := range []string{m.LoadStart, m.LoadEnd} {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil && m.CPUs > 0 && v > float64(m.CPUs) {
+			return fmt.Sprintf(" — **busier than its %d CPUs: absolute times are inflated, read the ratios**", m.CPUs)
+		}
+	}
+	return ""
 }

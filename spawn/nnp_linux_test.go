@@ -1,0 +1,119 @@
+//go:build linux
+
+package spawn
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// startSleep starts "sleep 1000" with s and kills it when the test ends.
+func startSleep(t *testing.T, s *Spawner, o Options) *Process {
+	t.Helper()
+	p, err := s.Start(context.Background(), func() *exec.Cmd { return exec.Command("sleep", "1000") }, o)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if p.PidFD >= 0 {
+			_ = unix.PidfdSendSignal(p.PidFD, unix.SIGKILL, nil, 0)
+			unix.Close(p.PidFD)
+		} else {
+			_ = p.Cmd.Process.Kill()
+		}
+		_ = p.Cmd.Wait()
+	})
+	return p
+}
+
+func noNewPrivsOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "NoNewPrivs:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no NoNewPrivs line")
+	return ""
+}
+
+// NoNewPrivs children come from the companion thread and have the flag;
+// the others do not, and the Spawner's own thread never gets it.
+func TestNoNewPrivs(t *testing.T) {
+	s := New()
+	t.Cleanup(s.Close)
+	with := startSleep(t, s, Options{NoNewPrivs: true})
+	without := startSleep(t, s, Options{})
+	again := startSleep(t, s, Options{NoNewPrivs: true})
+	for _, c := range []struct {
+		p    *Process
+		want string
+	}{{with, "1"}, {without, "0"}, {again, "1"}} {
+		if got := noNewPrivsOf(t, c.p.PID); got != c.want {
+			t.Errorf("PID %d: NoNewPrivs %s, want %s", c.p.PID, got, c.want)
+		}
+	}
+	var flag int
+	if err := s.Do(context.Background(), func() error {
+		v, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+		flag = v
+		return err
+	}); err != nil || flag != 0 {
+		t.Errorf("the spawner's own thread has no_new_privs=%d (%v)", flag, err)
+	}
+}
+
+// An Around undo that fails no longer panics: the child started is
+// returned, the Spawner is marked broken and refuses further work, and its
+// thread stays alive (parked), so the child's Pdeathsig does not fire.
+func TestBrokenUndoParksSpawner(t *testing.T) {
+	s := New()
+	undoErr := errors.New("cannot go back")
+	p := startSleep(t, s, Options{Around: func() (func() error, error) {
+		return func() error { return undoErr }, nil
+	}})
+	if err := s.Err(); !errors.Is(err, ErrBroken) || !errors.Is(err, undoErr) {
+		t.Fatalf("Err() = %v, want ErrBroken wrapping the undo error", err)
+	}
+	_, err := s.Start(context.Background(), func() *exec.Cmd { return exec.Command("true") }, Options{})
+	if !errors.Is(err, ErrBroken) {
+		t.Errorf("Start on a broken spawner: %v", err)
+	}
+	if err := s.Do(context.Background(), func() error { t.Error("ran on a broken thread"); return nil }); !errors.Is(err, ErrBroken) {
+		t.Errorf("Do on a broken spawner: %v", err)
+	}
+	s.Close() // parks the thread instead of ending it
+	if err := unix.PidfdSendSignal(p.PidFD, 0, nil, 0); err != nil {
+		t.Errorf("the child died with its spawner's thread (Pdeathsig): %v", err)
+	}
+}
+
+// An Around that fails may return an undo; it is run, and the child is
+// not started.
+func TestAroundErrorRunsUndo(t *testing.T) {
+	s := New()
+	t.Cleanup(s.Close)
+	undone := false
+	_, err := s.Start(context.Background(), func() *exec.Cmd {
+		return exec.Command("true")
+	}, Options{Around: func() (func() error, error) {
+		return func() error { undone = true; return nil }, errors.New("half done")
+	}})
+	if err == nil || !undone {
+		t.Errorf("err %v, undone %v", err, undone)
+	}
+	if s.Err() != nil {
+		t.Errorf("spawner broken after a clean undo: %v", s.Err())
+	}
+}
