@@ -86,6 +86,28 @@ func sleepers(t *testing.T, r *Run, n int) {
 	waitProcs(t, r.Cgroup(), n+1)
 }
 
+// unmarkedSleepers starts, straight into g, a shell that leaves n setsid'd
+// sleepers, without the run-ID marker, and waits until they are all there.
+// They die with g's teardown; the shell is reaped at cleanup.
+func unmarkedSleepers(t *testing.T, g *cgroup.Group, n int) {
+	t.Helper()
+	script := "i=0; while [ $i -lt " + strconv.Itoa(n) + " ]; do setsid sleep 300 & i=$((i+1)); done; exec sleep 300"
+	cmd := exec.Command("sh", "-c", script)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, runid.EnvVar+"=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: dirFD(t, g)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitProcs(t, g, n+1)
+}
+
 func TestOwnerCheck(t *testing.T) {
 	self, err := Self()
 	if err != nil {
@@ -369,7 +391,9 @@ func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	live := newTestRun(t, Options{CgroupParent: parent})
 	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o})
 	sleepers(t, live, 3)
-	sleepers(t, stale, 3)
+	// Unmarked: another developer's global gc (same host) would otherwise
+	// be free to reap this stale run's processes before ours looks.
+	unmarkedSleepers(t, stale.Cgroup(), 3)
 	liveFDs := pidfdsOf(t, live.Cgroup())
 	staleFDs := pidfdsOf(t, stale.Cgroup())
 

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
@@ -31,13 +30,17 @@ import (
 //     no-internal-processes rule) is a *ControllerError, or a warning
 //     under BestEffort.
 //  2. apply (after the run cgroup is made, before any worker starts)
-//     enables the controllers top-down and writes the values through
-//     containerd/cgroups/v3 cgroup2 (Manager.Update with Resources).
+//     enables the controllers top-down and writes the values straight
+//     into the interface files (memory.max, pids.max, cpu.max, ...).
 //
-// containerd's own NewManager is not used: its ToggleControllers writes
-// every ancestor's subtree_control from the mount root down, keeps only
-// the last error, and runs after the directory exists, so it can neither
-// explain a missing controller nor fail before creating anything.
+// containerd/cgroups/v3 cgroup2 wrote the values at first and was
+// replaced: importing it links protobuf and cilium/ebpf, whose package
+// initialisers run in every snakepit process (the run wrapper, each
+// guardian) and cost more than the whole start of a wrapped command.
+// Its ToggleControllers also writes every ancestor's subtree_control from
+// the mount root down keeping only the last error, and its Memory.Max
+// writes "-1" where the kernel wants "max". The daemon, which is
+// long-lived, still uses it for per-run statistics (daemon/stats_linux.go).
 
 // enableStep adds controllers to one cgroup's subtree_control.
 type enableStep struct {
@@ -329,32 +332,15 @@ func (p *limitPlan) apply(g *cgroup.Group) error {
 			return err
 		}
 	}
-	rel, err := filepath.Rel(p.mount.Path, g.Path())
-	if err != nil {
-		return err
-	}
-	// containerd: group paths must start with "/" and be relative to the
-	// mount, which on a hybrid host is not the default /sys/fs/cgroup.
-	mgr, err := cgroup2.Load("/"+rel, cgroup2.WithMountpoint(p.mount.Path))
-	if err != nil {
-		return fmt.Errorf("cgroup2 manager for %s: %w", g.Path(), err)
-	}
-	if res := p.resources(); len(res.Values()) > 0 {
-		if err := mgr.Update(res); err != nil {
-			return fmt.Errorf("set limits on %s: %v", g.Path(), err)
+	for _, v := range p.values() {
+		if err := writeCgroupFile(filepath.Join(g.Path(), v.file), v.val); err != nil {
+			return fmt.Errorf("set limits on %s: %w", g.Path(), err)
 		}
 	}
 	if p.oomGroup && p.limits.OOMGroup == nil {
 		// The default, not asked for: a kernel or setup without it
 		// (memory accounting that could not be enabled) is no error.
 		_ = writeCgroupFile(filepath.Join(g.Path(), "memory.oom.group"), "1")
-	}
-	for file, v := range map[string]int64{"memory.max": p.limits.MemoryMax, "memory.high": p.limits.MemoryHigh} {
-		if v == LimitMax {
-			if err := writeCgroupFile(filepath.Join(g.Path(), file), "max"); err != nil {
-				return fmt.Errorf("set limits on %s: %v", g.Path(), err)
-			}
-		}
 	}
 	return nil
 }
@@ -399,41 +385,39 @@ func writeCgroupFile(path, val string) error {
 	return nil
 }
 
-// resources converts the planned limits to containerd's Resources.
-func (p *limitPlan) resources() *cgroup2.Resources {
+// limitValue is one interface file of the run cgroup and what to write.
+type limitValue struct{ file, val string }
+
+// values lists the files the planned limits write, in a safe order
+// (memory.high before memory.max, so a lowered max never sits under high).
+func (p *limitPlan) values() []limitValue {
 	l := p.limits
-	res := &cgroup2.Resources{}
-	if l.MemoryMax > 0 || l.MemoryHigh > 0 || (p.oomGroup && l.OOMGroup != nil) {
-		res.Memory = &cgroup2.Memory{}
-		// containerd writes int64s as numbers; the kernel wants the word
-		// "max" (apply writes it), so LimitMax is left out here.
-		if l.MemoryMax > 0 {
-			v := l.MemoryMax
-			res.Memory.Max = &v
+	num := func(v int64) string {
+		if v == LimitMax {
+			return "max"
 		}
-		if l.MemoryHigh > 0 {
-			v := l.MemoryHigh
-			res.Memory.High = &v
-		}
-		if p.oomGroup && l.OOMGroup != nil {
-			on := true
-			res.Memory.OOMGroup = &on
-		}
+		return strconv.FormatInt(v, 10)
+	}
+	var out []limitValue
+	if l.MemoryHigh != 0 {
+		out = append(out, limitValue{"memory.high", num(l.MemoryHigh)})
+	}
+	if l.MemoryMax != 0 {
+		out = append(out, limitValue{"memory.max", num(l.MemoryMax)})
+	}
+	if p.oomGroup && l.OOMGroup != nil {
+		out = append(out, limitValue{"memory.oom.group", "1"})
 	}
 	if l.PidsMax != 0 {
-		res.Pids = &cgroup2.Pids{Max: l.PidsMax}
+		out = append(out, limitValue{"pids.max", num(l.PidsMax)})
 	}
-	if !l.CPUMax.IsZero() || l.CPUWeight != 0 {
-		res.CPU = &cgroup2.CPU{}
-		if !l.CPUMax.IsZero() {
-			res.CPU.Max = cgroup2.CPUMax(l.CPUMax.String())
-		}
-		if l.CPUWeight != 0 {
-			w := l.CPUWeight
-			res.CPU.Weight = &w
-		}
+	if !l.CPUMax.IsZero() {
+		out = append(out, limitValue{"cpu.max", l.CPUMax.String()})
 	}
-	return res
+	if l.CPUWeight != 0 {
+		out = append(out, limitValue{"cpu.weight", strconv.FormatUint(uint64(l.CPUWeight), 10)})
+	}
+	return out
 }
 
 // ReadStats reads the usage counters of a run cgroup (for `snakepit ps`

@@ -208,6 +208,14 @@ func (c *Client) GetRun(ctx context.Context, id string) (api.Run, error) {
 	return r, err
 }
 
+// RunStats returns the cgroup statistics of run id (containerd's Metrics
+// as JSON objects: "pids", "cpu", "memory", ... where the host has them).
+func (c *Client) RunStats(ctx context.Context, id string) (map[string]any, error) {
+	var m map[string]any
+	err := c.do(ctx, http.MethodGet, runPath(id)+"/stats", nil, &m, http.StatusOK)
+	return m, err
+}
+
 // StartWorker starts a worker in run id.
 func (c *Client) StartWorker(ctx context.Context, id string, req api.StartWorkerRequest) (api.Worker, error) {
 	var w api.Worker

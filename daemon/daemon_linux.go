@@ -23,7 +23,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/reaper"
-	"github.com/snakepit/snakepit/systemd"
+	"github.com/snakepit/snakepit/systemd/sdnotify"
 )
 
 // Daemon is a running daemon; Run creates and runs one.
@@ -172,9 +172,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var bgWG sync.WaitGroup
 	bgWG.Add(1)
 	go func() { defer bgWG.Done(); d.statusLoop(bg) }()
-	if iv, err := systemd.WatchdogInterval(); err == nil && iv > 0 {
+	if iv, err := sdnotify.WatchdogInterval(); err == nil && iv > 0 {
 		bgWG.Add(1)
-		go func() { defer bgWG.Done(); systemd.RunWatchdog(bg, iv, d.healthy) }()
+		go func() { defer bgWG.Done(); sdnotify.RunWatchdog(bg, iv, d.healthy) }()
 	}
 
 	srv := d.newServer()
@@ -184,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	info := Info{Socket: d.cfg.Socket, RunParent: d.parent, Mode: d.mode, StaleRunsRemoved: d.gcRemoved, GuardianPID: d.guardian.PID}
 	d.log.Info("ready", "socket", info.Socket, "run_parent", info.RunParent, "mode", info.Mode,
 		"stale_runs_removed", info.StaleRunsRemoved, "guardian", info.GuardianPID)
-	if err := systemd.Ready(d.statusLine()); err != nil {
+	if err := sdnotify.Ready(d.statusLine()); err != nil {
 		d.log.Warn("sd_notify READY", "err", err)
 	}
 	if cfg.OnReady != nil {
@@ -210,7 +210,7 @@ func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
 	d.closing = true
 	n := len(d.runs)
 	d.mu.Unlock()
-	_ = systemd.Stopping(fmt.Sprintf("stopping: tearing down %d runs (grace %v)", n, d.grace))
+	_ = sdnotify.Stopping(fmt.Sprintf("stopping: tearing down %d runs (grace %v)", n, d.grace))
 	d.log.Info("stopping", "runs", n, "grace", d.grace)
 
 	// End event streams, stop accepting; in-flight requests finish (or
@@ -308,7 +308,7 @@ func (d *Daemon) statusLoop(ctx context.Context) {
 			return
 		case <-d.statusKick:
 		}
-		_ = systemd.Status(d.statusLine())
+		_ = sdnotify.Status(d.statusLine())
 		t := time.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ctx.Done():

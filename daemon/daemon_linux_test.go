@@ -69,6 +69,18 @@ func TestRunLifecycle(t *testing.T) {
 	if err != nil || len(got.Workers) != 2 {
 		t.Fatalf("GetRun = %+v, %v", got, err)
 	}
+	// cpu usage_usec is cgroup core (there on every cgroup2 host); the
+	// workers have run, so it is non-zero.
+	metrics, err := d.c.RunStats(ctx, run.ID)
+	if err != nil {
+		t.Fatalf("RunStats: %v", err)
+	}
+	if cpu, _ := metrics["cpu"].(map[string]any); cpu == nil || cpu["usage_usec"] == nil || cpu["usage_usec"].(float64) <= 0 {
+		t.Fatalf("RunStats = %v, want cpu.usage_usec > 0", metrics)
+	}
+	if _, err := d.c.RunStats(ctx, "zzzzzzz"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("RunStats of unknown run: %v, want ErrNotFound", err)
+	}
 	list, err := d.c.ListRuns(ctx)
 	if err != nil || len(list) != 1 || list[0].ID != run.ID {
 		t.Fatalf("ListRuns = %+v, %v", list, err)

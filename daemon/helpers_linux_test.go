@@ -46,7 +46,8 @@ func TestMain(m *testing.M) {
 	// World-searchable: the guardian and unprivileged workers exec from here.
 	_ = os.Chmod(dir, 0o755)
 	binary = filepath.Join(dir, "snakepit")
-	build := exec.Command("go", "build", "-o", binary, "github.com/snakepit/snakepit/cmd/snakepit")
+	// The full build (snakepitd): the default build leaves the daemon out.
+	build := exec.Command("go", "build", "-tags", "snakepitd", "-o", binary, "github.com/snakepit/snakepit/cmd/snakepit")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building snakepit:", err)

@@ -49,13 +49,14 @@ func (d *Daemon) newServer() *http.Server {
 	h("POST "+api.PathRuns, roleUser, d.handleCreateRun)
 	h("GET "+api.PathRuns, roleUser, d.handleListRuns)
 	h("GET "+api.PathRuns+"/{id}", roleUser, d.handleGetRun)
+	h("GET "+api.PathRuns+"/{id}/stats", roleUser, d.handleRunStats)
 	h("DELETE "+api.PathRuns+"/{id}", roleUser, d.handleDeleteRun)
 	h("POST "+api.PathRuns+"/{id}/workers", roleUser, d.handleStartWorker)
 	h("DELETE "+api.PathRuns+"/{id}/workers/{wid}", roleUser, d.handleStopWorker)
 	h("GET "+api.PathEvents, roleUser, d.handleEvents)
 	h("GET "+api.PathStatus, roleUser, d.handleStatus)
 	// Known paths with another method: 405, as JSON. Anything else: 404.
-	for _, p := range []string{api.PathRuns, api.PathRuns + "/{id}", api.PathRuns + "/{id}/workers",
+	for _, p := range []string{api.PathRuns, api.PathRuns + "/{id}", api.PathRuns + "/{id}/stats", api.PathRuns + "/{id}/workers",
 		api.PathRuns + "/{id}/workers/{wid}", api.PathEvents, api.PathStatus} {
 		h(p, roleNone, func(w http.ResponseWriter, r *http.Request, _ peer) {
 			writeErr(w, errf(http.StatusMethodNotAllowed, api.CodeMethod, "method %s not allowed on %s", r.Method, r.URL.Path))

@@ -156,6 +156,7 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 			CgroupParent: d.parent,
 			Reaper:       d.rp,
 			Grace:        d.grace,
+			Mode:         snakepit.ModeCgroup, // runs are read through their cgroup: no POSIX fallback
 		})
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
 			break

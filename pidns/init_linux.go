@@ -82,6 +82,9 @@ func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
 // returns the process exit status: the command's (128+N if it was killed by
 // signal N), 127/126 when it cannot be found/executed, 2 on bad arguments.
 func Main(args []string) int {
+	// One P is plenty for a process that waits for signals; CMD does not
+	// inherit this (it is not the GOMAXPROCS variable).
+	runtime.GOMAXPROCS(1)
 	stderr := os.Stderr
 	a, err := parseArgs(args, stderr)
 	if err != nil {

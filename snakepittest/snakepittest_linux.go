@@ -79,7 +79,7 @@ func New(t TB) *Run {
 		return nil
 	}
 	ctx := context.Background()
-	run, err := snakepit.Create(ctx, snakepit.Options{})
+	run, err := snakepit.Create(ctx, snakepit.Options{Mode: snakepit.ModeCgroup}) // leaks are read from the cgroup: no POSIX fallback
 	if err != nil {
 		t.Fatalf("snakepittest: create run: %v", err)
 		return nil

@@ -23,4 +23,6 @@ fi
 go mod download
 mkdir -p bin
 go build -o bin/snakepit ./cmd/snakepit
-echo "setup: done (bin/snakepit built)"
+# The daemon lives in the full build; `snakepit daemon` execs it.
+go build -tags snakepitd -o bin/snakepitd ./cmd/snakepit
+echo "setup: done (bin/snakepit and bin/snakepitd built)"

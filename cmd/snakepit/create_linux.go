@@ -40,6 +40,7 @@ func cmdCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	noteFallback(r, stderr) // runmode_linux.go
 	if !*noGuardian {
 		startGuardian(ctx, r, nil, *grace, stderr)
 	}

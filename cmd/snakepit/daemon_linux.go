@@ -1,3 +1,5 @@
+//go:build snakepitd
+
 package main
 
 import (

@@ -274,7 +274,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	e := &doctorEnv{cgroupUsable: map[string]bool{}}
 	e.mount, e.mountErr = cgroup.FindMount()
 	if e.mountErr == nil {
-		e.scratch, e.scratchErr = snakepit.Create(ctx, snakepit.Options{})
+		e.scratch, e.scratchErr = snakepit.Create(ctx, snakepit.Options{Mode: snakepit.ModeCgroup}) // probes the cgroup: never the POSIX fallback
 		if e.scratch != nil {
 			defer func() {
 				tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

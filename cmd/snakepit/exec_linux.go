@@ -42,7 +42,10 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	g, err := snakepit.Lookup(id, parents...)
 	if err != nil {
-		return codedIfUnknown(err)
+		if !isPOSIXRun(err, id) { // runmode_linux.go
+			return codedIfUnknown(err)
+		}
+		g = nil // a POSIX run: joined by the run-ID marker alone
 	}
 	path, err := exec.LookPath(rest[0])
 	if err != nil {
@@ -50,8 +53,10 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// Writing "0" moves the writer itself: no window in which a child of
 	// ours could be outside the run.
-	if err := g.EnterSelf(); err != nil {
-		return err
+	if g != nil {
+		if err := g.EnterSelf(); err != nil {
+			return err
+		}
 	}
 	env := snakepit.RunEnv(os.Environ(), id)
 	if err := syscall.Exec(path, rest, env); err != nil {

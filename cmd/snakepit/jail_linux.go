@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
-	"github.com/snakepit/snakepit/systemd"
+	"github.com/snakepit/snakepit/systemd/sdnotify"
 )
 
 // jailFlags are the jail settings of `snakepit run`: limits, network,
@@ -170,7 +170,7 @@ func (j *jailFlags) command(c *snakepit.Command) {
 	}
 	if c.Readiness.Notify && os.Getenv("NOTIFY_SOCKET") != "" {
 		// We took NOTIFY_SOCKET from the command; pass its status on.
-		c.Readiness.OnStatus = func(s string) { _ = systemd.Status(s) }
+		c.Readiness.OnStatus = func(s string) { _ = sdnotify.Status(s) }
 	}
 }
 
@@ -200,7 +200,7 @@ func (j *jailFlags) watchReady(ctx context.Context, r *snakepit.Run, w *snakepit
 			if info.Status != "" {
 				msg = append(msg, "STATUS="+info.Status)
 			}
-			_, _ = systemd.Notify(msg...)
+			_, _ = sdnotify.Notify(msg...)
 		}
 	}()
 	return c

@@ -358,10 +358,34 @@ func TestPsJSONTree(t *testing.T) {
 }
 
 func TestGCCommandSparesLiveRun(t *testing.T) {
-	testenv.RequireCgroup2(t)
+	m := testenv.RequireCgroup2(t)
+	// A private parent and an unmarked stale run: another developer's global
+	// gc on this host can then not take the stale run before ours does.
+	parent := filepath.Join(m.Path, "sptest-"+runid.Generate())
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The live wrapper was SIGKILLed by lcStart's cleanup just before:
+		// its guardian removes its run.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if runs, _ := snakepit.ListRunCgroups(parent); len(runs) == 0 {
+				break
+			}
+		}
+		if runs, _ := snakepit.ListRunCgroups(parent); len(runs) > 0 {
+			t.Errorf("runs left under %s: %v", parent, runs)
+			for _, p := range runs {
+				if g, err := cgroup.Open(p); err == nil {
+					_, _ = snakepit.TeardownGroup(context.Background(), g, 0)
+				}
+			}
+		}
+		_ = unix.Rmdir(parent)
+	})
 	live := runid.Generate()
-	lcStart(t, live, "run", "--run-id", live, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
-	gl := lcWaitRun(t, live, 2)
+	lcStart(t, "", "run", "--cgroup-parent", parent, "--run-id", live, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
+	gl := lcWaitRunIn(t, parent, live, 2)
 	liveProcs := lcPin(t, gl)
 
 	owner := exec.Command("sleep", "300")
@@ -370,15 +394,25 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
 	stale := runid.Generate()
-	if out, err := exec.Command(binPath, "create", "--no-guardian", "--run-id", stale, "--owner-pid", strconv.Itoa(owner.Process.Pid)).CombinedOutput(); err != nil {
-		removeRun(stale)
+	if out, err := exec.Command(binPath, "create", "--no-guardian", "--cgroup-parent", parent, "--run-id", stale, "--owner-pid", strconv.Itoa(owner.Process.Pid)).CombinedOutput(); err != nil {
 		t.Fatalf("create: %v %s", err, out)
 	}
-	lcStart(t, stale, "exec", stale, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
-	gs := lcWaitRun(t, stale, 2)
+	gsPath := filepath.Join(parent, cgroup.Prefix+stale)
+	dir, err := os.Open(gsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	w := exec.Command("sh", "-c", "setsid sleep 300 & exec sleep 301")
+	w.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Process.Kill(); _ = w.Wait() })
+	gs := lcWaitRunIn(t, parent, stale, 2)
 	staleProcs := lcPin(t, gs)
 
-	scope := []string{"--run-id", live, "--run-id", stale}
+	scope := []string{"--cgroup-parent", parent, "--only-parents", "--run-id", live, "--run-id", stale}
 	// Both owners alive: nothing to do.
 	out, _, status := lcRun(t, append([]string{"gc"}, scope...)...)
 	if status != 0 || strings.Contains(out, live) || strings.Contains(out, stale) || !strings.Contains(out, "2 live runs untouched") {
@@ -398,15 +432,34 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || status != 0 {
 		t.Fatalf("gc --json: %d %v\n%s", status, err, out)
 	}
-	if len(rep.Items) != 1 || rep.Items[0].ID != stale || rep.Items[0].Action != snakepit.GCRemoved || rep.Live != 1 {
+	if len(rep.Items) != 1 || rep.Items[0].ID != stale || rep.Items[0].Action != snakepit.GCRemoved || rep.Items[0].Procs != 2 || rep.Live != 1 {
 		t.Fatalf("gc report %+v", rep)
 	}
 	lcWaitExited(t, "stale run", staleProcs, 10*time.Second)
-	lcWaitGone(t, stale, 10*time.Second)
+	if _, err := os.Stat(gsPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale run cgroup not removed: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if left := reaper.WaitExited(ctx, liveProcs); len(left) != len(liveProcs) {
 		t.Fatal("gc hurt the live run")
+	}
+}
+
+// lcWaitRunIn is lcWaitRun for a run under parent.
+func lcWaitRunIn(t *testing.T, parent, id string, n int) *cgroup.Group {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if g, err := snakepit.Lookup(id, parent); err == nil {
+			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
+				return g
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s never had %d processes", id, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

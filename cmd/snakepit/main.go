@@ -13,6 +13,7 @@ import (
 )
 
 func main() {
+	execAllowed = true
 	err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
 	os.Exit(report(err, os.Stderr))
 }
@@ -29,6 +30,16 @@ var commands = map[string]command{}
 
 func register(name string, c command) { commands[name] = c }
 
+// beforeDispatch, if set, runs before a command; it may replace the process
+// (the default build hands daemon-related commands to snakepitd).
+var beforeDispatch func(name string, args []string) error
+
+// execAllowed is true only in the real process (main), never when tests
+// call run directly: a test process must not be replaced by exec.
+//
+//lint:ignore U1000 read by daemonexec_linux.go, which the snakepitd build leaves out
+var execAllowed bool
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
@@ -41,6 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !ok {
 		usage(stderr)
 		return usageError(fmt.Sprintf("unknown command %q", args[0]))
+	}
+	if beforeDispatch != nil {
+		if err := beforeDispatch(args[0], args[1:]); err != nil {
+			return err
+		}
 	}
 	return c.run(ctx, args[1:], stdout, stderr)
 }

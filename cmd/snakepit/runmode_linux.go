@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"io"
 
@@ -42,4 +43,16 @@ func noteFallback(r *snakepit.Run, stderr io.Writer) {
 	if err := r.Fallback(); err != nil {
 		writeErr(stderr, "cgroup v2 unusable (%v); using POSIX mode (process groups, run-ID marker, /proc scan: weaker, see README)", err)
 	}
+}
+
+// isPOSIXRun reports whether a run that Lookup did not find (lookupErr) is
+// a live POSIX run: one with a file record. `snakepit exec` joins such a
+// run through the run-ID marker in the environment only; there is no cgroup
+// to enter.
+func isPOSIXRun(lookupErr error, id string) bool {
+	if !errors.Is(lookupErr, snakepit.ErrUnknownRun) {
+		return false
+	}
+	rec, err := snakepit.ReadRecord(id)
+	return err == nil && rec.Mechanism == snakepit.MechanismPOSIX && rec.Owner.Alive()
 }

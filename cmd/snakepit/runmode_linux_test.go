@@ -366,3 +366,56 @@ func BenchmarkRunCgroup(b *testing.B)      { benchmarkRun(b, "--mode", "cgroup")
 func BenchmarkRunCgroupPidNS(b *testing.B) { benchmarkRun(b, "--mode", "cgroup", "--pid-ns") }
 func BenchmarkRunPOSIX(b *testing.B)       { benchmarkRun(b, "--no-cgroup") }
 func BenchmarkRunPOSIXPidNS(b *testing.B)  { benchmarkRun(b, "--no-cgroup", "--pid-ns") }
+
+// Not root: `create` falls back to a POSIX run (one notice line), `exec`
+// joins it through the marker, `kill` ends what joined.
+func TestCreateExecKillPOSIXRun(t *testing.T) {
+	owner := exec.Command("/bin/sleep", "1000")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+
+	create := snakepitCmd(t, "create", "--no-guardian", "--owner-pid", strconv.Itoa(owner.Process.Pid))
+	asNobody(t, create)
+	env, dir := create.Env, create.Dir
+	var stderr bytes.Buffer
+	create.Stderr = &stderr
+	out, err := create.Output()
+	if code := exitStatus(t, err); code != 0 {
+		t.Fatalf("create: exit %d: %s", code, stderr.String())
+	}
+	id := strings.TrimSpace(string(out))
+	if runid.Validate(id) != nil || !strings.Contains(stderr.String(), "using POSIX mode") {
+		t.Fatalf("create printed %q, stderr %q", out, stderr.String())
+	}
+
+	joined := snakepitCmd(t, "exec", id, "--", "sh", "-c", `echo "$SNAKEPIT_RUN_ID $$" >&3; exec 3>&-; exec sleep 1000`)
+	asNobody(t, joined)
+	joined.Env, joined.Dir, joined.Path = env, dir, create.Path
+	readyR, readyW, _ := os.Pipe()
+	defer readyR.Close()
+	joined.ExtraFiles = []*os.File{readyW}
+	if err := joined.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	done := make(chan struct{})
+	go func() { _ = joined.Wait(); close(done) }()
+	t.Cleanup(func() { _ = joined.Process.Kill(); <-done })
+	if l := readyLines(t, readyR, 1); l[0] != id+" "+strconv.Itoa(joined.Process.Pid) {
+		t.Fatalf("exec'd command says %q, want %q (marker, same PID)", l[0], id+" "+strconv.Itoa(joined.Process.Pid))
+	}
+
+	kill := snakepitCmd(t, "kill", "--grace", "100ms", id)
+	asNobody(t, kill)
+	kill.Env, kill.Dir, kill.Path = env, dir, create.Path
+	if b, err := kill.CombinedOutput(); exitStatus(t, err) != 0 {
+		t.Fatalf("kill: %s", b)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the joined process survived snakepit kill")
+	}
+}

@@ -31,6 +31,7 @@ wait_for() { local end=$(( $(now_ms) + $1*1000 )); until eval "$2"; do [ "$(now_
 
 # --- install --------------------------------------------------------------
 install -m 0755 "$SHARE/snakepit" /usr/local/bin/snakepit
+install -m 0755 "$SHARE/snakepitd" /usr/local/bin/snakepitd
 snakepit daemon --print-unit > /etc/systemd/system/snakepit.service
 # The shipped unit as is, but a shorter grace (10s) and RestartSec (1s) to
 # keep CI fast; the

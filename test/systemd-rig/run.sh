@@ -21,7 +21,15 @@ CGNAME=sp-rig-$$
 SHARE=$STATE/share
 mkdir -p "$SHARE"
 trap 'bash "$RIG/down.sh"' EXIT
-if [ -n "${SNAKEPIT_BIN:-}" ]; then cp "$SNAKEPIT_BIN" "$SHARE/snakepit"; else go build -o "$SHARE/snakepit" ./cmd/snakepit; fi
+# snakepit (the default build) and snakepitd (-tags snakepitd: the daemon),
+# installed side by side: `snakepit daemon` execs snakepitd.
+if [ -n "${SNAKEPIT_BIN:-}" ]; then
+  cp "$SNAKEPIT_BIN" "$SHARE/snakepit"
+  cp "$(dirname "$SNAKEPIT_BIN")/snakepitd" "$SHARE/snakepitd"
+else
+  go build -o "$SHARE/snakepit" ./cmd/snakepit
+  go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
+fi
 cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
 BINDS=$SHARE bash "$RIG/up.sh"
 echo "systemd rig: guest up after $(( ($(date +%s%N) - start) / 1000000 )) ms"

@@ -278,6 +278,7 @@ set xlabel "processes in the run (N)"
 set ylabel "time until all gone (ms, median; bars: min-max)"
 set grid
 set key below box
+set bmargin 10
 set multiplot layout 1,2 title "Teardown until empty (and removed), %s"
 `, png, strings.ReplaceAll(rep.Machine.CPUModel+fmt.Sprintf(", %d CPUs, Linux %s", rep.Machine.CPUs, rep.Machine.Kernel), `"`, ""))
 	for pi, sh := range []string{"flat tree", "setsid'd tree"} {

@@ -1,4 +1,7 @@
-package systemd
+// Package sdnotify speaks the sd_notify(3) protocol (READY=1, STATUS=,
+// STOPPING=1, WATCHDOG=1) to the service manager. It is kept apart from the
+// systemd package so that programs which only notify do not link D-Bus.
+package sdnotify
 
 import (
 	"context"
