@@ -16,14 +16,19 @@ if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
 
 step "go vet (linux, and a non-Linux target for the stubs)"
 go vet ./...
+go vet -tags snakepitd ./cmd/snakepit
 GOOS=darwin go vet ./...
 
 step "staticcheck"
 staticcheck ./...
+staticcheck -tags snakepitd ./cmd/snakepit
 
 step "go test"
 # -p 1: integration tests share the cgroupfs and time their teardowns.
 go test -p 1 -count=1 ./... 2>&1 | tee /tmp/snakepit-gotest.log
+
+step "Python: worker helper, pytest plugin, gRPC pool end to end"
+SNAKEPIT_BIN=$PWD/bin/snakepit bash test/python.sh
 
 step "VM rig (pure cgroup v2 guest: memory/pids/cpu limit tests)"; bash test/vm-rig/run.sh
 
