@@ -313,8 +313,13 @@ func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *Record, g
 		it.Action, it.Reason = GCSkipped, "run removed while gc looked"
 		return it
 	}
-	if pids, err := cg.ProcsRecursive(); err == nil {
-		it.Procs = len(pids)
+	// Most stale runs are empty (their workers died with the owner's
+	// Pdeathsig and nothing else was left): one read of cgroup.events
+	// spares the directory walk that counting would cost.
+	if ev, err := cg.ReadEvents(); err == nil && ev.Populated {
+		if pids, err := cg.ProcsRecursive(); err == nil {
+			it.Procs = len(pids)
+		}
 	}
 	tctx, cancel := context.WithTimeout(ctx, grace+30*time.Second)
 	defer cancel()
