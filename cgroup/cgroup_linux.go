@@ -105,7 +105,7 @@ type Group struct {
 // Open returns a handle on an existing cgroup directory (absolute path).
 func Open(path string) (*Group, error) {
 	if _, err := os.Stat(filepath.Join(path, "cgroup.procs")); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return nil, fmt.Errorf("%w: %s", ErrNotExist, path)
 		}
 		return nil, wrapPerm(err)
@@ -145,7 +145,7 @@ func (g *Group) Path() string { return g.path }
 func (g *Group) OpenDir() (*os.File, error) {
 	f, err := os.OpenFile(g.path, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return nil, fmt.Errorf("%w: %s", ErrNotExist, g.path)
 		}
 		return nil, err
@@ -157,7 +157,7 @@ func (g *Group) OpenDir() (*os.File, error) {
 func (g *Group) Procs() ([]int, error) {
 	data, err := os.ReadFile(filepath.Join(g.path, "cgroup.procs"))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return nil, fmt.Errorf("%w: %s", ErrNotExist, g.path)
 		}
 		return nil, err
@@ -170,7 +170,7 @@ func (g *Group) ProcsRecursive() ([]int, error) {
 	var out []int
 	err := filepath.WalkDir(g.path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != g.path {
+			if gone(err) && p != g.path {
 				return nil // a child removed while we walk
 			}
 			return err
@@ -180,7 +180,7 @@ func (g *Group) ProcsRecursive() ([]int, error) {
 		}
 		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != g.path {
+			if gone(err) && p != g.path {
 				return nil
 			}
 			return err
@@ -188,7 +188,7 @@ func (g *Group) ProcsRecursive() ([]int, error) {
 		out = append(out, parsePIDs(data)...)
 		return nil
 	})
-	if errors.Is(err, fs.ErrNotExist) {
+	if gone(err) {
 		return nil, fmt.Errorf("%w: %s", ErrNotExist, g.path)
 	}
 	return out, err
@@ -215,7 +215,7 @@ func (g *Group) ReadEvents() (Events, error) {
 	var buf [128]byte
 	n, err := readSmall(filepath.Join(g.path, "cgroup.events"), buf[:])
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return Events{}, fmt.Errorf("%w: %s", ErrNotExist, g.path)
 		}
 		return Events{}, err
@@ -321,7 +321,7 @@ func (g *Group) Kill(ctx context.Context) (KillMechanism, error) {
 			}
 			return KillCgroupKill, nil
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
+		if !gone(err) {
 			return KillCgroupKill, wrapPerm(err)
 		}
 		// ENOENT: either the kernel lacks cgroup.kill or the group is gone.
@@ -363,7 +363,7 @@ func KillMechanismFor(g *Group) (KillMechanism, error) {
 func (g *Group) freezeKill(ctx context.Context) error {
 	freeze := filepath.Join(g.path, "cgroup.freeze")
 	if err := writeFile(freeze, "1"); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return fmt.Errorf("%w: %s", ErrNoKill, g.path)
 		}
 		return wrapPerm(err)
@@ -460,7 +460,7 @@ func (g *Group) Remove(ctx context.Context) error {
 	backoff := 200 * time.Microsecond
 	for {
 		err := removeTree(g.path)
-		if err == nil || errors.Is(err, fs.ErrNotExist) {
+		if err == nil || gone(err) {
 			return nil
 		}
 		if !errors.Is(err, unix.EBUSY) {
@@ -499,7 +499,7 @@ func removeTree(p string) error {
 	}
 	for _, e := range ents {
 		if e.IsDir() {
-			if err := removeTree(filepath.Join(p, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := removeTree(filepath.Join(p, e.Name())); err != nil && !gone(err) {
 				return err
 			}
 		}
@@ -530,7 +530,7 @@ func (g *Group) SubtreeControl() ([]string, error) {
 // cgroup.procs moves the writer itself, which is race-free).
 func (g *Group) EnterSelf() error {
 	if err := writeFile(filepath.Join(g.path, "cgroup.procs"), "0"); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return fmt.Errorf("%w: %s", ErrNotExist, g.path)
 		}
 		return wrapPerm(err)
@@ -541,4 +541,11 @@ func (g *Group) EnterSelf() error {
 // Move moves process pid into the group.
 func (g *Group) Move(pid int) error {
 	return wrapPerm(writeFile(filepath.Join(g.path, "cgroup.procs"), strconv.Itoa(pid)))
+}
+
+// gone reports whether err means the cgroup (or one of its files) no longer
+// exists: ENOENT, or ENODEV, which kernfs returns for a file opened just
+// before its cgroup was removed.
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)
 }

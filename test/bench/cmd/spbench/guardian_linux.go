@@ -121,7 +121,7 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 		return 0, nil, err
 	}
 	killed = true
-	if err := bareWaitEmpty(wctx, path); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
+	if err := bareWaitEmpty(wctx, path); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 		return 0, nil, fmt.Errorf("waiting for the run to empty: %w", err)
 	}
 	empty := time.Since(t0)
