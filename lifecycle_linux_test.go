@@ -676,18 +676,28 @@ func TestListRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitProcs(t, r.Cgroup(), 1)
-	runs, err := ListRuns(context.Background(), ListOptions{Tree: true, Parents: []string{parent}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The worker is in the cgroup from its first instruction, before its
+	// exec has finished: until then its cmdline is still being replaced.
+	// Re-list (bounded) until the exec is visible.
 	var got *RunInfo
-	for i := range runs {
-		if runs[i].ID == r.ID() {
-			got = &runs[i]
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		runs, err := ListRuns(context.Background(), ListOptions{Tree: true, Parents: []string{parent}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got == nil {
-		t.Fatalf("run %s not listed in %+v", r.ID(), runs)
+		got = nil
+		for i := range runs {
+			if runs[i].ID == r.ID() {
+				got = &runs[i]
+			}
+		}
+		if got == nil {
+			t.Fatalf("run %s not listed in %+v", r.ID(), runs)
+		}
+		if len(got.Processes) == 1 && got.Processes[0].Cmdline == "sleep 300" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if got.Mechanism != MechanismCgroup || got.Cgroup != r.CgroupPath() || got.OwnerPID != os.Getpid() ||
 		!got.OwnerAlive || !got.HasRecord || got.Procs != 1 || got.AgeSeconds < 0 || got.AgeSeconds > 60 {
