@@ -109,6 +109,30 @@ func waitStarted(t *testing.T, pid int, comm string) {
 	}
 }
 
+// waitIgnores waits until pid ignores sig (SigIgn in /proc/PID/status).
+func waitIgnores(t *testing.T, pid int, sig unix.Signal) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatalf("pid %d: %v", pid, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if err == nil && mask&(1<<(uint(sig)-1)) != 0 {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never ignored %v", pid, sig)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // startWithPID starts args so that the new process gets PID pid, by setting
 // /proc/sys/kernel/ns_last_pid just before the fork (the CRIU technique).
 // Other forks on this busy host may take the PID first, so it retries. A
@@ -273,6 +297,8 @@ func TestKillMarkedEscalates(t *testing.T) {
 	stubborn := startProc(t, nil, "sh", "-c", `trap "" TERM; read x`, "sh", runid.Flag, id)
 	waitStarted(t, polite.Process.Pid, "sleep")
 	waitStarted(t, stubborn.Process.Pid, "sh")
+	// Being "sh" is not enough: until its trap has run, SIGTERM kills it.
+	waitIgnores(t, stubborn.Process.Pid, unix.SIGTERM)
 	ms, err := Scan(context.Background(), ScanOptions{RunIDs: []string{id}})
 	if err != nil {
 		t.Fatal(err)
