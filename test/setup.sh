@@ -18,7 +18,7 @@ fi
 export PATH="$(go env GOPATH)/bin:$PATH"
 if ! command -v staticcheck >/dev/null; then
   echo "setup: installing staticcheck"
-  go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2   # 2026.2.2: knows Go 1.26
 fi
 go mod download
 mkdir -p bin
