@@ -125,8 +125,12 @@ func planLimits(parent string, l Limits) (*limitPlan, error) {
 	// turns on MemoryAccounting and TasksAccounting by default. They are
 	// planned only where they can be had without an error, and a failure
 	// to enable them later is ignored.
+	// One read of the root's controllers settles the common hybrid case
+	// (neither on cgroup2) without walking the chain and explaining why,
+	// which is only worth its reads when a limit asked for the controller.
+	rootCtrls := readFields(filepath.Join(m.Path, "cgroup.controllers"))
 	for _, c := range []string{"memory", "pids"} {
-		if got[c] {
+		if got[c] || !has(rootCtrls, c) {
 			continue
 		}
 		// Never above the parent: enabling a controller in an ancestor
