@@ -20,7 +20,25 @@ api() {
   case "$code" in 2??) cat "$out"; rm -f "$out";; *) cat "$out" >&2; rm -f "$out"; fail "$1 $2: HTTP $code";; esac
 }
 json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-prop() { systemctl show -p "$2" --value "$1"; }
+# sc ARGS: systemctl, retried (at most 4 more times) only when the call
+# failed on the bus transport itself. The verbs used here are idempotent
+# (start, stop, kill, show), and a transport error says nothing about
+# snakepit; any other failure is returned as is.
+sc() {
+  local out err rc i
+  for i in 1 2 3 4 5; do
+    out=$(systemctl "$@" 2>/tmp/sc.err) && { [ -z "$out" ] || printf '%s\n' "$out"; return 0; }
+    rc=$?; err=$(cat /tmp/sc.err)
+    case "$err" in
+      *"Transport endpoint is not connected"*|*"Connection reset by peer"*|*"Connection timed out"*|*"Failed to connect to bus"*)
+        echo "rig: systemctl $*: $err (attempt $i, retrying)" >&2; sleep 0.2;;
+      *) break;;
+    esac
+  done
+  [ -z "$out" ] || printf '%s\n' "$out"; [ -z "$err" ] || echo "$err" >&2
+  return $rc
+}
+prop() { sc show -p "$2" --value "$1"; }
 alive() { local n=0; for p in "$@"; do kill -0 "$p" 2>/dev/null && n=$((n+1)); done; echo $n; }
 survivors() { for p in "$@"; do kill -0 "$p" 2>/dev/null && ps -o pid=,stat=,args= -p "$p"; done; true; }
 # pids_under DIR: every PID in the cgroup subtree DIR
@@ -29,18 +47,11 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # wait_for SECONDS 'SHELL CONDITION': re-evaluates the condition every 20 ms
 wait_for() { local end=$(( $(now_ms) + $1*1000 )); until eval "$2"; do [ "$(now_ms)" -lt "$end" ] || return 1; sleep 0.02; done; }
 
-# --- install --------------------------------------------------------------
-install -m 0755 "$SHARE/snakepit" /usr/local/bin/snakepit
-install -m 0755 "$SHARE/snakepitd" /usr/local/bin/snakepitd
-snakepit daemon --print-unit > /etc/systemd/system/snakepit.service
-# The shipped unit as is, but a shorter grace (10s) and RestartSec (1s) to
-# keep CI fast; the
-# nesting grace < TimeoutStopSec is checked on the unit in systemd/unit_test.go.
-mkdir -p /etc/systemd/system/snakepit.service.d
-printf '[Service]\nExecStart=\nExecStart=/usr/local/bin/snakepit daemon --grace 1s\nRestartSec=100ms\n' > /etc/systemd/system/snakepit.service.d/rig.conf
-systemctl daemon-reload
+# --- installed before boot (preboot.sh) -------------------------------------
+[ "$(prop snakepit LoadState)" = loaded ] || fail "snakepit.service not loaded: $(prop snakepit LoadState)"
+cmp -s "$SHARE/snakepit.service" /etc/systemd/system/snakepit.service || fail "installed unit differs from --print-unit"
 # Type=notify: start returns once the daemon sent READY=1.
-systemctl start snakepit || fail "systemctl start"
+sc start snakepit || fail "systemctl start"
 [ "$(prop snakepit ActiveState)" = active ] || fail "not active after start"
 MAIN=$(prop snakepit MainPID)
 status=$(prop snakepit StatusText)
@@ -82,7 +93,7 @@ for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","trap \
 wait_for 5 'test "$(pids_under "$SVC/snakepit-$RUN" | wc -l)" -ge 6' || fail "workers of $RUN"
 all=$(pids_under "$SVC")
 t0=$(now_ms)
-systemctl stop snakepit || fail "systemctl stop"
+sc stop snakepit || fail "systemctl stop"
 t1=$(now_ms)
 [ "$(alive $all)" = 0 ] || fail "survived systemctl stop: $(for p in $all; do kill -0 $p 2>/dev/null && ps -o pid=,args= -p $p; done)"
 [ ! -d "$SVC" ] || [ -z "$(ls -d "$SVC"/snakepit-* 2>/dev/null)" ] || fail "run cgroup left after stop"
@@ -90,7 +101,7 @@ t1=$(now_ms)
 ok "systemctl stop in $((t1-t0)) ms (workers ignoring SIGTERM: grace then kill): exit 0, $(echo $all | wc -w) processes gone, no run cgroup"
 
 # --- systemctl kill -s KILL: zero survivors within 100 ms, clean restart ------
-systemctl start snakepit || fail "restart"
+sc start snakepit || fail "restart"
 OLD=$(prop snakepit MainPID)
 RUN=$(api POST /v1/runs '{}' | json 'd["id"]')
 for i in 1 2; do api POST /v1/runs/$RUN/workers '{"argv":["/bin/sh","-c","(sleep 1000 &); setsid sleep 1001 & exec sleep 1002"]}' >/dev/null; done
@@ -101,7 +112,7 @@ all=$(pids_under "$SVC")
 coproc WAITER { $PY "$SHARE/pidwait.py" $all; }
 read -r line <&"${WAITER[0]}"; [ "$line" = ready ] || fail "pidwait: $line"
 t0=$(now_ms)
-systemctl kill -s KILL snakepit
+sc kill -s KILL snakepit || fail "systemctl kill"
 echo go >&"${WAITER[1]}"
 read -r res <&"${WAITER[0]}" || fail "pidwait died"
 t1=$(now_ms)
@@ -127,7 +138,7 @@ left=$(pids_under "$SVC/snakepit-$RUN")
 GUARD=$(api GET /v1/status | json 'd.get("guardian",0)')
 OLD=$(prop snakepit MainPID)
 kill -STOP "$GUARD"
-systemctl kill -s KILL --kill-whom=main snakepit
+sc kill -s KILL --kill-whom=main snakepit || fail "systemctl kill --kill-whom=main"
 wait_for 15 '[ "$(systemctl show -p MainPID --value snakepit)" != 0 ] && [ "$(systemctl show -p MainPID --value snakepit)" != $OLD ] && systemctl is-active -q snakepit' || fail "no restart after killing the main process"
 status=$(prop snakepit StatusText)
 [ "$(alive $left)" = 0 ] || fail "stale run's processes survived the restart"
@@ -135,7 +146,7 @@ ok "daemon SIGKILLed alone, restarted: STATUS=$status"
 kill -CONT "$GUARD" 2>/dev/null || true
 
 # --- started by hand, outside any unit: its own transient scope --------------
-systemctl stop snakepit
+sc stop snakepit || fail "systemctl stop"
 HS=/run/snakepit-hand.sock
 snakepit daemon --socket $HS --grace 1s >/run/snakepit-hand.log 2>&1 &
 HPID=$!

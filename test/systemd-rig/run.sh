@@ -31,7 +31,17 @@ else
   go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
 fi
 cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
-BINDS=$SHARE bash "$RIG/up.sh"
+# The unit is installed before the guest boots (preboot.sh), so the guest
+# never needs a daemon-reload: on a loaded CI host one failed with
+# "Transport endpoint is not connected".
+"$SHARE/snakepit" daemon --print-unit > "$SHARE/snakepit.service"
+BINDS=$SHARE PREBOOT=$RIG/preboot.sh bash "$RIG/up.sh"
 echo "systemd rig: guest up after $(( ($(date +%s%N) - start) / 1000000 )) ms"
-bash "$RIG/exec.sh" bash "$SHARE/guest.sh" "$SHARE"
+# On failure, show what the guest's PID 1 said (the guest is still up: the
+# EXIT trap tears it down afterwards).
+if ! bash "$RIG/exec.sh" bash "$SHARE/guest.sh" "$SHARE"; then
+  echo "systemd rig: FAIL; the guest's journal (system manager, last 60 lines):" >&2
+  bash "$RIG/exec.sh" journalctl --no-pager -o short-monotonic -n 60 _PID=1 >&2 || true
+  exit 1
+fi
 echo "systemd rig: passed in $(( ($(date +%s%N) - start) / 1000000 )) ms"

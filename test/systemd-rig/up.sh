@@ -6,11 +6,14 @@
 #   STATE=dir     pid files, console log, the guest's cgroup (required)
 #   CGNAME=name   host sub-cgroup to create (required; must not exist)
 #   BINDS="d ..." host dirs bind-mounted read-write at the same paths inside
+#   PREBOOT=file  a script run (with R= the guest root) after the guest's
+#                 root is assembled and before systemd starts: it installs
+#                 units, so no daemon-reload is needed after boot
 # The guest sees a pure cgroup2 hierarchy rooted at a fresh sub-cgroup of
 # the host's cgroup2 mount (found by filesystem type, never assumed).
 set -eu
 : "${STATE:?}" "${CGNAME:?}"
-export STATE BINDS=${BINDS:-} SYSD_ARGS=${SYSD_ARGS:-}
+export STATE BINDS=${BINDS:-} SYSD_ARGS=${SYSD_ARGS:-} PREBOOT=${PREBOOT:-}
 if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then CG2=/sys/fs/cgroup
 elif [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then CG2=/sys/fs/cgroup/unified
 else echo "rig: no cgroup2 mount" >&2; exit 1; fi
@@ -67,6 +70,7 @@ for u in systemd-sysctl.service systemd-modules-load.service systemd-binfmt.serv
   ln -sf /dev/null "$U/$u"
 done
 echo sp-rig > "$R/etc/hostname"
+if [ -n "$PREBOOT" ]; then R=$R bash "$PREBOOT"; fi
 cd "$R"; mkdir -p .oldroot; pivot_root . .oldroot; umount -l /.oldroot; rmdir /.oldroot
 exec env -i container=sp-rig PATH=/usr/sbin:/usr/bin:/sbin:/bin \
   /lib/systemd/systemd --unit=sp-rig.target --show-status=no $SYSD_ARGS
@@ -88,8 +92,12 @@ echo "$UPID" > "$STATE/unshare.pid"; echo "$G" > "$STATE/guest.pid"
 # answers at all (its socket appears a little after PID 1 does).
 s=
 for i in $(seq 300); do
-  s=$(timeout 30 nsenter -t "$G" -a systemctl is-system-running --wait 2>/dev/null || true)
+  a0=$(date +%s%N)
+  s=$(timeout 30 nsenter -t "$G" -a systemctl is-system-running --wait 2>"$STATE/isr.err" || true)
   case "$s" in running|degraded) break;; esac
+  # A slow attempt is worth a line: on a loaded host one took 25 s
+  ms=$(( ($(date +%s%N) - a0) / 1000000 ))
+  [ "$ms" -lt 2000 ] || echo "rig: is-system-running took $ms ms: '$s' $(head -c 300 "$STATE/isr.err")" >&2
   kill -0 "$G" 2>/dev/null || { echo "rig: guest died"; cat "$STATE/console.log"; exit 1; }
   sleep 0.05
 done
