@@ -7,7 +7,6 @@ package runid
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,8 +40,8 @@ func Generate() string {
 	var buf [16]byte
 	n := 0
 	for n < Len {
-		if _, err := rand.Read(buf[:]); err != nil {
-			panic("runid: crypto/rand failed: " + err.Error()) // never fails on Linux >= 3.17
+		if err := fill(buf[:]); err != nil {
+			panic("runid: no kernel randomness: " + err.Error())
 		}
 		for _, c := range buf {
 			if c >= 252 {

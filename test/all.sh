@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(go env GOPATH)/bin:$PATH"
+# Static (pure-Go) builds throughout, as shipped (test/setup.sh): the tests
+# that build snakepit themselves then test the same kind of binary.
+export CGO_ENABLED=0
 
 bash test/setup.sh
 

@@ -31,7 +31,7 @@ trap cleanup EXIT
 if [ -z "${SNAKEPIT_BIN:-}" ]; then
   tmp=$(mktemp -d /tmp/snakepit-python.XXXXXX)
   echo "python.sh: building snakepit into $tmp"
-  go build -o "$tmp/snakepit" ./cmd/snakepit
+  CGO_ENABLED=0 go build -o "$tmp/snakepit" ./cmd/snakepit
   export SNAKEPIT_BIN="$tmp/snakepit"
 fi
 

@@ -22,6 +22,10 @@ if ! command -v staticcheck >/dev/null; then
 fi
 go mod download
 mkdir -p bin
+# CGO_ENABLED=0: static binaries. A cgo (dynamically linked) build spends
+# about 4 ms more in ld.so and libc start-up on every `snakepit run` here;
+# os/user and net have pure-Go implementations (docs/DESIGN.md).
+export CGO_ENABLED=0
 go build -o bin/snakepit ./cmd/snakepit
 # The daemon lives in the full build; `snakepit daemon` execs it.
 go build -tags snakepitd -o bin/snakepitd ./cmd/snakepit

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -110,7 +111,12 @@ func startGuardian(ctx context.Context, r *snakepit.Run, rp *reaper.Reaper, grac
 	if p := parentOf(r.CgroupPath()); p != "" {
 		o.Parents = []string{p}
 	}
-	g, err := snakepit.StartGuardian(ctx, o)
+	// The in-process guardian (a clone of us, no exec) where it can be
+	// used; the exec'd one otherwise (guardian_fast_linux_amd64.go).
+	g, err := snakepit.StartFastGuardian(ctx, o, r.CgroupPath())
+	if errors.Is(err, snakepit.ErrNoFastGuardian) {
+		g, err = snakepit.StartGuardian(ctx, o)
+	}
 	if err != nil {
 		writeErr(stderr, "warning: no guardian: %v", err)
 		return

@@ -50,9 +50,9 @@ fi
 
 # Our own copies of the binaries: a rebuild of bin/snakepit by someone else
 # mid-run must not change what is measured.
+export CGO_ENABLED=0   # as test/setup.sh: static binaries
 go build -o "$BIN/snakepit" ./cmd/snakepit
 go build -tags snakepitd -o "$BIN/snakepitd" ./cmd/snakepit   # `snakepit daemon` execs it (found next to snakepit)
-go build -tags snakepitd -o "$BIN/snakepitd" ./cmd/snakepit
 go build -o "$BIN/spbench" ./test/bench/cmd/spbench
 go build -o "$BIN/spidle" ./test/bench/cmd/spidle
 

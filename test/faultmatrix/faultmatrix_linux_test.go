@@ -292,7 +292,7 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 	st.startSupervisor(t, args)
 	st.waitReady(t)
 
-	g, err := findGuardian(st.sup.Process.Pid)
+	g, err := findGuardian(st)
 	if err != nil {
 		t.Fatalf("guardian: %v", err)
 	}
@@ -443,34 +443,30 @@ func (st *cellState) waitReady(t *testing.T) {
 	}
 }
 
-// findGuardian returns the supervisor's guardian (`snakepit __guardian
-// --owner-pid SUP ...`), pinned. It was started before the worker, so it
-// exists by the time the worker is ready.
-func findGuardian(sup int) (*reaper.Pinned, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+// findGuardian returns the guardian the supervisor recorded on its run (the
+// in-process one for cgroup runs, `snakepit __guardian` for POSIX runs),
+// pinned. The record is written just after the guardian starts.
+func findGuardian(st *cellState) (*reaper.Pinned, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var rec *snakepit.Record
+		var err error
+		if st.cgPath != "" {
+			rec, err = snakepit.ReadCgroupRecord(st.cgPath)
+		} else {
+			rec, err = snakepit.ReadRecord(st.id)
 		}
-		argv := cmdline(pid)
-		if len(argv) < 4 || argv[1] != snakepit.GuardianCommand {
-			continue
-		}
-		for i := 2; i+1 < len(argv); i++ {
-			if argv[i] == "--owner-pid" && argv[i+1] == strconv.Itoa(sup) {
-				id, err := reaper.IdentityOf(pid)
-				if err != nil {
-					return nil, err
-				}
-				return reaper.Pin(id)
+		if err == nil && rec.Guardian != nil {
+			if rec.Owner.PID != st.sup.Process.Pid {
+				return nil, fmt.Errorf("run %s: owner %d, want the supervisor %d", st.id, rec.Owner.PID, st.sup.Process.Pid)
 			}
+			return reaper.Pin(*rec.Guardian)
 		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("run %s: no guardian recorded (%v)", st.id, err)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	return nil, fmt.Errorf("no guardian with --owner-pid %d", sup)
 }
 
 // collect pins every live process of the run: the supervisor's descendants

@@ -27,8 +27,8 @@ if [ -n "${SNAKEPIT_BIN:-}" ]; then
   cp "$SNAKEPIT_BIN" "$SHARE/snakepit"
   cp "$(dirname "$SNAKEPIT_BIN")/snakepitd" "$SHARE/snakepitd"
 else
-  go build -o "$SHARE/snakepit" ./cmd/snakepit
-  go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
+  CGO_ENABLED=0 go build -o "$SHARE/snakepit" ./cmd/snakepit
+  CGO_ENABLED=0 go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
 fi
 cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
 # The unit is installed before the guest boots (preboot.sh), so the guest

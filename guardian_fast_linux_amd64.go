@@ -1,0 +1,241 @@
+//go:build linux && amd64
+
+package snakepit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/reaper"
+)
+
+// fastGuardArgs is everything the in-process guardian reads. Its layout is
+// fixed: guardian_fast_linux_amd64.s addresses the fields by offset
+// (TestFastGuardArgsLayout checks them).
+type fastGuardArgs struct {
+	pipeFD  int64       // 0: read end; EOF once the owner is gone
+	killFD  int64       // 8: the run's cgroup.kill, open for writing
+	nullFD  int64       // 16: /dev/null, becomes fds 0-2
+	nRanges int64       // 24
+	ranges  [4][2]int64 // 32: close_range(lo, hi) calls
+	path    uintptr     // 96: execve path (NUL-terminated)
+	argv    uintptr     // 104: execve argv (NULL-terminated)
+	envp    uintptr     // 112: execve envp (NULL-terminated)
+	comm    [16]byte    // 120: PR_SET_NAME
+	scratch [8]byte     // 136: read(2) buffer
+	one     [8]byte     // 144: "1" for cgroup.kill
+	mask    uint64      // 152: the empty signal set
+}
+
+// fastGuardClone is in guardian_fast_linux_amd64.s.
+func fastGuardClone(args *fastGuardArgs, stack uintptr) (pid int, errno uintptr)
+
+// fastGuard is what the child shares with us (CLONE_VM): it lives in static
+// memory that nothing ever frees or moves, for the life of the process.
+var fastGuard struct {
+	mu    sync.Mutex
+	used  bool
+	args  fastGuardArgs
+	stack [1024]byte
+	// keep holds the execve strings and pointer arrays the args point into,
+	// so the garbage collector never frees them.
+	keep []any
+	// pipeW is the write end of the owner pipe, held until we exit.
+	pipeW int
+}
+
+// FastGuardianName is the command name (comm) of the in-process guardian
+// until it execs the full guardian.
+const FastGuardianName = "snakepit-guard"
+
+// ErrNoFastGuardian means the in-process guardian cannot be used here (no
+// cgroup.kill, a second run in this process, no reaper, or an owner other
+// than the caller); StartGuardian's exec'd guardian does the job instead.
+var ErrNoFastGuardian = errors.New("in-process guardian unavailable")
+
+// StartFastGuardian starts the guardian of a run in cgroup mode without
+// starting a program: a clone(CLONE_VM) of the calling process that runs a
+// few raw system calls (guardian_fast_linux_amd64.s). It costs one clone,
+// against a fork, an exec and a Go runtime start for StartGuardian's.
+//
+// The guardian blocks in read(2) on a pipe whose only write end the caller
+// holds, so it wakes when the caller is gone however it died. It then writes
+// cgroup.kill of the run at once; if the run's cgroup was already removed
+// (the caller tore it down and exited), it just exits. Otherwise it execs
+// the full guardian (`snakepit __guardian`, with o's arguments), which finds
+// its owner dead and finishes the teardown: waits until the run is empty,
+// removes it and its records. It keeps nothing of the caller's open: its
+// stdio is /dev/null and every other descriptor is closed; it runs in its
+// own session with every signal blocked, and outside the run cgroup.
+//
+// The caller must be the owner (o.Owner zero or itself) and must have a
+// Reaper: the guardian is its child. One per process.
+func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string) (reaper.Identity, error) {
+	if err := ctx.Err(); err != nil {
+		return reaper.Identity{}, err
+	}
+	if o.Reaper == nil || (o.Owner.PID != 0 && o.Owner.PID != os.Getpid()) || cgroupPath == "" {
+		return reaper.Identity{}, ErrNoFastGuardian
+	}
+	fastGuard.mu.Lock()
+	defer fastGuard.mu.Unlock()
+	if fastGuard.used {
+		return reaper.Identity{}, ErrNoFastGuardian
+	}
+	if o.Owner.PID == 0 {
+		self, err := Self()
+		if err != nil {
+			return reaper.Identity{}, err
+		}
+		o.Owner = self
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	}
+
+	var fds []int
+	closeAll := func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+	}
+	killFD, err := openHigh(cgroupPath+"/cgroup.kill", unix.O_WRONLY)
+	if errors.Is(err, unix.ENOENT) {
+		// No cgroup.kill (Linux < 5.14): the full guardian falls back to
+		// freezing.
+		return reaper.Identity{}, fmt.Errorf("%w: %w", ErrNoFastGuardian, err)
+	}
+	if err != nil {
+		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	}
+	fds = append(fds, killFD)
+	nullFD, err := openHigh("/dev/null", unix.O_RDWR)
+	if err != nil {
+		closeAll()
+		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	}
+	fds = append(fds, nullFD)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		closeAll()
+		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	}
+	fds = append(fds, p[0], p[1])
+	for i, fd := range p {
+		if fd < 3 { // our stdio was closed; the child's dup3 would clobber it
+			nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+			if err != nil {
+				closeAll()
+				return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+			}
+			_ = unix.Close(fd)
+			p[i] = nfd
+			fds = append(fds, nfd)
+		}
+	}
+
+	a := &fastGuard.args
+	*a = fastGuardArgs{pipeFD: int64(p[0]), killFD: int64(killFD), nullFD: int64(nullFD)}
+	keepFDs := []int{p[0], killFD, nullFD}
+	slices.Sort(keepFDs)
+	lo := int64(3)
+	for _, fd := range keepFDs {
+		if int64(fd) > lo {
+			a.ranges[a.nRanges] = [2]int64{lo, int64(fd) - 1}
+			a.nRanges++
+		}
+		lo = int64(fd) + 1
+	}
+	a.ranges[a.nRanges] = [2]int64{lo, math.MaxUint32}
+	a.nRanges++
+	copy(a.comm[:15], FastGuardianName)
+	a.one[0] = '1'
+	// /proc/self/exe is our (shared) executable even if the file was
+	// replaced or deleted since.
+	path := cstr("/proc/self/exe")
+	argv := cstrs(append([]string{exe}, o.Args()...))
+	envp := cstrs(append(os.Environ(), "GOMAXPROCS=1"))
+	fastGuard.keep = []any{path, argv, envp}
+	a.path = uintptr(unsafe.Pointer(&path[0]))
+	a.argv = uintptr(unsafe.Pointer(&argv[0]))
+	a.envp = uintptr(unsafe.Pointer(&envp[0]))
+	stack := uintptr(unsafe.Pointer(&fastGuard.stack[len(fastGuard.stack)-64])) &^ 15
+
+	var pid int
+	_, err = o.Reaper.Subscribe(func() (int, error) {
+		// Every signal blocked across the clone: the child inherits the
+		// mask, so no Go signal handler ever runs in it.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var all, old unix.Sigset_t
+		for i := range all.Val {
+			all.Val[i] = ^uint64(0)
+		}
+		if err := unix.PthreadSigmask(unix.SIG_SETMASK, &all, &old); err != nil {
+			return 0, fmt.Errorf("guardian: block signals: %w", err)
+		}
+		cpid, errno := fastGuardClone(a, stack)
+		_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+		if errno != 0 {
+			return 0, fmt.Errorf("guardian: clone: %w", unix.Errno(errno))
+		}
+		pid = cpid
+		return cpid, nil
+	})
+	// The child has its own copies; only the pipe's write end stays ours.
+	for _, fd := range fds {
+		if fd != p[1] {
+			_ = unix.Close(fd)
+		}
+	}
+	if err != nil {
+		_ = unix.Close(p[1])
+		return reaper.Identity{}, err
+	}
+	fastGuard.used = true
+	fastGuard.pipeW = p[1]
+	id, err := reaper.IdentityOf(pid)
+	if err != nil {
+		return reaper.Identity{PID: pid}, nil
+	}
+	return id, nil
+}
+
+// openHigh opens path close-on-exec at a descriptor >= 3.
+func openHigh(path string, flags int) (int, error) {
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if fd < 3 {
+		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+		_ = unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = nfd
+	}
+	return fd, nil
+}
+
+func cstr(s string) []byte { return append([]byte(s), 0) }
+
+// cstrs returns a NULL-terminated array of NUL-terminated strings; the
+// strings stay reachable through the array.
+func cstrs(ss []string) []*byte {
+	out := make([]*byte, 0, len(ss)+1)
+	for _, s := range ss {
+		out = append(out, &cstr(s)[0])
+	}
+	return append(out, nil)
+}
