@@ -15,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // These benchmarks measure each target against a baseline in the same run,
@@ -133,4 +135,80 @@ func BenchmarkTeardown(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkGC: GC of 1000 stale empty runs (one dead owner, the common
+// case: a SIGKILLed supervisor's pool) vs a bare rmdir loop over as many,
+// both in this process. Each side gets its own parent, so GC sees only its
+// own runs.
+func BenchmarkGC(b *testing.B) {
+	testenv.RequireCgroup2(b)
+	const n = 1000
+	ctx := context.Background()
+	def, err := DefaultParent()
+	if err != nil {
+		b.Fatal(err)
+	}
+	parent := filepath.Join(filepath.Dir(def), "snakepit-bench-gc-"+runid.Generate())
+	b.Cleanup(func() {
+		for _, sub := range []string{"base", "gc"} {
+			p := filepath.Join(parent, sub)
+			if runs, err := ListRunCgroups(p); err == nil {
+				for _, path := range runs {
+					if g, err := cgroup.Open(path); err == nil {
+						_, _ = TeardownGroup(ctx, g, 0)
+					}
+				}
+			}
+			_ = unix.Rmdir(p)
+		}
+		_ = unix.Rmdir(parent)
+	})
+	helper := exec.Command("/bin/sleep", "100000")
+	if err := helper.Start(); err != nil {
+		b.Fatal(err)
+	}
+	owner, err := OwnerOf(helper.Process.Pid)
+	_ = helper.Process.Kill()
+	_ = helper.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mk := func(p string) {
+		for i := 0; i < n; i++ {
+			r, err := Create(ctx, Options{CgroupParent: p, Owner: owner})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.dir.Close()
+		}
+	}
+	var base, ours []time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		mk(filepath.Join(parent, "base"))
+		mk(filepath.Join(parent, "gc"))
+		b.StartTimer()
+		t0 := time.Now()
+		runs, err := ListRunCgroups(filepath.Join(parent, "base"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, path := range runs {
+			if err := unix.Rmdir(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+		base = append(base, time.Since(t0))
+		t0 = time.Now()
+		rep, err := GC(ctx, GCOptions{Parents: []string{filepath.Join(parent, "gc")}, OnlyParents: true, NoScan: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ours = append(ours, time.Since(t0))
+		if len(rep.Items) != n {
+			b.Fatalf("GC acted on %d runs, want %d", len(rep.Items), n)
+		}
+	}
+	report(b, base, ours, "rmdir-loop", "gc")
 }

@@ -478,15 +478,33 @@ func TeardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration) (
 }
 
 func teardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *TeardownReport) error {
+	return teardownGroupSeen(ctx, cg, grace, rep, nil)
+}
+
+// teardownGroupSeen is teardownGroup for a caller that has just read the
+// group's cgroup.events itself (seen; nil when it has not).
+func teardownGroupSeen(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *TeardownReport, seen *cgroup.Events) error {
 	// The common end of a run: its last process has exited already. One
 	// read of cgroup.events skips the SIGTERM pass (two cgroup.procs
-	// walks) and goes straight to removal.
-	ev, err := cg.ReadEvents()
+	// walks) and the kill, and goes straight to removal (which still
+	// copes with a process that joined meanwhile: rmdir says EBUSY).
+	var ev cgroup.Events
+	var err error
+	if seen != nil {
+		ev = *seen
+	} else {
+		ev, err = cg.ReadEvents()
+	}
 	if errors.Is(err, cgroup.ErrNotExist) {
 		rep.Vanished = true
 		return nil
 	}
 	if err == nil && !ev.Populated {
+		err := cg.RemoveOnce()
+		if !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		// A process joined since: kill it like any other.
 		grace = 0
 	}
 	if grace > 0 {
@@ -529,8 +547,13 @@ func teardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration, r
 			return err
 		}
 	}
-	// Removal must happen even when the caller's ctx is already done: a
-	// leftover empty cgroup is a leak. It gets its own short deadline.
+	return removeGroup(ctx, cg)
+}
+
+// removeGroup removes an emptied run cgroup. Removal must happen even when
+// the caller's ctx is already done: a leftover empty cgroup is a leak. It
+// gets its own short deadline.
+func removeGroup(ctx context.Context, cg *cgroup.Group) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return cg.Remove(rctx)

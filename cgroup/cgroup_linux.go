@@ -113,6 +113,12 @@ func Open(path string) (*Group, error) {
 	return &Group{path: path}, nil
 }
 
+// At returns the group at path without checking that it exists (Open
+// does, with a stat): for callers that just listed it, where one system
+// call per group counts. Operations on a group that is gone say
+// ErrNotExist as usual.
+func At(path string) *Group { return &Group{path: path} }
+
 // Create makes the cgroup dir/name. The parent directory is created when
 // missing (it must itself be inside a cgroup2 mount). EEXIST on the final
 // component becomes ErrExists.
@@ -451,6 +457,17 @@ func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
 			_, _ = unix.Read(ifd, drain[:])
 		}
 	}
+}
+
+// RemoveOnce makes one attempt at Remove: nil when the group was removed
+// or was already gone, an error wrapping EBUSY when it (or a child) still
+// has processes, so that the caller can kill them first.
+func (g *Group) RemoveOnce() error {
+	err := removeTree(g.path)
+	if err == nil || gone(err) {
+		return nil
+	}
+	return wrapPerm(fmt.Errorf("remove cgroup %s: %w", g.path, err))
 }
 
 // Remove deletes the (empty) cgroup and any empty child cgroups, retrying

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -28,7 +30,8 @@ func groupMemory(ctx context.Context, c *config) (GroupOutput, error) {
 	var out GroupOutput
 	reps := c.pick(5, 2)
 	runs := 100
-	var idle, wrapper, guardian, bwrap, dIdle, dRuns []float64
+	var idle, wrapper, guardian, createGuardian, bwrap, dIdle, dRuns []float64
+	shared := 0
 	progress("memory: %d repetitions", reps)
 	for i := 0; i < reps; i++ {
 		if err := ctx.Err(); err != nil {
@@ -48,11 +51,21 @@ func groupMemory(ctx context.Context, c *config) (GroupOutput, error) {
 			}
 			bwrap = append(bwrap, v)
 		}
-		w, g, err := rssOfWrapper(ctx, c)
+		w, g, sh, err := rssOfWrapper(ctx, c)
 		if err != nil {
 			return out, fmt.Errorf("snakepit run: %w", err)
 		}
 		wrapper, guardian = append(wrapper, w), append(guardian, g)
+		if sh {
+			shared++
+		}
+		if c.spidle != "" {
+			cg, err := rssOfCreateGuardian(ctx, c)
+			if err != nil {
+				return out, fmt.Errorf("snakepit create: %w", err)
+			}
+			createGuardian = append(createGuardian, cg)
+		}
 
 		di, dr, err := rssOfDaemon(ctx, c, fmt.Sprintf("mem%d", i), runs)
 		if err != nil {
@@ -72,7 +85,11 @@ func groupMemory(ctx context.Context, c *config) (GroupOutput, error) {
 		out.Notes = append(out.Notes, "memory: bwrap not installed, wrapper row has no baseline")
 	}
 	out.Results = append(out.Results, caseResults("memory", "guardian, watching its owner", unit, idleS,
-		series{method: "guardian (snakepit __guardian)", samples: guardian})...)
+		series{method: "run's guardian, own pages (in-process clone)", samples: guardian},
+		series{method: "create's guardian (snakepit __guardian)", samples: createGuardian})...)
+	if shared > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("memory: in %d of %d repetitions the guardian of `snakepit run` shared the wrapper's memory (kcmp KCMP_VM): it has no pages of its own, so its row counts 0 MiB; its VmRSS would show the wrapper's", shared, reps))
+	}
 	out.Results = append(out.Results, caseResults("memory", "daemon, idle", unit, idleS,
 		series{method: "snakepit daemon, no runs", samples: dIdle})...)
 	out.Results = append(out.Results, caseResults("memory", fmt.Sprintf("daemon, %d runs", runs), unit,
@@ -100,15 +117,18 @@ func rssOfCommand(ctx context.Context, cmd *exec.Cmd) (float64, error) {
 }
 
 // rssOfWrapper runs `snakepit run -- sleep` and returns the RSS of the
-// wrapper and of its guardian once both are idle.
-func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, err error) {
+// wrapper and the memory of its guardian once both are idle. The
+// in-process guardian shares the wrapper's mm (shared is true): it adds no
+// pages, so its own memory is 0 rather than its VmRSS (which is the
+// wrapper's).
+func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, shared bool, err error) {
 	id := runid.Generate()
 	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
 	cmd := exec.Command(c.snakepit, "run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--", "/bin/sleep", "100000")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -123,26 +143,86 @@ func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, er
 		_ = killTree(path)
 	}()
 	if err := waitCount(ctx, path, 1, nil); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	rec, err := snakepit.ReadCgroupRecord(path)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	if rec.Guardian == nil || rec.Guardian.PID <= 0 {
-		return 0, 0, errors.New("no guardian recorded")
+		return 0, 0, false, errors.New("no guardian recorded")
 	}
 	if err := waitSleeping(ctx, rec.Guardian.PID); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	time.Sleep(settle)
 	if wrapper, err = vmRSS(cmd.Process.Pid); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
+	}
+	if sameMM(cmd.Process.Pid, rec.Guardian.PID) {
+		return wrapper, 0, true, nil
 	}
 	if guardian, err = vmRSS(rec.Guardian.PID); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
-	return wrapper, guardian, nil
+	return wrapper, guardian, false, nil
+}
+
+// rssOfCreateGuardian makes a run with `snakepit create` owned by an idle
+// Go program and returns the RSS of the guardian it starts (an exec'd
+// `snakepit __guardian`), once asleep.
+func rssOfCreateGuardian(ctx context.Context, c *config) (float64, error) {
+	owner := exec.Command(c.spidle)
+	if err := owner.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = owner.Process.Kill()
+		_ = owner.Wait()
+	}()
+	id := runid.Generate()
+	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
+	defer func() { _ = killTree(path) }()
+	out, err := exec.CommandContext(ctx, c.snakepit, "create", "--run-id", id, "--cgroup-parent", c.runsDir(),
+		"--owner-pid", strconv.Itoa(owner.Process.Pid)).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, out)
+	}
+	rec, err := snakepit.ReadCgroupRecord(path)
+	if err != nil {
+		return 0, err
+	}
+	if rec.Guardian == nil || rec.Guardian.PID <= 0 {
+		return 0, errors.New("no guardian recorded")
+	}
+	g, err := reaper.Pin(*rec.Guardian)
+	if err != nil {
+		return 0, err
+	}
+	defer g.Close()
+	// The guardian ends when its owner does (the deferred kill); make sure
+	// it did, so no repetition leaves one behind.
+	defer func() {
+		_ = owner.Process.Kill()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if left := reaper.WaitExited(wctx, []*reaper.Pinned{g}); len(left) > 0 {
+			_ = g.Signal(unix.SIGKILL)
+		}
+	}()
+	if err := waitSleeping(ctx, g.PID); err != nil {
+		return 0, err
+	}
+	time.Sleep(settle)
+	return vmRSS(g.PID)
+}
+
+// sameMM reports whether two processes share one address space
+// (kcmp(2) KCMP_VM), as a CLONE_VM child does with its parent.
+func sameMM(a, b int) bool {
+	const kcmpVM = 1
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), kcmpVM, 0, 0, 0)
+	return errno == 0 && r == 0
 }
 
 // rssOfDaemon starts a daemon and returns its RSS idle and then holding n
