@@ -320,7 +320,7 @@ func v1MountOf(ctrl string) string {
 }
 
 func readAll(p string) []byte {
-	b, _ := os.ReadFile(p)
+	b, _ := cgroup.ReadFile(p)
 	return b
 }
 

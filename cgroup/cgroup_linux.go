@@ -89,7 +89,7 @@ func PathOf(pid int) (string, error) {
 	if pid != 0 {
 		f = "/proc/" + strconv.Itoa(pid) + "/cgroup"
 	}
-	data, err := os.ReadFile(f)
+	data, err := ReadFile(f)
 	if err != nil {
 		return "", err
 	}
@@ -161,7 +161,7 @@ func (g *Group) OpenDir() (*os.File, error) {
 
 // Procs returns the PIDs in this cgroup (not its descendants).
 func (g *Group) Procs() ([]int, error) {
-	data, err := os.ReadFile(filepath.Join(g.path, "cgroup.procs"))
+	data, err := ReadFile(filepath.Join(g.path, "cgroup.procs"))
 	if err != nil {
 		if gone(err) {
 			return nil, fmt.Errorf("%w: %s", ErrNotExist, g.path)
@@ -184,7 +184,7 @@ func (g *Group) ProcsRecursive() ([]int, error) {
 		if !d.IsDir() {
 			return nil
 		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		data, err := ReadFile(filepath.Join(p, "cgroup.procs"))
 		if err != nil {
 			if gone(err) && p != g.path {
 				return nil
@@ -260,6 +260,36 @@ func readSmall(path string, buf []byte) (int, error) {
 		return 0, &fs.PathError{Op: "read", Path: path, Err: err}
 	}
 	return n, nil
+}
+
+// ReadFile reads a whole cgroupfs (or procfs) file with plain open/read/
+// close. os.ReadFile would register the descriptor with the runtime's
+// poller first (cgroupfs files are pollable), costing an epoll_ctl pair
+// and a fstat per read: measured, half of the cost of reading a small
+// cgroup file, on every Create and every teardown pass.
+func ReadFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 512)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
 
 func writeFile(path, val string) error {
@@ -527,7 +557,7 @@ func removeTree(p string) error {
 // Controllers lists the controllers available in this group
 // (cgroup.controllers): what its parent delegated to it.
 func (g *Group) Controllers() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(g.path, "cgroup.controllers"))
+	data, err := ReadFile(filepath.Join(g.path, "cgroup.controllers"))
 	if err != nil {
 		return nil, err
 	}
@@ -536,7 +566,7 @@ func (g *Group) Controllers() ([]string, error) {
 
 // SubtreeControl lists the controllers enabled for this group's children.
 func (g *Group) SubtreeControl() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(g.path, "cgroup.subtree_control"))
+	data, err := ReadFile(filepath.Join(g.path, "cgroup.subtree_control"))
 	if err != nil {
 		return nil, err
 	}

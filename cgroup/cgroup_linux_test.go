@@ -3,8 +3,11 @@
 package cgroup
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -161,5 +164,26 @@ func TestProcsParsing(t *testing.T) {
 	pids, err := g.ProcsRecursive()
 	if err != nil || len(pids) != 3 || pids[0] != 12 || pids[2] != 56 {
 		t.Fatalf("ProcsRecursive = %v, %v", pids, err)
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 511, 512, 513, 10000} {
+		want := bytes.Repeat([]byte("1234567\n"), n/8+1)[:n]
+		p := filepath.Join(dir, fmt.Sprintf("f%d", n))
+		if err := os.WriteFile(p, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("ReadFile of %d bytes: got %d bytes, differing", n, len(got))
+		}
+	}
+	if _, err := ReadFile(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 }
