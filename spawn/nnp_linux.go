@@ -48,9 +48,6 @@ func (s *Spawner) noNewPrivs(ctx context.Context) (*Spawner, error) {
 		s.nnp.Close() // parks the broken thread
 	}
 	c := &Spawner{reqs: make(chan func()), stopped: make(chan struct{}), pinned: true}
-	ready := make(chan struct{})
-	go c.loop(ready)
-	<-ready
 	err := c.Do(ctx, func() error { return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
 	if err != nil {
 		c.Close()

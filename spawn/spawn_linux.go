@@ -23,6 +23,11 @@ type Spawner struct {
 	mu      sync.Mutex
 	closed  bool
 	stopped chan struct{}
+	// started starts the thread on first use (run): with no_new_privs, the
+	// CLI's default, every child comes from the companion thread, and a
+	// thread made for nothing costs a clone and a scheduler hand-off at
+	// every `snakepit run`.
+	started sync.Once
 
 	// broken is set when an Around undo failed: the thread is in an unknown
 	// state (nnp_linux.go).
@@ -34,13 +39,18 @@ type Spawner struct {
 	nnp    *Spawner // companion with no_new_privs set, made on first use
 }
 
-// New starts a Spawner and its thread.
+// New makes a Spawner; its thread starts on first use.
 func New() *Spawner {
-	s := &Spawner{reqs: make(chan func()), stopped: make(chan struct{})}
-	ready := make(chan struct{})
-	go s.loop(ready)
-	<-ready
-	return s
+	return &Spawner{reqs: make(chan func()), stopped: make(chan struct{})}
+}
+
+// run starts the Spawner's thread unless it is running already.
+func (s *Spawner) run() {
+	s.started.Do(func() {
+		ready := make(chan struct{})
+		go s.loop(ready)
+		<-ready
+	})
 }
 
 func (s *Spawner) loop(ready chan struct{}) {
@@ -91,6 +101,7 @@ func (s *Spawner) Do(ctx context.Context, f func() error) error {
 		return ErrClosed
 	}
 	s.mu.Unlock()
+	s.run()
 	errc := make(chan error, 1)
 	select {
 	case s.reqs <- func() {
@@ -115,6 +126,8 @@ func (s *Spawner) Close() {
 		close(s.reqs)
 	}
 	s.mu.Unlock()
+	// A thread never started has nothing to stop.
+	s.started.Do(func() { close(s.stopped) })
 	<-s.stopped
 	s.nnpMu.Lock()
 	if s.nnp != nil {
