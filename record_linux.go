@@ -297,6 +297,7 @@ func newRecord(id string, opts Options, cgPath string) (*Record, error) {
 		Created:   time.Now().UTC(),
 		Grace:     opts.Grace,
 		Cgroup:    cgPath,
+		Guardian:  opts.Guardian,
 	}, nil
 }
 

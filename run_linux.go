@@ -43,6 +43,10 @@ type Options struct {
 	Owner Owner
 	// Grace is recorded as the grace period the owner will tear down with.
 	Grace time.Duration
+	// Guardian, if set, is recorded as the guardian already watching the
+	// owner (a daemon's one guardian), in the record Create writes: one
+	// write instead of Create's plus SetGuardian's.
+	Guardian *reaper.Identity
 	// Mode selects cgroup or POSIX containment (mode.go); zero is ModeAuto.
 	Mode Mode
 	// PidNS starts every worker as the child of a minimal init (the

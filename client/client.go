@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -91,7 +90,7 @@ func Available(path string) bool {
 type Client struct {
 	socket string
 	hc     *http.Client
-	tr     *http.Transport
+	tr     *transport
 }
 
 // New returns a client for the daemon listening on socket ("" means
@@ -100,15 +99,7 @@ func New(socket string) *Client {
 	if socket == "" {
 		socket = SocketPath()
 	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     30 * time.Second,
-	}
+	tr := &transport{socket: socket}
 	return &Client{socket: socket, tr: tr, hc: &http.Client{Transport: tr}}
 }
 
@@ -116,7 +107,7 @@ func New(socket string) *Client {
 func (c *Client) Socket() string { return c.socket }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.tr.CloseIdleConnections() }
+func (c *Client) Close() { c.tr.closeIdle() }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any, want int) error {
 	resp, err := c.send(ctx, method, path, body)
@@ -134,6 +125,11 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, wan
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("decode %s %s response: %w", method, path, err)
 	}
+	// Read to EOF (the newline after the JSON value): a body closed
+	// before EOF makes the transport close the connection rather than
+	// reuse it, and every request would pay a connect and the daemon's
+	// SO_PEERCRED.
+	_, _ = io.Copy(io.Discard, resp.Body)
 	return nil
 }
 

@@ -149,6 +149,13 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		r   *snakepit.Run
 		err error
 	)
+	// The daemon's guardian goes into the record Create writes (no second
+	// write of the xattr).
+	var guardian *reaper.Identity
+	if d.guardian.PID != 0 {
+		g := d.guardian
+		guardian = &g
+	}
 	// A generated ID that collides (EEXIST) is retried with a fresh one.
 	for attempt := 0; attempt < 3; attempt++ {
 		r, err = snakepit.Create(ctx, snakepit.Options{
@@ -156,6 +163,7 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 			CgroupParent: d.parent,
 			Reaper:       d.rp,
 			Grace:        d.grace,
+			Guardian:     guardian,
 			Mode:         snakepit.ModeCgroup, // runs are read through their cgroup: no POSIX fallback
 		})
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
@@ -173,9 +181,6 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 			return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
 		}
 		return nil, errf(http.StatusInternalServerError, api.CodeInternal, "create run: %v", err)
-	}
-	if d.guardian.PID != 0 {
-		_ = r.SetGuardian(d.guardian)
 	}
 	rs := &runState{run: r, owner: uid, created: time.Now().UTC()}
 	d.mu.Lock()
