@@ -577,7 +577,13 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 			_, _ = r.Teardown(ctx, 0)
 			t.Fatal(err)
 		}
-		// Let at least two full gc passes see the run.
+		// Both processes up (the setsid'd one is forked after Start
+		// returns), then at least two full gc passes see the run.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if procs, _ := r.Cgroup().ProcsRecursive(); len(procs) == 2 {
+				break
+			}
+		}
 		for p := passes.Load(); passes.Load() < p+2 && gcErr == nil; {
 			time.Sleep(time.Millisecond)
 		}
@@ -705,5 +711,66 @@ func TestListRuns(t *testing.T) {
 	}
 	if len(got.Processes) != 1 || got.Processes[0].Cmdline != "sleep 300" {
 		t.Fatalf("processes %+v", got.Processes)
+	}
+}
+
+// TestFileRecordFallback: where cgroupfs has no user xattrs (Linux < 5.7:
+// EOPNOTSUPP), the ownership record goes to a file; the run is still found
+// by its cgroup, judged by that record, torn down by gc, and the record
+// file removed with it. The live run's record and cgroup stay.
+func TestFileRecordFallback(t *testing.T) {
+	parent := privateParent(t)
+	recs := filepath.Join(t.TempDir(), "runs")
+	t.Setenv(RecordsDirEnv, recs)
+	noXattr := func(string, string, []byte) (int, error) { return 0, unix.EOPNOTSUPP }
+	setxattr = func(string, string, []byte, int) error { return unix.EOPNOTSUPP }
+	getxattr = noXattr
+	t.Cleanup(func() { setxattr, getxattr = unix.Setxattr, unix.Getxattr })
+
+	cmd, o := ownerProc(t)
+	live := newTestRun(t, Options{CgroupParent: parent})
+	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	for _, r := range []*Run{live, stale} {
+		if _, err := os.Stat(filepath.Join(recs, r.ID()+".json")); err != nil {
+			t.Fatalf("run %s: no file record: %v", r.ID(), err)
+		}
+		if n, err := unix.Getxattr(r.CgroupPath(), RecordXattr, make([]byte, 64)); err == nil {
+			t.Fatalf("run %s: xattr written (%d bytes) although setxattr failed", r.ID(), n)
+		}
+	}
+	rec, err := ReadCgroupRecord(stale.CgroupPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Owner.Same(o) || rec.Cgroup != stale.CgroupPath() {
+		t.Fatalf("record through the fallback: %+v", rec)
+	}
+	unmarkedSleepers(t, stale.Cgroup(), 2)
+	staleFDs := pidfdsOf(t, stale.Cgroup())
+
+	killOwner(cmd)
+	rep, err := GC(context.Background(), GCOptions{Parents: []string{parent}, OnlyParents: true,
+		RunIDs: []string{live.ID(), stale.ID()}, MinAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gc: %+v", rep)
+	if !hasItem(rep, stale.ID(), GCRemoved) || rep.Live != 1 {
+		t.Fatalf("gc report: %+v", rep)
+	}
+	if a := alive(staleFDs); len(a) > 0 {
+		t.Fatalf("stale run survivors: %v", a)
+	}
+	if _, err := os.Stat(stale.CgroupPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale run cgroup left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(recs, stale.ID()+".json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale run's record file left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(recs, live.ID()+".json")); err != nil {
+		t.Fatalf("live run's record file: %v", err)
+	}
+	if _, err := os.Stat(live.CgroupPath()); err != nil {
+		t.Fatalf("live run cgroup: %v", err)
 	}
 }
