@@ -17,6 +17,13 @@ type resolvedCred struct {
 	env      []string // USER, LOGNAME, HOME for a user from the database
 }
 
+// Check looks c up as Start will, so that a caller can reject an unknown
+// user or group (ErrUnknownUser) before it creates anything.
+func (c Credential) Check() error {
+	_, err := resolveCredential(c)
+	return err
+}
+
 // resolveCredential looks c up. It returns nil when c changes no identity.
 // A worker whose identity changes loses the supervisor's capabilities;
 // Pdeathsig still covers it because the child sets it after setuid

@@ -122,6 +122,13 @@ func (j *jailFlags) check() error {
 	if j.readyTimeout > 0 && j.ready == "" && j.readyLine == "" {
 		return usageError("--ready-timeout needs --ready notify or --ready-line")
 	}
+	// An unknown user or group is a bad argument: say so before a run
+	// cgroup is made (Start would find out only after).
+	if j.user != "" || j.group != "" || j.groups.set {
+		if err := j.credential().Check(); err != nil {
+			return usageError(err.Error())
+		}
+	}
 	if j.readyFD >= 0 {
 		if j.readyFD <= 2 {
 			return usageError("--ready-fd must be 3 or above")
@@ -152,17 +159,23 @@ func (j *jailFlags) created(r *snakepit.Run, stderr io.Writer) {
 	}
 }
 
-// command adds the worker-level settings to c.
-func (j *jailFlags) command(c *snakepit.Command) {
-	c.Credential = snakepit.Credential{User: j.user, Group: j.group, NewPrivileges: !j.noNewPrivs}
+// credential is who the command runs as.
+func (j *jailFlags) credential() snakepit.Credential {
+	c := snakepit.Credential{User: j.user, Group: j.group, NewPrivileges: !j.noNewPrivs}
 	if j.groups.set {
-		c.Credential.Groups = []string{}
+		c.Groups = []string{}
 		for _, g := range strings.Split(j.groups.val, ",") {
 			if g = strings.TrimSpace(g); g != "" {
-				c.Credential.Groups = append(c.Credential.Groups, g)
+				c.Groups = append(c.Groups, g)
 			}
 		}
 	}
+	return c
+}
+
+// command adds the worker-level settings to c.
+func (j *jailFlags) command(c *snakepit.Command) {
+	c.Credential = j.credential()
 	c.Readiness = snakepit.Readiness{
 		Notify:  j.ready == "notify",
 		Line:    j.readyLine,

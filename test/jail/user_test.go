@@ -135,7 +135,8 @@ func TestUserGroups(t *testing.T) {
 		t.Errorf("bare UID: exit %d, %q, %s", res.code, res.stdout, res.stderr)
 	}
 	res = runCLI(t, nil, "run", "--no-guardian", "--user", "no-such-user-xyz", "--", "true")
-	if res.code == 0 || !strings.Contains(res.stderr, "not in the user database") {
+	// A bad argument (exit 2), rejected before any run cgroup is made.
+	if res.code != 2 || !strings.Contains(res.stderr, "not in the user database") {
 		t.Errorf("unknown user: exit %d, %q", res.code, res.stderr)
 	}
 }
