@@ -21,10 +21,7 @@ import (
 // parsing, options for snakepit.Options, command for the Command, and
 // watchReady once the worker runs.
 type jailFlags struct {
-	memoryMax, memoryHigh, pidsMax, cpuMax string
-	cpuWeight                              uint64
-	oomGroup                               bool
-	bestEffort                             bool
+	limitFlags
 
 	net string
 
@@ -38,9 +35,28 @@ type jailFlags struct {
 	readyFD      int
 
 	// parsed by check
-	limits snakepit.Limits
 	netCfg snakepit.Net
 	readyF *os.File
+}
+
+// limitFlags are the resource-limit flags, shared by run and create.
+type limitFlags struct {
+	memoryMax, memoryHigh, pidsMax, cpuMax string
+	cpuWeight                              uint64
+	oomGroup                               bool
+	bestEffort                             bool
+
+	limits snakepit.Limits // parsed by check
+}
+
+func addLimitFlags(fs *flag.FlagSet, l *limitFlags) {
+	fs.StringVar(&l.memoryMax, "memory-max", "", "memory.max: hard memory limit of the run (bytes, or with K/M/G/T; max)")
+	fs.StringVar(&l.memoryHigh, "memory-high", "", "memory.high: memory throttling limit of the run")
+	fs.StringVar(&l.pidsMax, "pids-max", "", "pids.max: most processes and threads the run may have")
+	fs.StringVar(&l.cpuMax, "cpu-max", "", "cpu.max: a CPU count (1.5) or QUOTA/PERIOD in microseconds (50000/100000)")
+	fs.Uint64Var(&l.cpuWeight, "cpu-weight", 0, "cpu.weight: relative CPU share, 1-10000 (kernel default 100)")
+	fs.BoolVar(&l.oomGroup, "oom-group", true, "memory.oom.group: an OOM kill takes the whole run (where the memory controller is available)")
+	fs.BoolVar(&l.bestEffort, "best-effort-limits", false, "warn instead of failing when a limit's cgroup controller is unavailable")
 }
 
 // optString is a string flag that remembers whether it was given.
@@ -57,13 +73,7 @@ func (o *optString) Set(s string) error {
 
 func addJailFlags(fs *flag.FlagSet) *jailFlags {
 	j := &jailFlags{}
-	fs.StringVar(&j.memoryMax, "memory-max", "", "memory.max: hard memory limit of the run (bytes, or with K/M/G/T; max)")
-	fs.StringVar(&j.memoryHigh, "memory-high", "", "memory.high: memory throttling limit of the run")
-	fs.StringVar(&j.pidsMax, "pids-max", "", "pids.max: most processes and threads the run may have")
-	fs.StringVar(&j.cpuMax, "cpu-max", "", "cpu.max: a CPU count (1.5) or QUOTA/PERIOD in microseconds (50000/100000)")
-	fs.Uint64Var(&j.cpuWeight, "cpu-weight", 0, "cpu.weight: relative CPU share, 1-10000 (kernel default 100)")
-	fs.BoolVar(&j.oomGroup, "oom-group", true, "memory.oom.group: an OOM kill takes the whole run (where the memory controller is available)")
-	fs.BoolVar(&j.bestEffort, "best-effort-limits", false, "warn instead of failing when a limit's cgroup controller is unavailable")
+	addLimitFlags(fs, &j.limitFlags)
 	fs.StringVar(&j.net, "net", "host", "network: host, none (own namespace with only lo), or NAME of a namespace in /run/netns")
 	fs.StringVar(&j.user, "user", "", "run the command as this user (name or UID)")
 	fs.StringVar(&j.group, "group", "", "run the command with this group (name or GID; default the user's primary group)")
@@ -78,36 +88,10 @@ func addJailFlags(fs *flag.FlagSet) *jailFlags {
 
 // check parses and validates the flags; it runs before anything is created.
 func (j *jailFlags) check() error {
+	if err := j.limitFlags.check(); err != nil {
+		return err
+	}
 	var err error
-	if j.memoryMax != "" {
-		if j.limits.MemoryMax, err = snakepit.ParseBytes(j.memoryMax); err != nil {
-			return usageError("--memory-max: " + err.Error())
-		}
-	}
-	if j.memoryHigh != "" {
-		if j.limits.MemoryHigh, err = snakepit.ParseBytes(j.memoryHigh); err != nil {
-			return usageError("--memory-high: " + err.Error())
-		}
-	}
-	if j.pidsMax != "" {
-		if j.limits.PidsMax, err = snakepit.ParsePids(j.pidsMax); err != nil {
-			return usageError("--pids-max: " + err.Error())
-		}
-	}
-	if j.cpuMax != "" {
-		if j.limits.CPUMax, err = snakepit.ParseCPUMax(j.cpuMax); err != nil {
-			return usageError("--cpu-max: " + err.Error())
-		}
-	}
-	j.limits.CPUWeight = j.cpuWeight
-	if !j.oomGroup {
-		off := false
-		j.limits.OOMGroup = &off
-	}
-	j.limits.BestEffort = j.bestEffort
-	if err := j.limits.Validate(); err != nil {
-		return usageError(err.Error())
-	}
 	if j.netCfg, err = snakepit.ParseNet(j.net); err != nil {
 		return usageError("--net: " + err.Error())
 	}
@@ -140,6 +124,41 @@ func (j *jailFlags) check() error {
 		// reader's EOF must mean "we are done with it".
 		unix.CloseOnExec(j.readyFD)
 		j.readyF = os.NewFile(uintptr(j.readyFD), "ready-fd")
+	}
+	return nil
+}
+
+// check parses the limit flags into l.limits.
+func (l *limitFlags) check() error {
+	var err error
+	if l.memoryMax != "" {
+		if l.limits.MemoryMax, err = snakepit.ParseBytes(l.memoryMax); err != nil {
+			return usageError("--memory-max: " + err.Error())
+		}
+	}
+	if l.memoryHigh != "" {
+		if l.limits.MemoryHigh, err = snakepit.ParseBytes(l.memoryHigh); err != nil {
+			return usageError("--memory-high: " + err.Error())
+		}
+	}
+	if l.pidsMax != "" {
+		if l.limits.PidsMax, err = snakepit.ParsePids(l.pidsMax); err != nil {
+			return usageError("--pids-max: " + err.Error())
+		}
+	}
+	if l.cpuMax != "" {
+		if l.limits.CPUMax, err = snakepit.ParseCPUMax(l.cpuMax); err != nil {
+			return usageError("--cpu-max: " + err.Error())
+		}
+	}
+	l.limits.CPUWeight = l.cpuWeight
+	if !l.oomGroup {
+		off := false
+		l.limits.OOMGroup = &off
+	}
+	l.limits.BestEffort = l.bestEffort
+	if err := l.limits.Validate(); err != nil {
+		return usageError(err.Error())
 	}
 	return nil
 }

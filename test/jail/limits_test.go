@@ -15,6 +15,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // controllerAvailable reports whether a run could get ctrl here.
@@ -365,4 +366,39 @@ func deref(p *uint64) uint64 {
 		return 0
 	}
 	return *p
+}
+
+// `snakepit create` takes the run's limits too: they are on the run
+// cgroup before anything joins it (snakepit exec), and a bad value is a
+// usage error that creates nothing.
+func TestVMCreateLimits(t *testing.T) {
+	testenv.RequireControllers(t, "memory", "pids")
+	id := runid.Generate()
+	t.Cleanup(func() { cleanupRun(t, id, false) })
+	if res := runCLI(t, nil, "create", "--run-id", id, "--memory-max", "lots"); res.code != 2 {
+		t.Fatalf("create --memory-max lots: exit %d, want 2 (usage): %s", res.code, res.stderr)
+	}
+	if _, err := snakepit.Lookup(id); err == nil {
+		t.Fatal("a rejected create made a run")
+	}
+	res := runCLI(t, nil, "create", "--run-id", id, "--no-guardian", "--memory-max", "64M", "--pids-max", "33")
+	if res.code != 0 {
+		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+	}
+	g, err := snakepit.Lookup(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{"memory.max": "67108864", "pids.max": "33", "memory.oom.group": "1"} {
+		b, err := os.ReadFile(filepath.Join(g.Path(), file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	if res := runCLI(t, nil, "kill", "--grace", "0s", id); res.code != 0 {
+		t.Fatalf("kill: exit %d: %s", res.code, res.stderr)
+	}
 }
