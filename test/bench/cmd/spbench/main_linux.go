@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -232,6 +233,9 @@ func cmdAll(args []string) int {
 	for _, g := range groupOrder {
 		if len(want) > 0 && !want[g] {
 			continue
+		}
+		if d, n := settleCgroups(ctx, c.root); d > time.Second {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("before group %s: waited %.1f s for the kernel to finish destroying the previous groups' cgroups (%d still dying)", g, d.Seconds(), n))
 		}
 		t0 := time.Now()
 		progress("group %s", g)
@@ -457,4 +461,27 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// settleCgroups waits (up to a minute) until no cgroup below root is still being
+// destroyed (cgroup.stat nr_dying_descendants). The kernel frees removed
+// cgroups in the background (the cgroup_offline workqueue); after a group
+// that removed thousands of them, that work would otherwise run during
+// the next group's measurements and inflate its absolute times.
+func settleCgroups(ctx context.Context, root string) (waited time.Duration, dying int) {
+	t0 := time.Now()
+	for {
+		dying = 0
+		if b, err := os.ReadFile(filepath.Join(root, "cgroup.stat")); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, "nr_dying_descendants "); ok {
+					dying, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+		}
+		if dying == 0 || time.Since(t0) > time.Minute || ctx.Err() != nil {
+			return time.Since(t0), dying
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
