@@ -86,6 +86,10 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	if o.Reaper == nil || (o.Owner.PID != 0 && o.Owner.PID != os.Getpid()) || cgroupPath == "" {
 		return reaper.Identity{}, ErrNoFastGuardian
 	}
+	if !closeRangeWorks() {
+		// Linux < 5.9: the child could not drop the caller's descriptors.
+		return reaper.Identity{}, fmt.Errorf("%w: no close_range(2)", ErrNoFastGuardian)
+	}
 	fastGuard.mu.Lock()
 	defer fastGuard.mu.Unlock()
 	if fastGuard.used {
@@ -186,8 +190,12 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		}
 		cpid, errno := fastGuardClone(a, stack)
 		_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-		if errno != 0 {
-			return 0, fmt.Errorf("guardian: clone: %w", unix.Errno(errno))
+		if e := unix.Errno(errno); e == unix.ENOSYS || e == unix.EPERM {
+			// A seccomp filter (or a sandbox) that refuses this clone:
+			// the exec'd guardian needs only fork and exec.
+			return 0, fmt.Errorf("%w: clone: %w", ErrNoFastGuardian, e)
+		} else if errno != 0 {
+			return 0, fmt.Errorf("guardian: clone: %w", e)
 		}
 		pid = cpid
 		return cpid, nil
@@ -210,6 +218,13 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	}
 	return id, nil
 }
+
+// closeRangeWorks probes close_range(2) once, on a range no process has
+// open: ENOSYS says the kernel lacks it.
+var closeRangeWorks = sync.OnceValue(func() bool {
+	err := unix.CloseRange(math.MaxUint32, math.MaxUint32, 0)
+	return !errors.Is(err, unix.ENOSYS)
+})
 
 // openHigh opens path close-on-exec at a descriptor >= 3.
 func openHigh(path string, flags int) (int, error) {
