@@ -86,9 +86,9 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	if o.Reaper == nil || (o.Owner.PID != 0 && o.Owner.PID != os.Getpid()) || cgroupPath == "" {
 		return reaper.Identity{}, ErrNoFastGuardian
 	}
-	if !closeRangeWorks() {
-		// Linux < 5.9: the child could not drop the caller's descriptors.
-		return reaper.Identity{}, fmt.Errorf("%w: no close_range(2)", ErrNoFastGuardian)
+	if err := FastGuardianAvailable(); err != nil {
+		// The child could not drop the caller's descriptors.
+		return reaper.Identity{}, err
 	}
 	fastGuard.mu.Lock()
 	defer fastGuard.mu.Unlock()
@@ -217,6 +217,16 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		return reaper.Identity{PID: pid}, nil
 	}
 	return id, nil
+}
+
+// FastGuardianAvailable reports whether StartFastGuardian can be used on
+// this host (given a run cgroup with cgroup.kill): nil, or an error
+// wrapping ErrNoFastGuardian that says why not.
+func FastGuardianAvailable() error {
+	if !closeRangeWorks() {
+		return fmt.Errorf("%w: no close_range(2) (Linux < 5.9)", ErrNoFastGuardian)
+	}
+	return nil
 }
 
 // closeRangeWorks probes close_range(2) once, on a range no process has

@@ -5,6 +5,7 @@ package snakepit
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/snakepit/snakepit/reaper"
 )
@@ -15,6 +16,11 @@ const FastGuardianName = "snakepit-guard"
 // ErrNoFastGuardian means the in-process guardian cannot be used here; on
 // this architecture it is not implemented (its child is amd64 assembly).
 var ErrNoFastGuardian = errors.New("in-process guardian unavailable")
+
+// FastGuardianAvailable says why StartFastGuardian cannot be used here.
+func FastGuardianAvailable() error {
+	return fmt.Errorf("%w: not implemented on this architecture (its child is amd64 assembly)", ErrNoFastGuardian)
+}
 
 // StartFastGuardian returns ErrNoFastGuardian on this architecture; use
 // StartGuardian.

@@ -181,6 +181,12 @@ func init() {
 		}
 		return checkOK, "pidfd_open and pidfd_send_signal work"
 	})
+	addDoctorCheck("guardian", func(ctx context.Context, e *doctorEnv) (string, string) {
+		if err := snakepit.FastGuardianAvailable(); err != nil {
+			return checkInfo, fmt.Sprintf("snakepit run starts the exec'd guardian (snakepit __guardian): %v", err)
+		}
+		return checkOK, "snakepit run's guardian is in-process (a clone of the wrapper that execs nothing until the wrapper dies; needs cgroup.kill)"
+	})
 	addDoctorCheck("subreaper", func(ctx context.Context, e *doctorEnv) (string, string) {
 		was, _ := reaper.IsSubreaper()
 		if err := reaper.SetSubreaper(); err != nil {

@@ -474,7 +474,7 @@ func TestDoctor(t *testing.T) {
 	if len(lines) < 10 || !strings.Contains(last, "mechanism") || !strings.Contains(last, "cgroup") {
 		t.Fatalf("doctor output:\n%s", out)
 	}
-	for _, name := range []string{"cgroup2", "cgroup.kill", "clone-into-cgroup", "controllers", "pidfd", "subreaper", "systemd", "delegation", "root"} {
+	for _, name := range []string{"cgroup2", "cgroup.kill", "clone-into-cgroup", "controllers", "guardian", "pidfd", "subreaper", "systemd", "delegation", "root"} {
 		if !strings.Contains(out, name) {
 			t.Errorf("no %s check in:\n%s", name, out)
 		}
