@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
 )
 
@@ -22,18 +25,25 @@ import (
 // fixed: guardian_fast_linux_amd64.s addresses the fields by offset
 // (TestFastGuardArgsLayout checks them).
 type fastGuardArgs struct {
-	pipeFD  int64       // 0: read end; EOF once the owner is gone
-	killFD  int64       // 8: the run's cgroup.kill, open for writing
-	nullFD  int64       // 16: /dev/null, becomes fds 0-2
-	nRanges int64       // 24
-	ranges  [4][2]int64 // 32: close_range(lo, hi) calls
-	path    uintptr     // 96: execve path (NUL-terminated)
-	argv    uintptr     // 104: execve argv (NULL-terminated)
-	envp    uintptr     // 112: execve envp (NULL-terminated)
-	comm    [16]byte    // 120: PR_SET_NAME
-	scratch [8]byte     // 136: read(2) buffer
-	one     [8]byte     // 144: "1" for cgroup.kill
-	mask    uint64      // 152: the empty signal set
+	pipeFD      int64       // 0: read end; EOF once the owner is gone
+	killFD      int64       // 8: the run's cgroup.kill, open for writing
+	nullFD      int64       // 16: /dev/null, becomes fds 0-2
+	eventsFD    int64       // 24: the run's cgroup.events
+	nRanges     int64       // 32
+	ranges      [6][2]int64 // 40: close_range(lo, hi) calls
+	path        uintptr     // 136: execve path (NUL-terminated)
+	argv        uintptr     // 144: execve argv (NULL-terminated)
+	envp        uintptr     // 152: execve envp (NULL-terminated)
+	argvRemoved uintptr     // 160: argv when the child removed the run
+	cgPath      uintptr     // 168: the run cgroup's path, for rmdir
+	comm        [16]byte    // 176: PR_SET_NAME
+	scratch     [8]byte     // 192: read(2) buffer
+	one         [8]byte     // 200: "1" for cgroup.kill
+	mask        uint64      // 208: the empty signal set
+	pollFD      int32       // 216: struct pollfd on cgroup.events
+	pollEvents  int16       // 220
+	_           int16       // 222: revents, written by the kernel
+	evbuf       [16]byte    // 224: cgroup.events as read
 }
 
 // fastGuardClone is in guardian_fast_linux_amd64.s.
@@ -123,6 +133,12 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
 	}
 	fds = append(fds, killFD)
+	eventsFD, err := openHigh(cgroupPath+"/cgroup.events", unix.O_RDONLY)
+	if err != nil {
+		closeAll()
+		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	}
+	fds = append(fds, eventsFD)
 	nullFD, err := openHigh("/dev/null", unix.O_RDWR)
 	if err != nil {
 		closeAll()
@@ -149,8 +165,9 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	}
 
 	a := &fastGuard.args
-	*a = fastGuardArgs{pipeFD: int64(p[0]), killFD: int64(killFD), nullFD: int64(nullFD)}
-	keepFDs := []int{p[0], killFD, nullFD}
+	*a = fastGuardArgs{pipeFD: int64(p[0]), killFD: int64(killFD), nullFD: int64(nullFD), eventsFD: int64(eventsFD),
+		pollFD: int32(eventsFD), pollEvents: unix.POLLPRI}
+	keepFDs := []int{p[0], killFD, nullFD, eventsFD}
 	slices.Sort(keepFDs)
 	lo := int64(3)
 	for _, fd := range keepFDs {
@@ -168,11 +185,17 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	// replaced or deleted since.
 	path := cstr("/proc/self/exe")
 	argv := cstrs(append([]string{exe}, o.Args()...))
+	removed := o
+	removed.Removed = append(removed.Removed[:len(removed.Removed):len(removed.Removed)], strings.TrimPrefix(filepath.Base(cgroupPath), cgroup.Prefix))
+	argvRemoved := cstrs(append([]string{exe}, removed.Args()...))
 	envp := cstrs(append(os.Environ(), "GOMAXPROCS=1"))
-	fastGuard.keep = []any{path, argv, envp}
+	cgPath := cstr(cgroupPath)
+	fastGuard.keep = []any{path, argv, argvRemoved, envp, cgPath}
 	a.path = uintptr(unsafe.Pointer(&path[0]))
 	a.argv = uintptr(unsafe.Pointer(&argv[0]))
+	a.argvRemoved = uintptr(unsafe.Pointer(&argvRemoved[0]))
 	a.envp = uintptr(unsafe.Pointer(&envp[0]))
+	a.cgPath = uintptr(unsafe.Pointer(&cgPath[0]))
 	stack := uintptr(unsafe.Pointer(&fastGuard.stack[len(fastGuard.stack)-64])) &^ 15
 
 	var pid int

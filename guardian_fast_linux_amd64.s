@@ -7,15 +7,24 @@
 #define A_PIPE 0
 #define A_KILL 8
 #define A_NULL 16
-#define A_NRANGES 24
-#define A_RANGES 32
-#define A_PATH 96
-#define A_ARGV 104
-#define A_ENVP 112
-#define A_COMM 120
-#define A_SCRATCH 136
-#define A_ONE 144
-#define A_MASK 152
+#define A_EVENTS 24
+#define A_NRANGES 32
+#define A_RANGES 40
+#define A_PATH 136
+#define A_ARGV 144
+#define A_ENVP 152
+#define A_ARGVRM 160
+#define A_CGPATH 168
+#define A_COMM 176
+#define A_SCRATCH 192
+#define A_ONE 200
+#define A_MASK 208
+#define A_PFD 216
+#define A_EVBUF 224
+
+// How long the child waits for the killed run to empty before it leaves
+// the removal to the full guardian: RMTRIES polls of at most 2 ms each.
+#define RMTRIES 2500
 
 // func fastGuardClone(args *fastGuardArgs, stack uintptr) (pid int, errno uintptr)
 //
@@ -115,9 +124,60 @@ wait:
 	JEQ	done
 	CMPQ	AX, $-2
 	JEQ	done
+	CMPQ	AX, $0
+	JLT	full
 
-	// Leave the rest (wait until empty, remove, records) to the full
-	// guardian, with signals unblocked again.
+	// Remove the run once it is empty: rmdir says EBUSY until then; wait
+	// for cgroup.events to change (POLLPRI), or 2 ms, and try again. EBUSY
+	// with "populated 0" means child cgroups: left to the full guardian.
+	XORQ	R13, R13
+	XORQ	R15, R15	// 1 once cgroup.events said populated 0
+rmloop:
+	MOVQ	$-100, DI	// AT_FDCWD
+	MOVQ	A_CGPATH(R12), SI
+	MOVQ	$0x200, DX	// AT_REMOVEDIR
+	MOVQ	$263, AX	// SYS_unlinkat
+	SYSCALL
+	CMPQ	AX, $0
+	JEQ	removed
+	CMPQ	AX, $-16	// EBUSY
+	JNE	full
+	CMPQ	R15, $1
+	JEQ	full
+	INCQ	R13
+	CMPQ	R13, $RMTRIES
+	JGE	full
+	LEAQ	A_PFD(R12), DI
+	MOVQ	$1, SI
+	MOVQ	$2, DX
+	MOVQ	$7, AX	// SYS_poll
+	SYSCALL
+	// Read cgroup.events again (kernfs reports a change once per read):
+	// "populated 0" is byte 10 == '0'.
+	MOVQ	A_EVENTS(R12), DI
+	LEAQ	A_EVBUF(R12), SI
+	MOVQ	$16, DX
+	XORQ	R10, R10
+	MOVQ	$17, AX	// SYS_pread64
+	SYSCALL
+	CMPQ	AX, $11
+	JLT	rmloop
+	MOVB	(A_EVBUF+10)(R12), BX
+	CMPB	BX, $0x30	// '0'
+	JNE	rmloop
+	MOVQ	$1, R15
+	JMP	rmloop
+
+removed:
+	// Killed and removed: the full guardian only reports it and drops
+	// what else the owner left (file records, other runs).
+	MOVQ	A_ARGVRM(R12), R14
+	JMP	execfull
+full:
+	// Not removed (still busy, child cgroups, an error): the full
+	// guardian finishes the teardown.
+	MOVQ	A_ARGV(R12), R14
+execfull:
 	MOVQ	$2, DI	// SIG_SETMASK
 	LEAQ	A_MASK(R12), SI
 	XORQ	DX, DX
@@ -125,7 +185,7 @@ wait:
 	MOVQ	$14, AX	// SYS_rt_sigprocmask
 	SYSCALL
 	MOVQ	A_PATH(R12), DI
-	MOVQ	A_ARGV(R12), SI
+	MOVQ	R14, SI
 	MOVQ	A_ENVP(R12), DX
 	MOVQ	$59, AX	// SYS_execve
 	SYSCALL

@@ -20,6 +20,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // GuardianCommand is the hidden snakepit subcommand that runs a guardian.
@@ -47,6 +48,10 @@ type GuardianOptions struct {
 	// Reaper, if set, is the caller's wait4(-1) loop: the guardian is
 	// started under its lock so that loop cannot interfere with the start.
 	Reaper *reaper.Reaper
+	// Removed names runs the in-process guardian already killed and
+	// removed before it exec'd this one (guardian_fast_linux_amd64.go):
+	// they are reported, and their file records (if any) dropped.
+	Removed []string
 }
 
 // Args returns the guardian's command line after the binary.
@@ -59,6 +64,9 @@ func (o GuardianOptions) Args() []string {
 	}
 	for _, p := range o.Parents {
 		a = append(a, "--cgroup-parent", p)
+	}
+	for _, id := range o.Removed {
+		a = append(a, "--removed-run", id)
 	}
 	return a
 }
@@ -177,6 +185,13 @@ func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error)
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.Grace+30*time.Second)
 	defer cancel()
 	rep.Torn, err = TeardownOwned(tctx, o.Owner, o.Grace, o.Parents...)
+	for _, id := range o.Removed {
+		t := OwnedTeardown{ID: id, Report: TeardownReport{Killed: true, KillMechanism: "cgroup.kill, removed by the in-process guardian"}}
+		if rerr := RemoveRecord(id); rerr != nil && !errors.Is(rerr, runid.ErrInvalid) {
+			t.Err = rerr
+		}
+		rep.Torn = append(rep.Torn, t)
+	}
 	rep.Latency = time.Since(t0)
 	return rep, err
 }
@@ -311,6 +326,11 @@ func TeardownOwned(ctx context.Context, owner Owner, grace time.Duration, parent
 				return
 			}
 			rep, err := TeardownGroup(ctx, cg, grace)
+			if err == nil {
+				// A file record (no user xattrs on this cgroupfs) goes
+				// with its run.
+				err = RemoveRecord(id)
+			}
 			add(OwnedTeardown{ID: id, Report: rep, Err: err})
 		}()
 	}

@@ -73,9 +73,11 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 			kept = append(kept, target)
 		}
 	}
-	// Exactly: the owner pipe's read end, the run's cgroup.kill, /dev/null.
-	if len(kept) != 3 || !containsSuffix(kept, "/cgroup.kill") || !containsPrefix(kept, "pipe:") || !containsSuffix(kept, "/dev/null") {
-		t.Errorf("guardian keeps fds %v, want the owner pipe, cgroup.kill and /dev/null only", kept)
+	// Exactly: the owner pipe's read end, the run's cgroup.kill and
+	// cgroup.events, /dev/null.
+	if len(kept) != 4 || !containsSuffix(kept, "/cgroup.kill") || !containsSuffix(kept, "/cgroup.events") ||
+		!containsPrefix(kept, "pipe:") || !containsSuffix(kept, "/dev/null") {
+		t.Errorf("guardian keeps fds %v, want the owner pipe, cgroup.kill, cgroup.events and /dev/null only", kept)
 	}
 	gsid, err := unix.Getsid(guardian.PID)
 	if err != nil {
@@ -141,4 +143,38 @@ func grepLine(s, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestFastGuardianChildCgroups: a run whose worker made a child cgroup
+// cannot be removed by one rmdir. The in-process guardian kills it, sees
+// it empty but still busy, and hands the removal to the full guardian,
+// which removes the child cgroup first.
+func TestFastGuardianChildCgroups(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	id := runid.Generate()
+	script := `d=$(sed -n 's/^0:://p' /proc/self/cgroup); m=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
+mkdir "$m$d/inner" && echo $$ > "$m$d/inner/cgroup.procs" && setsid sleep 300 & exec sleep 301`
+	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", script)
+	g := lcWaitRun(t, id, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(g.Path() + "/inner"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker made no child cgroup")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	procs := lcPin(t, g)
+	guardian := lcGuardian(t, g)
+	t0 := time.Now()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	lcWaitExited(t, "run processes", procs, 10*time.Second)
+	lcWaitGone(t, id, 10*time.Second)
+	lcWaitExited(t, "guardian", []*reaper.Pinned{guardian}, 10*time.Second)
+	_ = cmd.Wait()
+	t.Logf("SIGKILL -> run with a child cgroup removed in %v", time.Since(t0))
 }

@@ -15,6 +15,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
 )
 
 func init() {
@@ -40,6 +41,8 @@ func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&o.Owner.BootID, "owner-boot", "", "the owner's boot ID (default: this boot)")
 	fs.DurationVar(&o.Grace, "grace", 0, "teardown grace once the owner died")
 	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
+	var removed stringsFlag
+	fs.Var(&removed, "removed-run", "run already killed and removed by the in-process guardian (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +57,12 @@ func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		o.Owner.BootID = b
 	}
 	o.Parents = parents
+	for _, id := range removed {
+		if err := runid.Validate(id); err != nil {
+			return usageError("--removed-run: " + err.Error())
+		}
+	}
+	o.Removed = removed
 	// In our own session no terminal signal reaches us; ignore them anyway.
 	// SIGTERM ends the watch without tearing anything down (the owner is
 	// alive: nothing to do).
