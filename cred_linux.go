@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // resolvedCred is a Credential looked up in the user database.
@@ -22,6 +26,56 @@ type resolvedCred struct {
 func (c Credential) Check() error {
 	_, err := resolveCredential(c)
 	return err
+}
+
+// ExecAs replaces the calling process with path (argv, env) running as c,
+// as `snakepit exec` does to keep its PID: supplementary groups, GID and
+// UID are changed for the whole process, no_new_privs is set (unless
+// c.NewPrivileges) on the calling thread, and that thread calls execve.
+// For a user from the database, USER, LOGNAME and HOME in env are
+// replaced. Join the run's cgroup before: once the identity is dropped
+// cgroup.procs may no longer be writable. It returns only on failure,
+// after which the process may already have dropped its identity and must
+// exit.
+func ExecAs(c Credential, path string, argv, env []string) error {
+	rc, err := resolveCredential(c)
+	if err != nil {
+		return err
+	}
+	// no_new_privs is per thread, and execve keeps the calling thread's:
+	// set it and exec on the same one.
+	runtime.LockOSThread()
+	if rc != nil {
+		for _, kv := range rc.env {
+			k, _, _ := strings.Cut(kv, "=")
+			env = withoutKey(env, k)
+		}
+		env = append(env, rc.env...)
+		groups := make([]int, len(rc.groups))
+		for i, g := range rc.groups {
+			groups[i] = int(g)
+		}
+		// The syscall package applies these to every thread of the
+		// process (Go >= 1.16).
+		if err := syscall.Setgroups(groups); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
+		if err := syscall.Setgid(int(rc.gid)); err != nil {
+			return fmt.Errorf("setgid %d: %w", rc.gid, err)
+		}
+		if err := syscall.Setuid(int(rc.uid)); err != nil {
+			return fmt.Errorf("setuid %d: %w", rc.uid, err)
+		}
+	}
+	if !c.NewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
+		}
+	}
+	if err := syscall.Exec(path, argv, env); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
 }
 
 // resolveCredential looks c up. It returns nil when c changes no identity.

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"syscall"
 
 	snakepit "github.com/snakepit/snakepit"
 )
@@ -21,7 +19,12 @@ func init() {
 func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("exec", "[flags] RUNID -- CMD ARGS...", stderr)
 	parent := fs.String("cgroup-parent", "", "cgroup directory holding the run (default: search the known parents)")
+	var cf credFlags
+	addCredFlags(fs, &cf)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cf.check(); err != nil {
 		return err
 	}
 	rest := fs.Args()
@@ -59,8 +62,7 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	env := snakepit.RunEnv(os.Environ(), id)
-	if err := syscall.Exec(path, rest, env); err != nil {
-		return fmt.Errorf("exec %s: %w", path, err)
-	}
-	return nil
+	// Joined first (above): an unprivileged identity could not write
+	// cgroup.procs any more.
+	return snakepit.ExecAs(cf.credential(), path, rest, env)
 }

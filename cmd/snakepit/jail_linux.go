@@ -25,9 +25,7 @@ type jailFlags struct {
 
 	net string
 
-	user, group string
-	groups      optString
-	noNewPrivs  bool
+	credFlags
 
 	ready        string
 	readyLine    string
@@ -37,6 +35,30 @@ type jailFlags struct {
 	// parsed by check
 	netCfg snakepit.Net
 	readyF *os.File
+}
+
+// credFlags say who a command runs as, shared by run and exec.
+type credFlags struct {
+	user, group string
+	groups      optString
+	noNewPrivs  bool
+}
+
+func addCredFlags(fs *flag.FlagSet, c *credFlags) {
+	fs.StringVar(&c.user, "user", "", "run the command as this user (name or UID)")
+	fs.StringVar(&c.group, "group", "", "run the command with this group (name or GID; default the user's primary group)")
+	fs.Var(&c.groups, "groups", "supplementary groups, comma-separated (default: the user's groups from the database; empty: none)")
+	fs.BoolVar(&c.noNewPrivs, "no-new-privs", true, "set no_new_privs on the command (setuid binaries and file capabilities grant nothing)")
+}
+
+// check rejects an unknown user or group before anything is created.
+func (c *credFlags) check() error {
+	if c.user != "" || c.group != "" || c.groups.set {
+		if err := c.credential().Check(); err != nil {
+			return usageError(err.Error())
+		}
+	}
+	return nil
 }
 
 // limitFlags are the resource-limit flags, shared by run and create.
@@ -75,10 +97,7 @@ func addJailFlags(fs *flag.FlagSet) *jailFlags {
 	j := &jailFlags{}
 	addLimitFlags(fs, &j.limitFlags)
 	fs.StringVar(&j.net, "net", "host", "network: host, none (own namespace with only lo), or NAME of a namespace in /run/netns")
-	fs.StringVar(&j.user, "user", "", "run the command as this user (name or UID)")
-	fs.StringVar(&j.group, "group", "", "run the command with this group (name or GID; default the user's primary group)")
-	fs.Var(&j.groups, "groups", "supplementary groups, comma-separated (default: the user's groups from the database; empty: none)")
-	fs.BoolVar(&j.noNewPrivs, "no-new-privs", true, "set no_new_privs on the command (setuid binaries and file capabilities grant nothing)")
+	addCredFlags(fs, &j.credFlags)
 	fs.StringVar(&j.ready, "ready", "", "readiness protocol: notify (READY=1 on a NOTIFY_SOCKET of the command's own)")
 	fs.StringVar(&j.readyLine, "ready-line", "", "ready when a line of the command's stdout matches this regular expression (output is passed through)")
 	fs.DurationVar(&j.readyTimeout, "ready-timeout", 0, "tear the run down and exit 119 when not ready within this time (0: wait for ever)")
@@ -108,10 +127,8 @@ func (j *jailFlags) check() error {
 	}
 	// An unknown user or group is a bad argument: say so before a run
 	// cgroup is made (Start would find out only after).
-	if j.user != "" || j.group != "" || j.groups.set {
-		if err := j.credential().Check(); err != nil {
-			return usageError(err.Error())
-		}
+	if err := j.credFlags.check(); err != nil {
+		return err
 	}
 	if j.readyFD >= 0 {
 		if j.readyFD <= 2 {
@@ -179,7 +196,7 @@ func (j *jailFlags) created(r *snakepit.Run, stderr io.Writer) {
 }
 
 // credential is who the command runs as.
-func (j *jailFlags) credential() snakepit.Credential {
+func (j *credFlags) credential() snakepit.Credential {
 	c := snakepit.Credential{User: j.user, Group: j.group, NewPrivileges: !j.noNewPrivs}
 	if j.groups.set {
 		c.Groups = []string{}

@@ -140,3 +140,34 @@ func TestUserGroups(t *testing.T) {
 		t.Errorf("unknown user: exit %d, %q", res.code, res.stderr)
 	}
 }
+
+// `snakepit exec --user`: the command joins the run (its cgroup is the
+// run's), then runs as that user with no_new_privs, keeping exec's PID;
+// --no-new-privs=false leaves it off; an unknown user is a usage error.
+func TestExecUser(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	testenv.RequireRoot(t)
+	id := runid.Generate()
+	t.Cleanup(func() { cleanupRun(t, id, false) })
+	if res := runCLI(t, nil, "create", "--run-id", id, "--no-guardian"); res.code != 0 {
+		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+	}
+	res := runCLI(t, nil, "exec", "--user", "nobody", id, "--", "sh", "-c",
+		`id -u; id -g; grep NoNewPrivs /proc/self/status; sed -n 's/^0:://p' /proc/self/cgroup; echo "$USER"`)
+	got := lines(res.stdout)
+	if res.code != 0 || len(got) != 5 || got[0] != "65534" || got[1] != "65534" || got[2] != "NoNewPrivs:\t1" ||
+		!strings.HasSuffix(got[3], "/snakepit-"+id) || got[4] != "nobody" {
+		t.Errorf("exec --user nobody: exit %d, %q, %s", res.code, res.stdout, res.stderr)
+	}
+	res = runCLI(t, nil, "exec", "--no-new-privs=false", id, "--", "grep", "NoNewPrivs", "/proc/self/status")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "NoNewPrivs:\t0" {
+		t.Errorf("exec --no-new-privs=false: exit %d, %q", res.code, res.stdout)
+	}
+	res = runCLI(t, nil, "exec", "--user", "no-such-user-xyz", id, "--", "true")
+	if res.code != 2 || !strings.Contains(res.stderr, "not in the user database") {
+		t.Errorf("exec --user unknown: exit %d, %q", res.code, res.stderr)
+	}
+	if res := runCLI(t, nil, "kill", "--grace", "0s", id); res.code != 0 {
+		t.Fatalf("kill: exit %d: %s", res.code, res.stderr)
+	}
+}
