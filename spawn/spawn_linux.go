@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -95,25 +97,30 @@ func Default() *Spawner {
 // use it for thread-local setup (such as setns) around a Start; f must leave
 // the thread as it found it.
 func (s *Spawner) Do(ctx context.Context, f func() error) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
-	}
-	s.mu.Unlock()
-	s.run()
 	errc := make(chan error, 1)
-	select {
-	case s.reqs <- func() {
+	req := func() {
 		if err := s.Err(); err != nil {
 			errc <- err // never run anything on a thread in an unknown state
 			return
 		}
 		errc <- f()
-	}:
+	}
+	// The lock is held across the send: Close cannot close reqs between
+	// our check and the send. The loop takes no lock, so it keeps
+	// receiving meanwhile.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.run()
+	select {
+	case s.reqs <- req:
 	case <-ctx.Done():
+		s.mu.Unlock()
 		return ctx.Err()
 	}
+	s.mu.Unlock()
 	return <-errc
 }
 
@@ -270,7 +277,14 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 // keeping the PID, Pdeathsig and process group. argv[0] becomes the program
 // path.
 func wrapPreExec(cmd *exec.Cmd, procs string) {
-	args := append([]string{"/bin/sh", "-c", `echo 0 > "$0" || exit 127; exec "$@"`, procs, cmd.Path}, cmd.Args[1:]...)
+	path := cmd.Path
+	// Inside the shell, /proc/self/exe would be the shell (pidns.Wrap's
+	// default init path): name our own binary by PID instead, which still
+	// finds it if the file was replaced since.
+	if rest, ok := strings.CutPrefix(path, "/proc/self/"); ok {
+		path = "/proc/" + strconv.Itoa(os.Getpid()) + "/" + rest
+	}
+	args := append([]string{"/bin/sh", "-c", `echo 0 > "$0" || exit 127; exec "$@"`, procs, path}, cmd.Args[1:]...)
 	cmd.Path = "/bin/sh"
 	cmd.Args = args
 }
