@@ -147,7 +147,7 @@ func lookupUser(s string) (*user.User, uint32, error) {
 			return nil, uint32(n), nil
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("user %s: %v", s, err)
+			return nil, 0, fmt.Errorf("user %s: %w", s, err)
 		}
 		return u, uint32(n), nil
 	}
@@ -157,7 +157,7 @@ func lookupUser(s string) (*user.User, uint32, error) {
 		if errors.As(err, &unknown) {
 			return nil, 0, fmt.Errorf("%w: user %q is not in the user database (give a numeric UID to use one without an entry)", ErrUnknownUser, s)
 		}
-		return nil, 0, fmt.Errorf("user %q: %v", s, err)
+		return nil, 0, fmt.Errorf("user %q: %w", s, err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
@@ -177,7 +177,7 @@ func lookupGroup(s string) (uint32, error) {
 		if errors.As(err, &unknown) {
 			return 0, fmt.Errorf("%w: group %q is not in the group database", ErrUnknownUser, s)
 		}
-		return 0, fmt.Errorf("group %q: %v", s, err)
+		return 0, fmt.Errorf("group %q: %w", s, err)
 	}
 	n, err := strconv.ParseUint(g.Gid, 10, 32)
 	if err != nil {

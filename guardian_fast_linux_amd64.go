@@ -150,19 +150,17 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		closeAll()
 		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
 	}
-	fds = append(fds, p[0], p[1])
 	for i, fd := range p {
-		if fd < 3 { // our stdio was closed; the child's dup3 would clobber it
-			nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
-			if err != nil {
-				closeAll()
-				return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+		// Our stdio was closed: the child's dup3 would clobber a low fd.
+		if p[i], err = dupHigh(fd); err != nil {
+			if i == 1 {
+				_ = unix.Close(p[0])
 			}
-			_ = unix.Close(fd)
-			p[i] = nfd
-			fds = append(fds, nfd)
+			closeAll()
+			return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
 		}
 	}
+	fds = append(fds, p[0], p[1])
 
 	a := &fastGuard.args
 	*a = fastGuardArgs{pipeFD: int64(p[0]), killFD: int64(killFD), nullFD: int64(nullFD), eventsFD: int64(eventsFD),
@@ -265,15 +263,21 @@ func openHigh(path string, flags int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	if fd < 3 {
-		nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
-		_ = unix.Close(fd)
-		if err != nil {
-			return -1, err
-		}
-		fd = nfd
+	return dupHigh(fd)
+}
+
+// dupHigh moves fd to a close-on-exec descriptor >= 3 if it is below (the
+// original is closed either way on failure).
+func dupHigh(fd int) (int, error) {
+	if fd >= 3 {
+		return fd, nil
 	}
-	return fd, nil
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+	_ = unix.Close(fd)
+	if err != nil {
+		return -1, err
+	}
+	return nfd, nil
 }
 
 func cstr(s string) []byte { return append([]byte(s), 0) }

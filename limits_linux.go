@@ -337,14 +337,14 @@ func (p *limitPlan) apply(g *cgroup.Group) error {
 		}
 	}
 	for _, v := range p.values() {
-		if err := writeCgroupFile(filepath.Join(g.Path(), v.file), v.val); err != nil {
+		if err := cgroup.WriteFile(filepath.Join(g.Path(), v.file), v.val); err != nil {
 			return fmt.Errorf("set limits on %s: %w", g.Path(), err)
 		}
 	}
 	if p.oomGroup && p.limits.OOMGroup == nil {
 		// The default, not asked for: a kernel or setup without it
 		// (memory accounting that could not be enabled) is no error.
-		_ = writeCgroupFile(filepath.Join(g.Path(), "memory.oom.group"), "1")
+		_ = cgroup.WriteFile(filepath.Join(g.Path(), "memory.oom.group"), "1")
 	}
 	return nil
 }
@@ -359,7 +359,7 @@ func enableControllers(dir string, ctrls []string, optional map[string]bool) err
 		if has(have, c) {
 			continue
 		}
-		err := writeCgroupFile(sc, "+"+c)
+		err := cgroup.WriteFile(sc, "+"+c)
 		if err == nil || optional[c] {
 			continue
 		}
@@ -373,18 +373,6 @@ func enableControllers(dir string, ctrls []string, optional map[string]bool) err
 			reason = fmt.Sprintf("cannot enable it in %s (%v)", sc, err)
 		}
 		return &ControllerError{Controller: c, Reason: reason}
-	}
-	return nil
-}
-
-func writeCgroupFile(path, val string) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte(val)); err != nil {
-		return &fs.PathError{Op: "write", Path: path, Err: err}
 	}
 	return nil
 }
@@ -455,7 +443,7 @@ func (r *Run) Stats() (Stats, error) {
 }
 
 func readUint(p string) *uint64 {
-	b, err := os.ReadFile(p)
+	b, err := cgroup.ReadFile(p)
 	if err != nil {
 		return nil
 	}
@@ -469,7 +457,7 @@ func readUint(p string) *uint64 {
 // readKV parses a flat-keyed cgroup file ("key value" lines).
 func readKV(p string) map[string]*uint64 {
 	out := map[string]*uint64{}
-	b, err := os.ReadFile(p)
+	b, err := cgroup.ReadFile(p)
 	if err != nil {
 		return out
 	}

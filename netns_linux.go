@@ -119,7 +119,7 @@ func openNamedNetns(name string) (netns.NsHandle, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return -1, fmt.Errorf("%w: %q (%s does not exist; make it with: ip netns add %s)", ErrNoNetns, name, p, name)
 		}
-		return -1, fmt.Errorf("%w: %q: open %s: %v", ErrBadNetns, name, p, err)
+		return -1, fmt.Errorf("%w: %q: open %s: %w", ErrBadNetns, name, p, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil || st.Type != unix.NSFS_MAGIC {

@@ -292,6 +292,10 @@ func ReadFile(path string) ([]byte, error) {
 	}
 }
 
+// WriteFile writes val to a cgroupfs interface file with one open/write/
+// close (no poller registration, as for ReadFile).
+func WriteFile(path, val string) error { return writeFile(path, val) }
+
 func writeFile(path, val string) error {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {

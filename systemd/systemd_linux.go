@@ -180,22 +180,10 @@ func enableControllers(root string) []string {
 	}
 	sc := filepath.Join(root, "cgroup.subtree_control")
 	for _, c := range avail {
-		_ = writeString(sc, "+"+c)
+		_ = cgroup.WriteFile(sc, "+"+c)
 	}
 	on, _ := g.SubtreeControl()
 	return on
-}
-
-func writeString(path, s string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(s)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // scopeName returns a unit name for a transient scope of process pid.
