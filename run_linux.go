@@ -98,6 +98,10 @@ type Run struct {
 	closed  bool
 	workers map[int]*Worker
 	nextWID int
+	// starting counts Starts under way (added to only while !closed):
+	// Teardown waits for them before it kills, so a worker whose spawn
+	// began before the teardown cannot join the cgroup after the kill.
+	starting sync.WaitGroup
 }
 
 // Create makes a new run and its cgroup. The run ID is validated before any
@@ -254,7 +258,9 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	}
 	r.nextWID++
 	wid := r.nextWID
+	r.starting.Add(1)
 	r.mu.Unlock()
+	defer r.starting.Done() // after the worker is in r.workers
 
 	jc, err := r.prepareCommand(&c) // credentials, netns, readiness (jail_linux.go)
 	if err != nil {
@@ -440,6 +446,7 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 	}
 	r.closed = true
 	r.mu.Unlock()
+	r.starting.Wait()
 
 	r.closeJail() // last look at limit events; drop the netns (jail_linux.go)
 	var err error

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,4 +325,43 @@ func ExampleCreate() {
 	fmt.Println("terminated leftovers:", rep.Terminated)
 	// Needs root and cgroup2, so it is compiled but not run by go test;
 	// TestTeardownHostileTree covers the same path.
+}
+
+// TestStartRacingTeardown: Starts that race a Teardown either fail with
+// ErrClosed or give a worker that the teardown kills; none survives it and
+// the cgroup is removed.
+func TestStartRacingTeardown(t *testing.T) {
+	ctx := context.Background()
+	for round := 0; round < 10; round++ {
+		r := newTestRun(t, Options{})
+		var wg sync.WaitGroup
+		workers := make(chan *Worker, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w, err := r.Start(ctx, Command{Args: []string{"sleep", "300"}})
+				if err == nil {
+					workers <- w
+				} else if !errors.Is(err, ErrClosed) {
+					t.Errorf("round %d: Start: %v", round, err)
+				}
+			}()
+		}
+		if _, err := r.Teardown(ctx, 0); err != nil {
+			t.Fatalf("round %d: Teardown: %v", round, err)
+		}
+		wg.Wait()
+		close(workers)
+		for w := range workers {
+			select {
+			case <-w.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: worker %d outlived the teardown", round, w.WID)
+			}
+		}
+		if _, err := os.Stat(r.CgroupPath()); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: cgroup left: %v", round, err)
+		}
+	}
 }
