@@ -324,9 +324,5 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cause == nil {
 		cause = errors.New("cgroup mode unusable")
 	}
-	code := exitCode(cause)
-	if code == exitNotFound || code == exitCannotExec {
-		code = exitFailure
-	}
-	return codedError{code, fmt.Errorf("doctor: cgroup mode unusable: %w", cause)}
+	return codedError{exitCode(cause), fmt.Errorf("doctor: cgroup mode unusable: %w", cause)}
 }

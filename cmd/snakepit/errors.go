@@ -51,6 +51,14 @@ type codedError struct {
 func (e codedError) Error() string { return e.err.Error() }
 func (e codedError) Unwrap() error { return e.err }
 
+// startError marks an error from starting the user's command (lookup,
+// exec): only there do ENOENT and EACCES mean 127 and 126 as in shells. The
+// same errnos from snakepit's own files are ordinary failures.
+type startError struct{ err error }
+
+func (e startError) Error() string { return e.err.Error() }
+func (e startError) Unwrap() error { return e.err }
+
 // report prints err as one line and maps it to an exit status.
 func report(err error, stderr io.Writer) int {
 	if err == nil {
@@ -71,6 +79,7 @@ func report(err error, stderr io.Writer) int {
 func exitCode(err error) int {
 	var ue usageErr
 	var ce codedError
+	var se startError
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
@@ -86,9 +95,9 @@ func exitCode(err error) int {
 		return exitNoCgroup2
 	case errors.Is(err, cgroup.ErrNoKill):
 		return exitNoKill
-	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+	case errors.As(err, &se) && (errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist)):
 		return exitNotFound
-	case errors.Is(err, fs.ErrPermission):
+	case errors.As(err, &se) && errors.Is(err, fs.ErrPermission):
 		return exitCannotExec
 	}
 	return exitFailure

@@ -52,7 +52,7 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	path, err := exec.LookPath(rest[0])
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	// Writing "0" moves the writer itself: no window in which a child of
 	// ours could be outside the run.
@@ -64,5 +64,8 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	env := snakepit.RunEnv(os.Environ(), id)
 	// Joined first (above): an unprivileged identity could not write
 	// cgroup.procs any more.
-	return snakepit.ExecAs(cf.credential(), path, rest, env)
+	if err := snakepit.ExecAs(cf.credential(), path, rest, env); err != nil {
+		return startError{err}
+	}
+	return nil
 }

@@ -270,6 +270,18 @@ func TestRunCommandNotFound(t *testing.T) {
 	}
 }
 
+// ENOENT from snakepit's own files is not "command not found": 127 and
+// 126 are only for starting the user's command.
+func TestOwnENOENTIsNot127(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	cmd := snakepitCmd(t, "run", "--mode", "posix", "--", "true")
+	cmd.Env = append(os.Environ(), "SNAKEPIT_RECORDS_DIR=/proc/nonexistent/x")
+	out, err := cmd.CombinedOutput()
+	if got := exitStatus(t, err); got != exitFailure {
+		t.Fatalf("status %d, want %d (%s)", got, exitFailure, out)
+	}
+}
+
 func TestRunExitWithStdin(t *testing.T) {
 	testenv.RequireCgroup2(t)
 	id := runid.Generate()

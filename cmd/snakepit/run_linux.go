@@ -116,7 +116,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	w, err := r.Start(ctx, c)
 	if err != nil {
 		teardown()
-		return err
+		return startError{err}
 	}
 	if c.Foreground {
 		defer restoreForeground(0)
