@@ -6,7 +6,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,7 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // POSIX-mode runs need neither root nor cgroup2.
@@ -208,10 +213,18 @@ func TestPOSIXIDInUse(t *testing.T) {
 func TestModeSelection(t *testing.T) {
 	t.Setenv(RecordsDirEnv, t.TempDir())
 	ctx := context.Background()
-	// mkdir under /sys fails with EPERM (root) or EACCES: ErrPermission,
-	// the same error an undelegated or read-only cgroupfs gives.
-	refused := "/sys/snakepit-test-refused-parent"
-	r, err := Create(ctx, Options{CgroupParent: refused})
+	// A read-only cgroupfs refuses mkdir with EROFS: ErrPermission, the
+	// same error an undelegated cgroupfs gives. Made on one locked thread
+	// that moves into a mount namespace of its own, where a cgroup2
+	// directory is bind-mounted read-only; the thread ends with its
+	// goroutine, so nothing else ever sees that namespace.
+	refused := roCgroupParent(t)
+	var r *Run
+	var err, cgErr error
+	onReadOnlyCgroupfs(t, refused, func() {
+		r, err = Create(ctx, Options{CgroupParent: refused})
+		_, cgErr = Create(ctx, Options{CgroupParent: refused, Mode: ModeCgroup})
+	})
 	if err != nil {
 		t.Fatalf("auto mode with a refused parent: %v", err)
 	}
@@ -221,8 +234,12 @@ func TestModeSelection(t *testing.T) {
 	if r.Mechanism() != MechanismPOSIX || !errors.Is(r.Fallback(), cgroup.ErrPermission) {
 		t.Fatalf("mechanism %s, fallback %v; want posix because of ErrPermission", r.Mechanism(), r.Fallback())
 	}
-	if _, err := Create(ctx, Options{CgroupParent: refused, Mode: ModeCgroup}); !errors.Is(err, cgroup.ErrPermission) {
-		t.Fatalf("ModeCgroup with a refused parent: %v, want ErrPermission", err)
+	if !errors.Is(cgErr, cgroup.ErrPermission) {
+		t.Fatalf("ModeCgroup with a refused parent: %v, want ErrPermission", cgErr)
+	}
+	// Outside cgroup2 altogether: a bad argument, in every mode.
+	if _, err := Create(ctx, Options{CgroupParent: "/sys/snakepit-test-not-cgroup2"}); !errors.Is(err, ErrBadParent) {
+		t.Fatalf("a parent outside cgroup2: %v, want ErrBadParent", err)
 	}
 	if _, err := Create(ctx, Options{CgroupParent: "relative/parent"}); err == nil {
 		t.Fatal("a relative parent fell back instead of failing")
@@ -248,5 +265,54 @@ func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
 	_, err := Create(context.Background(), Options{ID: r.ID()})
 	if !errors.Is(err, cgroup.ErrExists) {
 		t.Fatalf("auto mode, ID in use: %v, want ErrExists", err)
+	}
+}
+
+// roCgroupParent makes an empty cgroup to serve as a refused parent and
+// removes it at cleanup.
+func roCgroupParent(t *testing.T) string {
+	t.Helper()
+	testenv.RequireCgroup2(t)
+	def, err := DefaultParent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(filepath.Dir(def), "sptest-ro-"+runid.Generate())
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Rmdir(p) })
+	return p
+}
+
+// onReadOnlyCgroupfs runs f on a locked thread in a private mount
+// namespace in which dir is bind-mounted read-only over itself. The thread
+// is never unlocked, so the runtime ends it with the goroutine.
+func onReadOnlyCgroupfs(t *testing.T, dir string, f func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // deliberately never unlocked
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			errc <- fmt.Errorf("make / private: %w", err)
+			return
+		}
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind %s: %w", dir, err)
+			return
+		}
+		if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			errc <- fmt.Errorf("remount %s read-only: %w", dir, err)
+			return
+		}
+		f()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -130,7 +130,12 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		parent = p
 	}
 	if !filepath.IsAbs(parent) {
-		return nil, fmt.Errorf("cgroup parent %q: must be an absolute path", parent)
+		return nil, fmt.Errorf("%w: %q: must be an absolute path", ErrBadParent, parent)
+	}
+	if opts.CgroupParent != "" && !cgroup.InCgroup2(parent) {
+		// Checked before anything is made: MkdirAll would create the
+		// path on whatever filesystem it names.
+		return nil, fmt.Errorf("%w: %q is not inside a cgroup2 mount", ErrBadParent, parent)
 	}
 	rec, err := newRecord(id, opts, filepath.Join(parent, cgroup.Prefix+id))
 	if err != nil {

@@ -25,6 +25,9 @@ var (
 	// ErrUnknownRun means no run cgroup with that ID exists under the known
 	// parents.
 	ErrUnknownRun = errors.New("no such run")
+	// ErrBadParent means a cgroup parent given by the caller is relative
+	// or outside every cgroup2 mount.
+	ErrBadParent = errors.New("invalid cgroup parent")
 	// ErrUnsupported is returned on platforms other than Linux.
 	ErrUnsupported = errors.New("snakepit: only supported on Linux")
 )

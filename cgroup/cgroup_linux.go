@@ -61,6 +61,22 @@ func findMount(base string) (Mount, error) {
 	return Mount{}, fmt.Errorf("%w: neither %s nor %s is cgroup2", ErrNoCgroup2, base, u)
 }
 
+// InCgroup2 reports whether path, or its nearest existing ancestor (path
+// may not exist yet), is on a cgroup2 filesystem: what a run parent must
+// be before anything is made under it.
+func InCgroup2(path string) bool {
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		if err == nil {
+			return st.Type == unix.CGROUP2_SUPER_MAGIC
+		}
+		if !errors.Is(err, unix.ENOENT) || p == "/" {
+			return false
+		}
+	}
+}
+
 func isCgroup2(p string) bool {
 	var st unix.Statfs_t
 	if err := unix.Statfs(p, &st); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sort"
 
+	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -83,7 +84,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent):
 		return exitUsage
 	case errors.Is(err, runid.ErrInvalid):
 		return exitInvalidID

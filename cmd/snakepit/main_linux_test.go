@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,6 +280,26 @@ func TestOwnENOENTIsNot127(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if got := exitStatus(t, err); got != exitFailure {
 		t.Fatalf("status %d, want %d (%s)", got, exitFailure, out)
+	}
+}
+
+// A --cgroup-parent outside cgroup2 is a bad argument, refused before
+// anything is made there.
+func TestCgroupParentOutsideCgroup2(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	parent := filepath.Join(t.TempDir(), "not-a-cgroup")
+	for _, args := range [][]string{
+		{"create", "--no-guardian", "--cgroup-parent", parent},
+		{"run", "--no-guardian", "--cgroup-parent", parent, "--", "true"},
+		{"run", "--no-guardian", "--cgroup-parent", "relative/dir", "--", "true"},
+	} {
+		out, err := snakepitCmd(t, args...).CombinedOutput()
+		if got := exitStatus(t, err); got != exitUsage {
+			t.Errorf("%v: status %d, want %d (%s)", args, got, exitUsage, out)
+		}
+	}
+	if _, err := os.Stat(parent); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s was made: %v", parent, err)
 	}
 }
 
