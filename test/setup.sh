@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Go comes with this machine kind (/usr/local/go); Debian's golang is too
+# old for go.mod, so say so rather than fail obscurely later.
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
+if ! command -v go >/dev/null; then
+  echo "setup: no go on PATH: install Go $(sed -n 's/^go //p' go.mod) or newer (https://go.dev/dl)" >&2
+  exit 1
+fi
+
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in ${SNAKEPIT_APT_PACKAGES:-python3-grpcio python3-protobuf python3-pytest bubblewrap}; do

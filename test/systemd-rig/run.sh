@@ -11,7 +11,19 @@ cd "$(dirname "$0")/../.."
 RIG=test/systemd-rig
 skip() { if [ "${CI:-}" = true ]; then echo "systemd rig: FAIL: $*" >&2; exit 1; fi; echo "systemd rig: skipped: $*"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "needs root"
-[ -x /lib/systemd/systemd ] || skip "needs systemd installed (/lib/systemd/systemd)"
+# What the guest runs (systemd, dbus) and what guest.sh uses (curl, ps),
+# from Debian's packages when missing; unshare/nsenter/script are in
+# util-linux and bsdutils, which Debian always has.
+need=()
+[ -x /lib/systemd/systemd ] || need+=(systemd)
+[ -x /usr/bin/dbus-daemon ] || need+=(dbus)
+command -v curl >/dev/null || need+=(curl)
+command -v ps >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "systemd rig: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || skip "cannot install ${need[*]}"
+fi
 for t in unshare nsenter script curl; do command -v $t >/dev/null || skip "needs $t"; done
 
 start=$(date +%s%N)

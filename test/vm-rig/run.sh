@@ -36,7 +36,6 @@ need=()
 for tool in qemu-system-x86_64:qemu-system-x86 mmdebstrap:mmdebstrap cpio:cpio mke2fs:e2fsprogs; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
-[ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "vm-rig: installing ${need[*]}"
   apt-get update -qq
