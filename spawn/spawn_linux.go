@@ -212,7 +212,15 @@ func (s *Spawner) Start(ctx context.Context, newCmd func() *exec.Cmd, o Options)
 		}
 		switch {
 		case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+			// exec.Cmd reports the child's own errors (execve, setuid)
+			// the same way: the kernel refused clone3 only if the same
+			// command starts the other way. Only then is it cached.
+			p, ferr := s.start(ctx, newCmd(), o, dir, true)
+			if ferr != nil {
+				return nil, err
+			}
 			clone3Broken.Store(true)
+			return p, nil
 		case errors.Is(err, unix.EBUSY):
 			// Per target: fall through to the pre-exec path for this spawn.
 		default:
