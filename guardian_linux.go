@@ -6,12 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -356,53 +354,19 @@ func TeardownOwned(ctx context.Context, owner Owner, grace time.Duration, parent
 	return out, errors.Join(errs...)
 }
 
-// TeardownPOSIX tears down a run that has no cgroup (POSIX mode): every
-// process marked with its run ID is stopped, terminated with grace and
-// killed (reaper.Sweep, signals only through verified pidfds), then its
-// file record is removed. It is a variable so the POSIX-mode code can
-// replace it with a teardown that also uses what it knows (process group,
-// PID namespace).
-var TeardownPOSIX = func(ctx context.Context, rec *Record, grace time.Duration) (TeardownReport, error) {
-	start := time.Now()
-	var rep TeardownReport
-	res, err := reaper.Sweep(ctx, func(m *reaper.Marked) bool { return m.RunID == rec.ID && !isSnakepitCLI(m) }, grace)
-	for _, r := range res {
-		switch r.Outcome {
-		case reaper.OutcomeTerminated:
-			rep.Terminated++
-		case reaper.OutcomeKilled:
-			rep.Terminated++
-			rep.Killed = true
-		}
-	}
-	if rep.Killed {
-		rep.KillMechanism = "pidfd SIGKILL"
-	}
-	if rerr := RemoveRecord(rec.ID); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		err = errors.Join(err, rerr)
-	}
-	rep.Duration = time.Since(start)
-	return rep, err
+// TeardownPOSIX tears down a run that has no cgroup (POSIX mode) of
+// another, usually dead, supervisor from its record: every process marked
+// with its run ID and the members of its process group, stopped,
+// terminated with grace and killed through verified pidfds; then its file
+// record is removed (posix_linux.go).
+func TeardownPOSIX(ctx context.Context, rec *Record, grace time.Duration) (TeardownReport, error) {
+	return teardownPOSIXRecord(ctx, rec, grace)
 }
 
 // isSnakepitCLI reports whether a marked process is a snakepit command
 // (e.g. `snakepit run --run-id X` itself) rather than a worker: its argv
 // carries a run ID before that run exists, so it is never a target of a
-// run-ID scan. Judged by /proc/PID/exe (kernel-provided, not argv): the
-// same file as our own executable, or a file named "snakepit".
-func isSnakepitCLI(m *reaper.Marked) bool {
-	if m.Exe == "" {
-		return false
-	}
-	if filepath.Base(strings.TrimSuffix(m.Exe, " (deleted)")) == "snakepit" {
-		return true
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return false
-	}
-	a, err1 := os.Stat(self)
-	// /proc/PID/exe resolves to the very inode, even if since deleted.
-	b, err2 := os.Stat("/proc/" + strconv.Itoa(m.PID) + "/exe")
-	return err1 == nil && err2 == nil && os.SameFile(a, b)
-}
+// run-ID scan. One rule for every scan (isSnakepitCommand, posix_linux.go):
+// /proc/PID/exe is our executable or named "snakepit", and it is not a
+// PID-namespace init, which belongs to its run.
+func isSnakepitCLI(m *reaper.Marked) bool { return isSnakepitCommand(m.PID) }

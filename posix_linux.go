@@ -179,13 +179,6 @@ func killFamily(ctx context.Context, f reaper.Family, grace time.Duration, rep *
 	return err
 }
 
-func init() {
-	// The guardian, gc and kill tear POSIX runs down through this hook
-	// (guardian_linux.go): with the record's process group as well as the
-	// marker, and never touching the guardian itself.
-	TeardownPOSIX = teardownPOSIXRecord
-}
-
 // teardownPOSIXRecord tears down a POSIX run of another (usually dead)
 // supervisor from its record: marked processes, members of its process
 // group and their descendants.
