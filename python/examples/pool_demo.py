@@ -65,12 +65,17 @@ READY_PREFIX = "POOL_READY "
 
 
 def _recv_notify(sock: socket.socket, deadline: float):
-    """One sd_notify datagram: (sender pid or None, {KEY: VALUE})."""
+    """One sd_notify datagram: (sender pid or None, {KEY: VALUE}); (None, {})
+    after 0.2 s without one, so that the caller notices a worker that died
+    before READY instead of waiting out the whole deadline."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise TimeoutError("timed out waiting for worker readiness")
-    sock.settimeout(remaining)
-    data, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+    sock.settimeout(min(remaining, 0.2))
+    try:
+        data, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+    except TimeoutError:
+        return None, {}
     pid = None
     for level, ctype, cdata in anc:
         if level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS:
