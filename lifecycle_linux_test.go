@@ -773,4 +773,11 @@ func TestFileRecordFallback(t *testing.T) {
 	if _, err := os.Stat(live.CgroupPath()); err != nil {
 		t.Fatalf("live run cgroup: %v", err)
 	}
+	// Torn down by its owner, a run takes its record file with it.
+	if _, err := live.Teardown(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(recs, live.ID()+".json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("live run's record file left after its Teardown: %v", err)
+	}
 }

@@ -115,18 +115,25 @@ var (
 // has no user xattrs (EOPNOTSUPP: Linux < 5.7) it falls back to a file
 // record; ReadCgroupRecord finds either.
 func WriteCgroupRecord(path string, rec *Record) error {
+	_, err := writeCgroupRecord(path, rec)
+	return err
+}
+
+// writeCgroupRecord is WriteCgroupRecord that also says whether the record
+// went to a file, which the run's teardown must then remove.
+func writeCgroupRecord(path string, rec *Record) (file bool, err error) {
 	b, err := rec.marshal()
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = setxattr(path, RecordXattr, b, 0)
 	if errors.Is(err, unix.EOPNOTSUPP) {
-		return WriteRecord(rec)
+		return true, WriteRecord(rec)
 	}
 	if err != nil {
-		return &fs.PathError{Op: "setxattr " + RecordXattr, Path: path, Err: err}
+		return false, &fs.PathError{Op: "setxattr " + RecordXattr, Path: path, Err: err}
 	}
-	return nil
+	return false, nil
 }
 
 // ReadCgroupRecord reads the record of the run cgroup at path: its xattr,

@@ -91,6 +91,9 @@ type Run struct {
 
 	posix    *posixRun // non-nil in POSIX mode (posix_linux.go); cg is nil then
 	fallback error     // why ModeAuto fell back to POSIX
+	// fileRecord: the record went to a file (no user xattrs on this
+	// cgroupfs); Teardown removes it with the cgroup.
+	fileRecord bool
 
 	mu      sync.Mutex
 	rec     *Record // ownership record (record_linux.go)
@@ -154,26 +157,33 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		return nil, err
 	}
 	// The ownership record is on the cgroup before any worker can start.
-	if err := WriteCgroupRecord(cg.Path(), rec); err != nil {
+	fileRecord, err := writeCgroupRecord(cg.Path(), rec)
+	if err != nil {
 		_ = cg.Remove(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	undo := func() {
+		_ = cg.Remove(context.WithoutCancel(ctx))
+		if fileRecord {
+			_ = RemoveRecord(id)
+		}
+	}
 	dir, err := cg.OpenDir()
 	if err != nil {
-		_ = cg.Remove(context.WithoutCancel(ctx))
+		undo()
 		return nil, err
 	}
 	if err := j.apply(cg); err != nil {
 		j.close()
 		dir.Close()
-		_ = cg.Remove(context.WithoutCancel(ctx))
+		undo()
 		return nil, err
 	}
 	sp := opts.Spawner
 	if sp == nil {
 		sp = spawn.Default()
 	}
-	return &Run{id: id, cg: cg, dir: dir, opts: opts, spawner: sp, rec: rec, jail: j, workers: make(map[int]*Worker)}, nil
+	return &Run{id: id, cg: cg, dir: dir, opts: opts, spawner: sp, rec: rec, fileRecord: fileRecord, jail: j, workers: make(map[int]*Worker)}, nil
 }
 
 // ID returns the run ID.
@@ -459,6 +469,9 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 		err = r.teardownPOSIX(ctx, grace, &rep) // posix_linux.go
 	} else {
 		err = teardownGroup(ctx, r.cg, grace, &rep)
+		if err == nil && r.fileRecord {
+			err = RemoveRecord(r.id)
+		}
 	}
 	if r.dir != nil {
 		r.dir.Close()
