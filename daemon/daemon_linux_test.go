@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -890,5 +891,74 @@ func TestCLIThroughDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(run.Cgroup); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("run cgroup left: %v", err)
+	}
+}
+
+// TestLimits: --max-workers holds under concurrent starts (the slot is
+// taken before the spawn, not counted after it), and --max-runs likewise
+// for concurrent creates. Refusals are 429 with code "limit".
+func TestLimits(t *testing.T) {
+	const maxWorkers, maxRuns, tries = 3, 2, 12
+	d := startDaemon(t, daemonOpts{args: []string{"--max-workers", fmt.Sprint(maxWorkers), "--max-runs", fmt.Sprint(maxRuns)}})
+	ctx := ctxT(t, 60*time.Second)
+
+	// count runs f tries times at once and counts successes and limit refusals.
+	count := func(f func() error) (ok, limited int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range tries {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				err := f()
+				var ae *client.APIError
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					ok++
+				case errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests && ae.Code == api.CodeLimit:
+					limited++
+				default:
+					t.Errorf("unexpected error: %v", err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		return ok, limited
+	}
+
+	runs := make(chan string, tries)
+	ok, limited := count(func() error {
+		r, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+		if err == nil {
+			runs <- r.ID
+		}
+		return err
+	})
+	if ok != maxRuns || limited != tries-maxRuns {
+		t.Fatalf("%d concurrent creates with --max-runs %d: %d made, %d refused for the limit", tries, maxRuns, ok, limited)
+	}
+	id := <-runs
+	ok, limited = count(func() error {
+		_, err := d.c.StartWorker(ctx, id, api.StartWorkerRequest{Argv: []string{"sleep", "300"}})
+		return err
+	})
+	if ok != maxWorkers || limited != tries-maxWorkers {
+		t.Errorf("%d concurrent starts with --max-workers %d: %d started, %d refused for the limit", tries, maxWorkers, ok, limited)
+	}
+	if got, err := d.c.GetRun(ctx, id); err != nil || len(got.Workers) != maxWorkers {
+		t.Errorf("run has %d workers (%v), want %d", len(got.Workers), err, maxWorkers)
+	}
+	// A refused start holds no slot: after a teardown frees the run, a
+	// new run can be made again.
+	if _, err := d.c.DeleteRun(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.c.CreateRun(ctx, api.CreateRunRequest{}); err != nil {
+		t.Errorf("create after a teardown freed a slot: %v", err)
 	}
 }

@@ -36,6 +36,7 @@ type runState struct {
 
 	mu       sync.Mutex
 	workers  []*workerState
+	starting int // workers being started: they count against the limit already
 	stopping bool
 
 	tdOnce   sync.Once
@@ -229,15 +230,27 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	if herr := validateWorkerRequest(&req); herr != nil {
 		return api.Worker{}, herr
 	}
+	// The slot is taken under the lock, so concurrent starts cannot all
+	// pass the check and overshoot the limit together.
 	rs.mu.Lock()
-	n, stopping := len(rs.workers), rs.stopping
-	rs.mu.Unlock()
-	if stopping {
+	switch {
+	case rs.stopping:
+		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
-	}
-	if n >= d.maxWorkers {
+	case len(rs.workers)+rs.starting >= d.maxWorkers:
+		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "too many workers in run (limit %d)", d.maxWorkers)
 	}
+	rs.starting++
+	rs.mu.Unlock()
+	added := false
+	defer func() {
+		if !added {
+			rs.mu.Lock()
+			rs.starting--
+			rs.mu.Unlock()
+		}
+	}()
 
 	var files []*os.File
 	defer func() {
@@ -299,6 +312,8 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	ws := &workerState{w: w, argv: req.Argv, started: time.Now().UTC()}
 	rs.mu.Lock()
 	rs.workers = append(rs.workers, ws)
+	rs.starting--
+	added = true
 	view := ws.viewLocked()
 	rs.mu.Unlock()
 	d.workers.Add(1)
