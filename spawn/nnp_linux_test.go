@@ -117,3 +117,43 @@ func TestAroundErrorRunsUndo(t *testing.T) {
 		t.Errorf("spawner broken after a clean undo: %v", s.Err())
 	}
 }
+
+// Warm starts the thread a later Start uses (the companion for nnp), so
+// the first spawn finds it running; calling it again is a no-op, and a
+// closed Spawner refuses it.
+func TestWarm(t *testing.T) {
+	s := New()
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	if err := s.Warm(ctx, true); err != nil {
+		t.Fatalf("Warm: %v", err)
+	}
+	s.nnpMu.Lock()
+	companion := s.nnp
+	s.nnpMu.Unlock()
+	if companion == nil {
+		t.Fatal("Warm(nnp) did not start the no_new_privs companion")
+	}
+	if err := s.Warm(ctx, true); err != nil {
+		t.Fatalf("second Warm: %v", err)
+	}
+	p := startSleep(t, s, Options{NoNewPrivs: true})
+	s.nnpMu.Lock()
+	same := s.nnp == companion
+	s.nnpMu.Unlock()
+	if !same {
+		t.Error("Start made a new companion instead of using the warmed one")
+	}
+	if got := noNewPrivsOf(t, p.PID); got != "1" {
+		t.Errorf("NoNewPrivs %s, want 1", got)
+	}
+
+	plain := New()
+	if err := plain.Warm(ctx, false); err != nil {
+		t.Fatalf("Warm: %v", err)
+	}
+	plain.Close()
+	if err := plain.Warm(ctx, false); !errors.Is(err, ErrClosed) {
+		t.Errorf("Warm on a closed Spawner: %v, want ErrClosed", err)
+	}
+}

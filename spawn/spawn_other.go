@@ -16,6 +16,9 @@ func New() *Spawner { return &Spawner{} }
 // Default returns a Spawner whose Start always fails.
 func Default() *Spawner { return &Spawner{} }
 
+// Warm does nothing off Linux.
+func (s *Spawner) Warm(ctx context.Context, nnp bool) error { return ErrUnsupported }
+
 // Close does nothing.
 func (s *Spawner) Close() {}
 

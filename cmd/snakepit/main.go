@@ -35,9 +35,9 @@ func register(name string, c command) { commands[name] = c }
 var beforeDispatch func(name string, args []string) error
 
 // execAllowed is true only in the real process (main), never when tests
-// call run directly: a test process must not be replaced by exec.
-//
-//lint:ignore U1000 read by daemonexec_linux.go, which the snakepitd build leaves out
+// call run directly: a test process must not be replaced by exec, and it
+// goes on after a command returns, so what the command set up process-wide
+// (signal handlers) must be undone there, not only skipped.
 var execAllowed bool
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,6 +47,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError("no command given")
 		}
 		return nil
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
 	}
 	c, ok := commands[args[0]]
 	if !ok {

@@ -13,6 +13,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/spawn"
 )
 
 func init() {
@@ -63,17 +64,34 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	rp := reaper.New(nil)
-	rp.Start()
-	defer rp.Stop()
-
 	sigc := make(chan os.Signal, 16)
-	signal.Notify(sigc, forwarded...)
-	defer signal.Stop(sigc)
+	// Signal set-up costs a round trip to the runtime's signal thread per
+	// signal (~0.1 ms each here); the worker's spawn thread and os/exec's
+	// one-time pidfd probe cost as much again. All of it runs while Create
+	// makes the run cgroup, and is done before anything is spawned.
+	warm := make(chan struct{})
+	go func() {
+		defer close(warm)
+		rp.Start()
+		signal.Notify(sigc, forwarded...)
+		// A failure here is met again, and reported, by Start.
+		_ = spawn.Default().Warm(ctx, jf.noNewPrivs)
+	}()
+	defer func() {
+		<-warm
+		// The real process exits right after: undoing the set-up would
+		// only delay that. A test calling run goes on, so there it is undone.
+		if !execAllowed {
+			signal.Stop(sigc)
+			rp.Stop()
+		}
+	}()
 
 	opts := snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp, Grace: f.grace}
 	f.runMode.apply(&opts)
 	opts = jf.options(opts, stderr)
 	r, err := snakepit.Create(ctx, opts)
+	<-warm
 	if err != nil {
 		return err
 	}

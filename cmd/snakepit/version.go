@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime/debug"
+)
+
+func init() {
+	register("version", command{
+		summary: "print snakepit's version (module version, source revision, Go version)",
+		run:     cmdVersion,
+	})
+}
+
+func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", "", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("version: unexpected arguments")
+	}
+	_, err := fmt.Fprintln(stdout, versionString())
+	return err
+}
+
+// versionString describes this binary from the build information the Go
+// toolchain embeds: "snakepit (devel) rev 394a091e1f2c+dirty 2026-11-28T22:02:11Z go1.26.0".
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "snakepit (no build information)"
+	}
+	s := "snakepit " + bi.Main.Version
+	var rev, when, dirty string
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.time":
+			when = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		s += " rev " + rev + dirty
+	}
+	if when != "" {
+		s += " " + when
+	}
+	return s + " " + bi.GoVersion
+}
