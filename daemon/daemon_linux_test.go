@@ -953,7 +953,28 @@ func TestLimits(t *testing.T) {
 	if got, err := d.c.GetRun(ctx, id); err != nil || len(got.Workers) != maxWorkers {
 		t.Errorf("run has %d workers (%v), want %d", len(got.Workers), err, maxWorkers)
 	}
-	// A refused start holds no slot: after a teardown frees the run, a
+	// Only running workers count: once one exits, a new one may start (a
+	// pool that restarts its workers must not run out of slots), and the
+	// exited one is still listed with its status.
+	got, err := d.c.GetRun(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped, err := d.c.StopWorker(ctx, id, got.Workers[0].ID, 0)
+	if err != nil || stopped.State != api.WorkerExited {
+		t.Fatalf("StopWorker: %+v, %v", stopped, err)
+	}
+	if _, err := d.c.StartWorker(ctx, id, api.StartWorkerRequest{Argv: []string{"sleep", "300"}}); err != nil {
+		t.Errorf("start after a worker exited, with --max-workers %d: %v", maxWorkers, err)
+	}
+	if got, err := d.c.GetRun(ctx, id); err != nil || len(got.Workers) != maxWorkers+1 || got.Workers[0].State != api.WorkerExited {
+		t.Errorf("GetRun after the restart = %+v, %v; want %d workers, the first exited", got.Workers, err, maxWorkers+1)
+	}
+	if _, err := d.c.StartWorker(ctx, id, api.StartWorkerRequest{Argv: []string{"sleep", "300"}}); err == nil {
+		t.Errorf("a start beyond %d running workers was accepted", maxWorkers)
+	}
+
+	// A refused create holds no slot: after a teardown frees the run, a
 	// new run can be made again.
 	if _, err := d.c.DeleteRun(ctx, id, 0); err != nil {
 		t.Fatal(err)

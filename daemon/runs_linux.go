@@ -35,8 +35,9 @@ type runState struct {
 	created time.Time
 
 	mu       sync.Mutex
-	workers  []*workerState
-	starting int // workers being started: they count against the limit already
+	workers  []*workerState // in start order; exited ones are kept for their status
+	running  int            // workers not yet exited
+	starting int            // workers being started: they count against the limit already
 	stopping bool
 
 	tdOnce   sync.Once
@@ -237,7 +238,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	case rs.stopping:
 		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
-	case len(rs.workers)+rs.starting >= d.maxWorkers:
+	case rs.running+rs.starting >= d.maxWorkers:
 		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "too many workers in run (limit %d)", d.maxWorkers)
 	}
@@ -312,6 +313,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	ws := &workerState{w: w, argv: req.Argv, started: time.Now().UTC()}
 	rs.mu.Lock()
 	rs.workers = append(rs.workers, ws)
+	rs.running++
 	rs.starting--
 	added = true
 	view := ws.viewLocked()
@@ -333,10 +335,33 @@ func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
 	e := toExit(st)
 	rs.mu.Lock()
 	ws.exit = e
+	rs.running--
+	rs.pruneExitedLocked(d.maxWorkers)
 	rs.mu.Unlock()
 	d.workers.Add(-1)
 	d.publish(rs, api.Event{Type: api.EventWorkerExited, Run: rs.run.ID(), Worker: ws.w.WID, PID: ws.w.PID(), Exit: e})
 	d.kickStatus()
+}
+
+// pruneExitedLocked forgets the oldest exited workers beyond keep, so a
+// long-lived run whose pool restarts its workers does not grow without
+// bound; their exit was announced as an event when it happened.
+func (rs *runState) pruneExitedLocked(keep int) {
+	exited := len(rs.workers) - rs.running
+	if exited <= keep {
+		return
+	}
+	drop := exited - keep
+	kept := rs.workers[:0]
+	for _, ws := range rs.workers {
+		if drop > 0 && ws.exit != nil {
+			drop--
+			continue
+		}
+		kept = append(kept, ws)
+	}
+	clear(rs.workers[len(kept):])
+	rs.workers = kept
 }
 
 func (rs *runState) worker(wid int) *workerState {
