@@ -9,7 +9,7 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 # that build snakepit themselves then test the same kind of binary.
 export CGO_ENABLED=0
 
-bash test/setup.sh
+bash test/setup.sh --for-tests
 
 step() { printf '\n=== %s\n' "$*"; }
 

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine of this kind lacks, from Debian's packages and
-# the Go module proxy only. Idempotent: installs nothing that is present.
+# the Go module proxy only, and builds bin/snakepit and bin/snakepitd.
+# Idempotent: installs nothing that is present.
+#
+#   bash test/setup.sh              # what snakepit and the Python examples need
+#   bash test/setup.sh --for-tests  # and the test tools (test/all.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for_tests=false
+case ${1:-} in
+  --for-tests) for_tests=true ;;
+  "") ;;
+  *) echo "usage: setup.sh [--for-tests]" >&2; exit 2 ;;
+esac
 
 # Go comes with this machine kind (/usr/local/go); Debian's golang is too
 # old for go.mod, so say so rather than fail obscurely later.
@@ -14,7 +24,11 @@ fi
 
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in ${SNAKEPIT_APT_PACKAGES:-python3-grpcio python3-protobuf python3-pytest bubblewrap}; do
+# The examples' gRPC workers; the tests add pytest and bwrap (a benchmark
+# baseline).
+pkgs="python3-grpcio python3-protobuf"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap"
+for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,7 +38,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 export PATH="$(go env GOPATH)/bin:$PATH"
-if ! command -v staticcheck >/dev/null; then
+if $for_tests && ! command -v staticcheck >/dev/null; then
   echo "setup: installing staticcheck"
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2   # 2026.2.2: knows Go 1.26
 fi
