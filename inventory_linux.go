@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/kfile"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -183,7 +184,7 @@ func cgroupRunInfo(id, path string, now time.Time, tree bool) (RunInfo, error) {
 // Cmdline returns process pid's command line joined by spaces, "[comm]" for
 // a process without one (kernel thread, zombie), "" if it is gone.
 func Cmdline(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	b, err := kfile.ReadAll("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err == nil && len(b) > 0 {
 		return string(bytes.ReplaceAll(bytes.TrimRight(b, "\x00"), []byte{0}, []byte{' '}))
 	}

@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/internal/kfile"
+
 	"github.com/snakepit/snakepit/cgroup"
 )
 
@@ -280,7 +282,7 @@ func rootMissingReason(m cgroup.Mount, ctrl string) string {
 // procCgroupsLine reads ctrl's hierarchy ID and enabled flag from
 // /proc/cgroups (hierarchy 0 means cgroup2 or unbound).
 func procCgroupsLine(ctrl string) (hier int, enabled, known bool) {
-	data, err := os.ReadFile("/proc/cgroups")
+	data, err := kfile.ReadAll("/proc/cgroups")
 	if err != nil {
 		return 0, true, false
 	}
@@ -297,7 +299,7 @@ func procCgroupsLine(ctrl string) (hier int, enabled, known bool) {
 
 // v1MountOf finds where the cgroup v1 hierarchy holding ctrl is mounted.
 func v1MountOf(ctrl string) string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := kfile.ReadAll("/proc/self/mountinfo")
 	if err != nil {
 		return ""
 	}

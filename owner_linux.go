@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/kfile"
 	"github.com/snakepit/snakepit/reaper"
 )
 
@@ -76,7 +77,7 @@ var (
 // BootID returns /proc/sys/kernel/random/boot_id (cached).
 func BootID() (string, error) {
 	bootOnce.Do(func() {
-		b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		b, err := kfile.ReadAll("/proc/sys/kernel/random/boot_id")
 		if err != nil {
 			bootErr = fmt.Errorf("read boot ID: %w", err)
 			return

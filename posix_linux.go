@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/internal/kfile"
+
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/pidns"
 	"github.com/snakepit/snakepit/reaper"
@@ -222,7 +224,7 @@ func isSnakepitCommand(pid int) bool {
 	if !same {
 		return false
 	}
-	b, err := os.ReadFile(dir + "/cmdline")
+	b, err := kfile.ReadAll(dir + "/cmdline")
 	if err != nil {
 		return false
 	}

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/internal/kfile"
+
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -168,7 +170,7 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 		if err != nil || skip[pid] || f.Exclude[pid] {
 			continue
 		}
-		n, err := readSmallFile(proc+"/"+name+"/stat", buf[:])
+		n, err := kfile.Read(proc+"/"+name+"/stat", buf[:])
 		if err != nil {
 			continue
 		}
@@ -225,14 +227,14 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 
 // marked reports whether the process in dir carries the run-ID marker.
 func (f Family) marked(dir string, pid int) bool {
-	if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
+	if b, err := kfile.ReadAll(dir + "/cmdline"); err == nil {
 		if got, err := runid.ExtractCmdline(b); err == nil && got == f.RunID {
 			if f.SkipArgvMarked == nil || !f.SkipArgvMarked(pid) {
 				return true
 			}
 		}
 	}
-	if b, err := os.ReadFile(dir + "/environ"); err == nil {
+	if b, err := kfile.ReadAll(dir + "/environ"); err == nil {
 		if got, err := runid.ExtractEnviron(b); err == nil {
 			return got == f.RunID
 		}
@@ -246,7 +248,7 @@ const clockTicks = 100
 
 // bootTime reads btime (boot time, seconds since the epoch) from /proc/stat.
 func bootTime(proc string) (time.Time, error) {
-	b, err := os.ReadFile(proc + "/stat")
+	b, err := kfile.ReadAll(proc + "/stat")
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -260,15 +262,6 @@ func bootTime(proc string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, errors.New("no btime in " + proc + "/stat")
-}
-
-func readSmallFile(path string, buf []byte) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	return unix.Read(fd, buf)
 }
 
 // FamilyReport says what Family.Kill did.

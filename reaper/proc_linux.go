@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/internal/kfile"
 )
 
 // Sentinel errors of process identity checks.
@@ -114,25 +115,13 @@ func ParseStat(b []byte) (Stat, error) {
 }
 
 // readProcFile reads /proc/PID/name into buf with one read (enough for stat;
-// callers needing whole files use os.ReadFile).
+// callers needing whole files use kfile.ReadAll).
 func readProcFile(pid int, name string, buf []byte) (int, error) {
-	path := "/proc/" + strconv.Itoa(pid) + "/" + name
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
-			return 0, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
-		}
-		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
+	n, err := kfile.Read("/proc/"+strconv.Itoa(pid)+"/"+name, buf)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+		return 0, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
 	}
-	defer unix.Close(fd)
-	n, err := unix.Read(fd, buf)
-	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return 0, fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
-		}
-		return 0, &fs.PathError{Op: "read", Path: path, Err: err}
-	}
-	return n, nil
+	return n, err
 }
 
 // Identity names one process for the lifetime of a boot: a PID alone can be

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/internal/kfile"
+
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -143,7 +145,7 @@ func Scan(ctx context.Context, o ScanOptions) ([]Marked, error) {
 // zombie or vanished meanwhile.
 func inspect(proc string, pid int) (Marked, bool) {
 	dir := proc + "/" + strconv.Itoa(pid)
-	raw, err := os.ReadFile(dir + "/stat")
+	raw, err := kfile.ReadAll(dir + "/stat")
 	if err != nil {
 		return Marked{}, false
 	}
@@ -151,14 +153,14 @@ func inspect(proc string, pid int) (Marked, bool) {
 	if err != nil || st.Dead() {
 		return Marked{}, false
 	}
-	cmdline, err := os.ReadFile(dir + "/cmdline")
+	cmdline, err := kfile.ReadAll(dir + "/cmdline")
 	if err != nil || len(cmdline) == 0 {
 		return Marked{}, false // kernel thread, or gone
 	}
 	m := Marked{Identity: Identity{PID: pid, Start: st.Start}, PPID: st.PPID, PGID: st.PGID, Argv: splitNUL(cmdline)}
 	if id, err := runid.ExtractCmdline(cmdline); err == nil {
 		m.RunID, m.Source = id, SourceArgv
-	} else if env, err := os.ReadFile(dir + "/environ"); err == nil {
+	} else if env, err := kfile.ReadAll(dir + "/environ"); err == nil {
 		if id, err := runid.ExtractEnviron(env); err == nil {
 			m.RunID, m.Source = id, SourceEnviron
 		}

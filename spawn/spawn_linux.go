@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/internal/kfile"
 )
 
 // Spawner forks children from one locked OS thread.
@@ -215,7 +217,7 @@ func (s *Spawner) Start(ctx context.Context, newCmd func() *exec.Cmd, o Options)
 	if o.Cgroup != "" {
 		dir = o.CgroupDir
 		if dir == nil {
-			f, err := os.OpenFile(o.Cgroup, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			f, err := kfile.OpenDir(o.Cgroup)
 			if err != nil {
 				return nil, fmt.Errorf("open cgroup: %w", err)
 			}
