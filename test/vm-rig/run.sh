@@ -103,7 +103,7 @@ echo "guest: \$(uname -r); cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgrou
 ( while :; do
     echo "vm-rig: heartbeat: up \$(cut -d' ' -f1 /proc/uptime) s, load \$(cut -d' ' -f1-3 /proc/loadavg)" > \$con
     sleep 10
-  done ) &
+  done ) 2>/dev/null &
 hb=\$!
 ( sleep $WATCHDOG
   echo "vm-rig: guest watchdog: the tests outlived -test.timeout=$TEST_TIMEOUT; every task:"
