@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -69,16 +70,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// signal (~0.1 ms each here); the worker's spawn thread and os/exec's
 	// one-time pidfd probe cost as much again. All of it runs while Create
 	// makes the run cgroup, and is done before anything is spawned.
-	warm := make(chan struct{})
-	go func() {
-		defer close(warm)
+	var warm sync.WaitGroup
+	warm.Go(func() {
 		rp.Start()
 		signal.Notify(sigc, forwarded...)
+	})
+	warm.Go(func() {
 		// A failure here is met again, and reported, by Start.
 		_ = spawn.Default().Warm(ctx, jf.noNewPrivs)
-	}()
+	})
 	defer func() {
-		<-warm
+		warm.Wait()
 		// The real process exits right after: undoing the set-up would
 		// only delay that. A test calling run goes on, so there it is undone.
 		if !execAllowed {
@@ -91,7 +93,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	f.runMode.apply(&opts)
 	opts = jf.options(opts, stderr)
 	r, err := snakepit.Create(ctx, opts)
-	<-warm
+	warm.Wait()
 	if err != nil {
 		return err
 	}
