@@ -4,12 +4,15 @@
 # names this script; .ci/run calls it. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$(go env GOPATH)/bin:$PATH"
 # Static (pure-Go) builds throughout, as shipped (test/setup.sh): the tests
 # that build snakepit themselves then test the same kind of binary.
 export CGO_ENABLED=0
 
+# setup.sh finds Go (or says which to install), but as a child it cannot
+# hand its PATH back: the same lookup here, after it has run.
 bash test/setup.sh --for-tests
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
+export PATH="$(go env GOPATH)/bin:$PATH"
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -33,7 +36,7 @@ go test -p 1 -count=1 ./... 2>&1 | tee /tmp/snakepit-gotest.log
 step "Python: worker helper, pytest plugin, gRPC pool end to end"
 SNAKEPIT_BIN=$PWD/bin/snakepit bash test/python.sh
 
-step "VM rig (pure cgroup v2 guest: memory/pids/cpu limit tests)"; bash test/vm-rig/run.sh
+step "VM rig (pure cgroup v2 guest: memory/pids/cpu limit tests)"; SNAKEPIT_BIN=$PWD/bin/snakepit bash test/vm-rig/run.sh
 
 step "systemd rig (daemon as a Type=notify service with Delegate=yes)"; SNAKEPIT_BIN=bin/snakepit bash test/systemd-rig/run.sh
 

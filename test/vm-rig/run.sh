@@ -29,8 +29,9 @@
 # Exit status: the tests' status; 125 when the guest gave none.
 #
 # Environment: ACCEL (tcg|kvm; default kvm only where /dev/kvm works and is
-# not kvm_pvm), MEM (MiB, 2048), SMP (2), TIMEOUT (s per boot, 900),
+# not kvm_pvm), MEM (MiB, 2048), SMP (2), TIMEOUT (s per boot; the guest watchdog + 300: 900),
 # STALL (s, 180), TEST_TIMEOUT (the tests' -test.timeout, 8m),
+# SNAKEPIT_BIN (copy this snakepit binary instead of building one),
 # SNAKEPIT_VM_TESTS (-test.run pattern, default: all of test/jail).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -81,7 +82,11 @@ cleanup() {
   rm -rf "$SHARE"
 }
 trap cleanup EXIT
-CGO_ENABLED=0 go build -o "$SHARE/snakepit" ./cmd/snakepit
+if [ -n "${SNAKEPIT_BIN:-}" ]; then
+  cp "$SNAKEPIT_BIN" "$SHARE/snakepit"   # test/all.sh: setup.sh's static build
+else
+  CGO_ENABLED=0 go build -o "$SHARE/snakepit" ./cmd/snakepit
+fi
 CGO_ENABLED=0 go test -c -o "$SHARE/jail.test" ./test/jail
 TEST_TIMEOUT=${TEST_TIMEOUT:-8m}
 # The guest watchdog fires 2 min after the Go test timeout should have.
@@ -96,15 +101,16 @@ cat > "$SHARE/run.sh" <<EOF
 # share's out.log. Everything also goes to the serial console, which the host
 # watches: a guest whose 9p share stopped answering still shows where it was.
 con=/dev/ttyS0
-# Off the share: each CLI start would otherwise page its binary in over 9p.
-mkdir -p /opt/rig && cp /mnt/host/snakepit /mnt/host/jail.test /opt/rig/ && chmod 755 /opt/rig /opt/rig/*
-export SNAKEPIT_VM_RIG=1 CI=true SNAKEPIT_BIN=/opt/rig/snakepit
-echo "guest: \$(uname -r); cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); PID 1: \$(cat /proc/1/comm)" | tee \$con
+# The heartbeat first: the host counts silence from qemu's start.
 ( while :; do
     echo "vm-rig: heartbeat: up \$(cut -d' ' -f1 /proc/uptime) s, load \$(cut -d' ' -f1-3 /proc/loadavg)" > \$con
     sleep 10
   done ) 2>/dev/null &
 hb=\$!
+# Off the share: each CLI start would otherwise page its binary in over 9p.
+mkdir -p /opt/rig && cp /mnt/host/snakepit /mnt/host/jail.test /opt/rig/ && chmod 755 /opt/rig /opt/rig/*
+export SNAKEPIT_VM_RIG=1 CI=true SNAKEPIT_BIN=/opt/rig/snakepit
+echo "guest: \$(uname -r); cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); PID 1: \$(cat /proc/1/comm)" | tee \$con
 ( sleep $WATCHDOG
   echo "vm-rig: guest watchdog: the tests outlived -test.timeout=$TEST_TIMEOUT; every task:"
   ps -eo pid,ppid,stat,wchan:32,etime,cgroup:64,args
@@ -128,7 +134,8 @@ if [ -z "$ACCEL" ]; then
   # kvm_pvm exposes /dev/kvm, but qemu -accel kvm hangs on it.
   if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then ACCEL=kvm; fi
 fi
-TIMEOUT=${TIMEOUT:-900}
+# The host waits past the guest watchdog, so its dumps always get out.
+TIMEOUT=${TIMEOUT:-$(( WATCHDOG + 300 ))}
 STALL=${STALL:-180}
 
 # monitor CMD: qemu's answer to a human-monitor command, or why there is none
@@ -180,7 +187,7 @@ boot() {
       echo "--- qemu monitor: info status, info cpus, registers"
       monitor "info status"
       monitor "info cpus"
-      monitor "info registers -a" | grep -E '^(CPU#|RIP|RSP|CR0|EFL)' || true
+      monitor "info registers -a" | grep -E '^(CPU#|RIP|RSI|CR0)|no answer|rror' || true
       break
     fi
     if [ $(( now - t0 )) -ge "$TIMEOUT" ]; then
