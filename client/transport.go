@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,6 +97,10 @@ func (t *transport) roundTrip(req *http.Request) (*http.Response, bool, error) {
 	ctx := req.Context()
 	c, reused, err := t.get(ctx)
 	if err != nil {
+		// RoundTrip closes the body on every path (req.Write does below).
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
 		return nil, false, err
 	}
 	// ctx bounds the whole exchange, body included: once it ends, every
@@ -129,7 +134,7 @@ type body struct {
 	t    *transport
 	c    *conn
 	stop func() bool
-	eof  bool
+	eof  atomic.Bool // set by Read, read by a Close that may run meanwhile
 	keep bool
 	once sync.Once
 }
@@ -137,7 +142,7 @@ type body struct {
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if errors.Is(err, io.EOF) {
-		b.eof = true
+		b.eof.Store(true)
 	}
 	return n, err
 }
@@ -145,7 +150,7 @@ func (b *body) Read(p []byte) (int, error) {
 func (b *body) Close() error {
 	b.once.Do(func() {
 		ctxDone := !b.stop()
-		if !b.eof || !b.keep || ctxDone {
+		if !b.eof.Load() || !b.keep || ctxDone {
 			// Close the connection first: net/http's body Close drains
 			// what is left, which for an event stream is forever.
 			b.c.Close()

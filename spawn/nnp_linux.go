@@ -35,9 +35,9 @@ func (s *Spawner) markBroken(err error) { s.broken.CompareAndSwap(nil, &err) }
 func (s *Spawner) noNewPrivs(ctx context.Context) (*Spawner, error) {
 	s.nnpMu.Lock()
 	defer s.nnpMu.Unlock()
-	s.mu.Lock()
+	s.mu.RLock()
 	closed := s.closed
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if closed {
 		return nil, ErrClosed
 	}

@@ -24,7 +24,7 @@ import (
 // Spawner forks children from one locked OS thread.
 type Spawner struct {
 	reqs    chan func()
-	mu      sync.Mutex
+	mu      sync.RWMutex // write-held only by Close, which closes reqs
 	closed  bool
 	stopped chan struct{}
 	// started starts the thread on first use (run): with no_new_privs, the
@@ -107,22 +107,23 @@ func (s *Spawner) Do(ctx context.Context, f func() error) error {
 		}
 		errc <- f()
 	}
-	// The lock is held across the send: Close cannot close reqs between
-	// our check and the send. The loop takes no lock, so it keeps
+	// The read lock is held across the send: Close cannot close reqs
+	// between our check and the send, while other senders are not held
+	// up behind one that waits. The loop takes no lock, so it keeps
 	// receiving meanwhile.
-	s.mu.Lock()
+	s.mu.RLock()
 	if s.closed {
-		s.mu.Unlock()
+		s.mu.RUnlock()
 		return ErrClosed
 	}
 	s.run()
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
-		s.mu.Unlock()
+		s.mu.RUnlock()
 		return ctx.Err()
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	return <-errc
 }
 
