@@ -8,7 +8,6 @@ import (
 	"os/user"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -46,11 +45,7 @@ func ExecAs(c Credential, path string, argv, env []string) error {
 	// set it and exec on the same one.
 	runtime.LockOSThread()
 	if rc != nil {
-		for _, kv := range rc.env {
-			k, _, _ := strings.Cut(kv, "=")
-			env = withoutKey(env, k)
-		}
-		env = append(env, rc.env...)
+		env = overrideEnv(env, rc.env)
 		groups := make([]int, len(rc.groups))
 		for i, g := range rc.groups {
 			groups[i] = int(g)
@@ -73,10 +68,20 @@ func ExecAs(c Credential, path string, argv, env []string) error {
 		}
 	}
 	if err := syscall.Exec(path, argv, env); err != nil {
-		return fmt.Errorf("exec %s: %w", path, err)
+		return &ExecError{Path: path, Err: err}
 	}
 	return nil
 }
+
+// ExecError is ExecAs's execve failing, as distinct from the identity
+// changes before it: only this one is about the command itself.
+type ExecError struct {
+	Path string
+	Err  error
+}
+
+func (e *ExecError) Error() string { return "exec " + e.Path + ": " + e.Err.Error() }
+func (e *ExecError) Unwrap() error { return e.Err }
 
 // resolveCredential looks c up. It returns nil when c changes no identity.
 // A worker whose identity changes loses the supervisor's capabilities;

@@ -112,9 +112,13 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		}
 		o.Owner = self
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+	exe := o.Binary
+	if exe == "" {
+		e, err := os.Executable()
+		if err != nil {
+			return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
+		}
+		exe = e
 	}
 
 	var fds []int
@@ -153,9 +157,8 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	for i, fd := range p {
 		// Our stdio was closed: the child's dup3 would clobber a low fd.
 		if p[i], err = dupHigh(fd); err != nil {
-			if i == 1 {
-				_ = unix.Close(p[0])
-			}
+			// dupHigh closed fd; the other end is ours to close.
+			_ = unix.Close(p[1-i])
 			closeAll()
 			return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
 		}
@@ -180,8 +183,11 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	copy(a.comm[:15], FastGuardianName)
 	a.one[0] = '1'
 	// /proc/self/exe is our (shared) executable even if the file was
-	// replaced or deleted since.
+	// replaced or deleted since; o.Binary, as for StartGuardian, overrides.
 	path := cstr("/proc/self/exe")
+	if o.Binary != "" {
+		path = cstr(o.Binary)
+	}
 	argv := cstrs(append([]string{exe}, o.Args()...))
 	removed := o
 	removed.Removed = append(removed.Removed[:len(removed.Removed):len(removed.Removed)], strings.TrimPrefix(filepath.Base(cgroupPath), cgroup.Prefix))

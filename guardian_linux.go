@@ -369,4 +369,6 @@ func TeardownPOSIX(ctx context.Context, rec *Record, grace time.Duration) (Teard
 // run-ID scan. One rule for every scan (isSnakepitCommand, posix_linux.go):
 // /proc/PID/exe is our executable or named "snakepit", and it is not a
 // PID-namespace init, which belongs to its run.
-func isSnakepitCLI(m *reaper.Marked) bool { return isSnakepitCommand(m.PID) }
+func isSnakepitCLI(m *reaper.Marked) bool {
+	return isSnakepitProcess(m.PID, m.Exe, func() []string { return m.Argv })
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 
 	"github.com/snakepit/snakepit/cgroup"
@@ -187,11 +186,7 @@ func (r *Run) prepareCommand(c *Command) (*cmdJail, error) {
 		if env == nil {
 			env = os.Environ()
 		}
-		for _, kv := range extra {
-			k, _, _ := strings.Cut(kv, "=")
-			env = withoutKey(env, k)
-		}
-		c.Env = append(env, extra...)
+		c.Env = overrideEnv(env, extra)
 	}
 	c.Stdout = rs.wrapStdout(c.Stdout)
 	if rc != nil {

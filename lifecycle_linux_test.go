@@ -579,9 +579,13 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 		}
 		// Both processes up (the setsid'd one is forked after Start
 		// returns), then at least two full gc passes see the run.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 			if procs, _ := r.Cgroup().ProcsRecursive(); len(procs) == 2 {
 				break
+			}
+			if time.Now().After(deadline) {
+				_, _ = r.Teardown(ctx, 0)
+				t.Fatal("the worker and its setsid'd child did not both appear within 10 s")
 			}
 		}
 		for p := passes.Load(); passes.Load() < p+2 && gcErr == nil; {

@@ -215,19 +215,30 @@ func isSnakepitCommand(pid int) bool {
 	if err != nil {
 		return false
 	}
+	return isSnakepitProcess(pid, exe, func() []string {
+		b, err := kfile.ReadAll(dir + "/cmdline")
+		if err != nil {
+			return nil
+		}
+		return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	})
+}
+
+// isSnakepitProcess is isSnakepitCommand for a process whose exe link is
+// known already (a run-ID scan read it); argv is read only when needed.
+func isSnakepitProcess(pid int, exe string, argv func() []string) bool {
+	if exe == "" {
+		return false
+	}
 	same := filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == "snakepit"
 	if !same {
 		self, err1 := os.Stat("/proc/self/exe")
-		other, err2 := os.Stat(dir + "/exe")
+		other, err2 := os.Stat("/proc/" + strconv.Itoa(pid) + "/exe")
 		same = err1 == nil && err2 == nil && os.SameFile(self, other)
 	}
 	if !same {
 		return false
 	}
-	b, err := kfile.ReadAll(dir + "/cmdline")
-	if err != nil {
-		return false
-	}
-	argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	return len(argv) < 2 || argv[1] != pidns.Subcommand
+	a := argv()
+	return a != nil && (len(a) < 2 || a[1] != pidns.Subcommand)
 }

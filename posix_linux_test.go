@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,9 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
-	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/reaper"
-	"github.com/snakepit/snakepit/runid"
 )
 
 // POSIX-mode runs need neither root nor cgroup2.
@@ -218,7 +215,7 @@ func TestModeSelection(t *testing.T) {
 	// that moves into a mount namespace of its own, where a cgroup2
 	// directory is bind-mounted read-only; the thread ends with its
 	// goroutine, so nothing else ever sees that namespace.
-	refused := roCgroupParent(t)
+	refused := privateParent(t)
 	var r *Run
 	var err, cgErr error
 	onReadOnlyCgroupfs(t, refused, func() {
@@ -237,6 +234,13 @@ func TestModeSelection(t *testing.T) {
 	if !errors.Is(cgErr, cgroup.ErrPermission) {
 		t.Fatalf("ModeCgroup with a refused parent: %v, want ErrPermission", cgErr)
 	}
+}
+
+// Bad parents and modes are argument errors, found before anything is made;
+// they need neither root nor cgroup2.
+func TestModeArguments(t *testing.T) {
+	t.Setenv(RecordsDirEnv, t.TempDir())
+	ctx := context.Background()
 	// Outside cgroup2 altogether: a bad argument, in every mode.
 	if _, err := Create(ctx, Options{CgroupParent: "/sys/snakepit-test-not-cgroup2"}); !errors.Is(err, ErrBadParent) {
 		t.Fatalf("a parent outside cgroup2: %v, want ErrBadParent", err)
@@ -266,23 +270,6 @@ func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
 	if !errors.Is(err, cgroup.ErrExists) {
 		t.Fatalf("auto mode, ID in use: %v, want ErrExists", err)
 	}
-}
-
-// roCgroupParent makes an empty cgroup to serve as a refused parent and
-// removes it at cleanup.
-func roCgroupParent(t *testing.T) string {
-	t.Helper()
-	testenv.RequireCgroup2(t)
-	def, err := DefaultParent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(filepath.Dir(def), "sptest-ro-"+runid.Generate())
-	if err := os.Mkdir(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Rmdir(p) })
-	return p
 }
 
 // onReadOnlyCgroupfs runs f on a locked thread in a private mount

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -349,6 +350,16 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 // inherited from an outer run (getenv returns the first of duplicates).
 func RunEnv(env []string, id string) []string {
 	return append(withoutKey(env, runid.EnvVar), runid.EnvVar+"="+id)
+}
+
+// overrideEnv returns env with each KEY=value of extra replacing any
+// KEY= already there.
+func overrideEnv(env, extra []string) []string {
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		env = withoutKey(env, k)
+	}
+	return append(env, extra...)
 }
 
 func withoutKey(env []string, key string) []string {

@@ -487,12 +487,9 @@ func (g *Group) RemoveOnce() error {
 func (g *Group) Remove(ctx context.Context) error {
 	backoff := 200 * time.Microsecond
 	for {
-		err := removeTree(g.path)
-		if err == nil || gone(err) {
-			return nil
-		}
+		err := g.RemoveOnce()
 		if !errors.Is(err, unix.EBUSY) {
-			return wrapPerm(fmt.Errorf("remove cgroup %s: %w", g.path, err))
+			return err
 		}
 		if err := g.WaitEmpty(ctx); err != nil && !errors.Is(err, ErrNotExist) {
 			return fmt.Errorf("remove cgroup %s: %w", g.path, err)

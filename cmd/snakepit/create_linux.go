@@ -47,9 +47,7 @@ func cmdCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	for _, w := range r.Warnings() {
-		writeErr(stderr, "warning: %v; running without it (--best-effort-limits)", w)
-	}
+	lf.created(r, stderr)
 	noteFallback(r, stderr) // runmode_linux.go
 	if !*noGuardian {
 		startGuardian(ctx, r, nil, *grace, stderr)

@@ -84,7 +84,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
-	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent):
+	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent), errors.Is(err, snakepit.ErrUnknownUser):
 		return exitUsage
 	case errors.Is(err, runid.ErrInvalid):
 		return exitInvalidID

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -65,7 +66,11 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// Joined first (above): an unprivileged identity could not write
 	// cgroup.procs any more.
 	if err := snakepit.ExecAs(cf.credential(), path, rest, env); err != nil {
-		return startError{err}
+		// 126/127 only for the command; a refused setuid is our failure.
+		if _, ok := errors.AsType[*snakepit.ExecError](err); ok {
+			return startError{err}
+		}
+		return err
 	}
 	return nil
 }

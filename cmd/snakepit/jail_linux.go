@@ -51,12 +51,11 @@ func addCredFlags(fs *flag.FlagSet, c *credFlags) {
 	fs.BoolVar(&c.noNewPrivs, "no-new-privs", true, "set no_new_privs on the command (setuid binaries and file capabilities grant nothing)")
 }
 
-// check rejects an unknown user or group before anything is created.
+// check rejects an unknown user or group before anything is created (a
+// usage error through ErrUnknownUser; a failing user database is not one).
 func (c *credFlags) check() error {
 	if c.user != "" || c.group != "" || c.groups.set {
-		if err := c.credential().Check(); err != nil {
-			return usageError(err.Error())
-		}
+		return c.credential().Check()
 	}
 	return nil
 }
@@ -189,7 +188,7 @@ func (j *jailFlags) options(o snakepit.Options, stderr io.Writer) snakepit.Optio
 }
 
 // created reports what --best-effort-limits left out.
-func (j *jailFlags) created(r *snakepit.Run, stderr io.Writer) {
+func (l *limitFlags) created(r *snakepit.Run, stderr io.Writer) {
 	for _, w := range r.Warnings() {
 		writeErr(stderr, "warning: %v; running without it (--best-effort-limits)", w)
 	}

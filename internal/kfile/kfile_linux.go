@@ -14,7 +14,7 @@ import (
 // the errno, so errors.Is(err, fs.ErrNotExist) and errors.Is(err,
 // unix.ESRCH) work.
 func Read(path string, buf []byte) (int, error) {
-	fd, err := open(path)
+	fd, err := open(path, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -33,7 +33,7 @@ func Read(path string, buf []byte) (int, error) {
 
 // ReadAll reads the whole of path.
 func ReadAll(path string) ([]byte, error) {
-	fd, err := open(path)
+	fd, err := open(path, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -57,9 +57,9 @@ func ReadAll(path string) ([]byte, error) {
 	}
 }
 
-func open(path string) (int, error) {
+func open(path string, flags int) (int, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -73,14 +73,9 @@ func open(path string) (int, error) {
 // OpenDir opens a directory (a cgroup, say, for CLONE_INTO_CGROUP) as an
 // *os.File the poller never sees: os.NewFile on a blocking descriptor.
 func OpenDir(path string) (*os.File, error) {
-	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
-		}
-		return os.NewFile(uintptr(fd), path), nil
+	fd, err := open(path, unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
 	}
+	return os.NewFile(uintptr(fd), path), nil
 }
