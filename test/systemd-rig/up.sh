@@ -76,7 +76,12 @@ exec env -i container=sp-rig PATH=/usr/sbin:/usr/bin:/sbin:/bin \
   /lib/systemd/systemd --unit=sp-rig.target --show-status=no $SYSD_ARGS
 INIT
 chmod +x "$STATE/init.sh"
-( exec setsid script -qfec "unshare --pid --fork --kill-child --mount --propagation private --net --uts --ipc $STATE/init.sh" \
+# script runs its command through $SHELL -c: bash would exec it, dash (or no
+# SHELL) forks it, which put a shell between script and unshare and made the
+# search below take unshare for the guest's PID 1 (systemctl then ran outside
+# the guest's PID namespace and systemd refused it: ENOTCONN, ENODATA). The
+# explicit exec keeps script -> unshare -> systemd with any shell.
+( exec setsid script -qfec "exec unshare --pid --fork --kill-child --mount --propagation private --net --uts --ipc $STATE/init.sh" \
     "$STATE/console.log" ) </dev/null >"$STATE/script.log" 2>&1 &
 SPID=$!; echo $SPID > "$STATE/script.pid"
 UPID=; G=
@@ -86,7 +91,8 @@ for i in $(seq 400); do
   [ -n "$UPID" ] && G=$(cut -d' ' -f1 /proc/$UPID/task/$UPID/children 2>/dev/null || true)
   [ -n "$G" ] && [ "$(cat /proc/$G/comm 2>/dev/null)" = systemd ] && break; sleep 0.025
 done
-[ -n "$G" ] || { echo "rig: guest PID 1 did not appear"; cat "$STATE/console.log"; exit 1; }
+[ -n "$G" ] && [ "$(cat /proc/$G/comm 2>/dev/null)" = systemd ] ||
+  { echo "rig: guest PID 1 (systemd, a grandchild of script) did not appear"; cat "$STATE/console.log"; exit 1; }
 echo "$UPID" > "$STATE/unshare.pid"; echo "$G" > "$STATE/guest.pid"
 # 'is-system-running --wait' blocks until boot finished, once systemd
 # answers at all (its socket appears a little after PID 1 does).
