@@ -15,7 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -137,15 +140,15 @@ func BenchmarkTeardown(b *testing.B) {
 	}
 }
 
-// BenchmarkGC: GC of 1000 stale empty runs (one dead owner, the common
+// BenchmarkGC: inventory.GC of 1000 stale empty runs (one dead owner, the common
 // case: a SIGKILLed supervisor's pool) vs a bare rmdir loop over as many,
-// both in this process. Each side gets its own parent, so GC sees only its
+// both in this process. Each side gets its own parent, so inventory.GC sees only its
 // own runs.
 func BenchmarkGC(b *testing.B) {
 	testenv.RequireCgroup2(b)
 	const n = 1000
 	ctx := context.Background()
-	def, err := DefaultParent()
+	def, err := cgroup.DefaultParent()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -153,10 +156,10 @@ func BenchmarkGC(b *testing.B) {
 	b.Cleanup(func() {
 		for _, sub := range []string{"base", "gc"} {
 			p := filepath.Join(parent, sub)
-			if runs, err := ListRunCgroups(p); err == nil {
+			if runs, err := inventory.ListRunCgroups(p); err == nil {
 				for _, path := range runs {
 					if g, err := cgroup.Open(path); err == nil {
-						_, _ = TeardownGroup(ctx, g, 0)
+						_, _ = containment.TeardownGroup(ctx, g, 0)
 					}
 				}
 			}
@@ -168,7 +171,7 @@ func BenchmarkGC(b *testing.B) {
 	if err := helper.Start(); err != nil {
 		b.Fatal(err)
 	}
-	owner, err := OwnerOf(helper.Process.Pid)
+	owner, err := record.OwnerOf(helper.Process.Pid)
 	_ = helper.Process.Kill()
 	_ = helper.Wait()
 	if err != nil {
@@ -180,7 +183,7 @@ func BenchmarkGC(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r.dir.Close()
+			r.abandonForTest()
 		}
 	}
 	var base, ours []time.Duration
@@ -190,7 +193,7 @@ func BenchmarkGC(b *testing.B) {
 		mk(filepath.Join(parent, "gc"))
 		b.StartTimer()
 		t0 := time.Now()
-		runs, err := ListRunCgroups(filepath.Join(parent, "base"))
+		runs, err := inventory.ListRunCgroups(filepath.Join(parent, "base"))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -201,7 +204,7 @@ func BenchmarkGC(b *testing.B) {
 		}
 		base = append(base, time.Since(t0))
 		t0 = time.Now()
-		rep, err := GC(ctx, GCOptions{Parents: []string{filepath.Join(parent, "gc")}, OnlyParents: true, NoScan: true})
+		rep, err := inventory.GC(ctx, inventory.GCOptions{Parents: []string{filepath.Join(parent, "gc")}, OnlyParents: true, NoScan: true})
 		if err != nil {
 			b.Fatal(err)
 		}

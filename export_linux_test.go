@@ -5,6 +5,7 @@ package snakepit
 import (
 	"context"
 
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/spawn"
 )
 
@@ -14,4 +15,12 @@ func (r *Run) startPreExecForTest(ctx context.Context, c Command) (*Worker, erro
 	spawn.ForcePreExecForTest(true)
 	defer spawn.ForcePreExecForTest(false)
 	return r.Start(ctx, c)
+}
+
+// abandonForTest closes the run's spawn directory without a teardown, as a
+// supervisor that dies leaves its run.
+func (r *Run) abandonForTest() {
+	if c, ok := r.box.(*containment.Cgroup); ok {
+		c.Release()
+	}
 }

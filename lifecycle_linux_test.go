@@ -20,8 +20,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -37,12 +41,12 @@ func privateParent(t *testing.T) string {
 	}
 	t.Cleanup(func() {
 		// Whatever is left under it fails the test after being removed.
-		runs, _ := ListRunCgroups(p)
+		runs, _ := inventory.ListRunCgroups(p)
 		for id, path := range runs {
 			t.Errorf("run %s left under %s", id, p)
 			if g, err := cgroup.Open(path); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, _ = TeardownGroup(ctx, g, 0)
+				_, _ = containment.TeardownGroup(ctx, g, 0)
 				cancel()
 			}
 		}
@@ -54,16 +58,16 @@ func privateParent(t *testing.T) string {
 }
 
 // ownerProc starts a process to act as a run's owner and returns it with
-// its Owner; the test kills it to simulate a dead supervisor. It is killed
+// its record.Owner; the test kills it to simulate a dead supervisor. It is killed
 // and reaped at cleanup in any case.
-func ownerProc(t *testing.T) (*exec.Cmd, Owner) {
+func ownerProc(t *testing.T) (*exec.Cmd, record.Owner) {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	o, err := OwnerOf(cmd.Process.Pid)
+	o, err := record.OwnerOf(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +113,7 @@ func unmarkedSleepers(t *testing.T, g *cgroup.Group, n int) {
 }
 
 func TestOwnerCheck(t *testing.T) {
-	self, err := Self()
+	self, err := record.Self()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +139,7 @@ func TestOwnerCheck(t *testing.T) {
 	if alive, _ := otherNS.Check(); !alive {
 		t.Errorf("owner in another PID namespace judged dead: must be assumed alive")
 	}
-	if alive, _ := (Owner{}).Check(); alive {
+	if alive, _ := (record.Owner{}).Check(); alive {
 		t.Errorf("zero owner judged alive")
 	}
 	killOwner(cmd)
@@ -149,19 +153,19 @@ func TestOwnerCheck(t *testing.T) {
 
 func TestCreateWritesRecordBeforeWorkers(t *testing.T) {
 	r := newTestRun(t, Options{Grace: 3 * time.Second})
-	rec, err := ReadCgroupRecord(r.CgroupPath())
+	rec, err := record.ReadCgroup(r.CgroupPath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, _ := Self()
-	if rec.ID != r.ID() || rec.Mechanism != MechanismCgroup || !rec.Owner.Same(self) ||
+	self, _ := record.Self()
+	if rec.ID != r.ID() || rec.Mechanism != record.MechanismCgroup || !rec.Owner.Same(self) ||
 		rec.Grace != 3*time.Second || rec.Cgroup != r.CgroupPath() || time.Since(rec.Created) > time.Minute {
 		t.Fatalf("record %+v", rec)
 	}
 	if rec.Owner.BootID == "" || rec.Owner.Start == 0 {
 		t.Fatalf("owner identity incomplete: %+v", rec.Owner)
 	}
-	if stale, why := Stale(rec); stale {
+	if stale, why := record.Stale(rec); stale {
 		t.Fatalf("own run stale: %s", why)
 	}
 	if got := r.Record(); got.ID != rec.ID || !got.Created.Equal(rec.Created) {
@@ -172,8 +176,8 @@ func TestCreateWritesRecordBeforeWorkers(t *testing.T) {
 func TestCreateRecordsGivenOwner(t *testing.T) {
 	testenv.RequireCgroup2(t)
 	cmd, _ := ownerProc(t)
-	r := newTestRun(t, Options{Owner: Owner{PID: cmd.Process.Pid}})
-	rec, err := ReadCgroupRecord(r.CgroupPath())
+	r := newTestRun(t, Options{Owner: record.Owner{PID: cmd.Process.Pid}})
+	rec, err := record.ReadCgroup(r.CgroupPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +186,7 @@ func TestCreateRecordsGivenOwner(t *testing.T) {
 		t.Fatalf("owner %+v, want pid %d start %d", rec.Owner, cmd.Process.Pid, st.Start)
 	}
 	killOwner(cmd)
-	if stale, why := Stale(rec); !stale {
+	if stale, why := record.Stale(rec); !stale {
 		t.Fatalf("run of dead owner not stale (%s)", why)
 	}
 }
@@ -192,14 +196,14 @@ func TestCreateRejectsDeadOwner(t *testing.T) {
 	cmd, o := ownerProc(t)
 	killOwner(cmd)
 	id := runid.Generate()
-	if _, err := Create(context.Background(), Options{ID: id, CgroupParent: parent, Owner: Owner{PID: o.PID}}); err == nil {
+	if _, err := Create(context.Background(), Options{ID: id, CgroupParent: parent, Owner: record.Owner{PID: o.PID}}); err == nil {
 		// Only possible if the PID was reused meanwhile; then the owner is
 		// that live process, which is what the caller asked for.
 		if alive, _ := o.Check(); !alive {
 			t.Logf("PID %d reused meanwhile", o.PID)
 		}
-		g, _ := Lookup(id, parent)
-		_, _ = TeardownGroup(context.Background(), g, 0)
+		g, _ := inventory.Lookup(id, parent)
+		_, _ = containment.TeardownGroup(context.Background(), g, 0)
 		return
 	}
 	if _, err := os.Stat(filepath.Join(parent, cgroup.Prefix+id)); !errors.Is(err, fs.ErrNotExist) {
@@ -208,38 +212,38 @@ func TestCreateRejectsDeadOwner(t *testing.T) {
 }
 
 func TestFileRecords(t *testing.T) {
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
-	self, _ := Self()
-	rec := &Record{ID: runid.Generate(), Mechanism: MechanismPOSIX, Owner: self, Created: time.Now().UTC(), Grace: time.Second, PGID: 42}
-	if err := WriteRecord(rec); err != nil {
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	self, _ := record.Self()
+	rec := &record.Record{ID: runid.Generate(), Mechanism: record.MechanismPOSIX, Owner: self, Created: time.Now().UTC(), Grace: time.Second, PGID: 42}
+	if err := record.Write(rec); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadRecord(rec.ID)
-	if err != nil || got.ID != rec.ID || got.PGID != 42 || !got.Owner.Same(self) || got.Version != RecordVersion {
+	got, err := record.Read(rec.ID)
+	if err != nil || got.ID != rec.ID || got.PGID != 42 || !got.Owner.Same(self) || got.Version != record.FormatVersion {
 		t.Fatalf("ReadRecord = %+v, %v", got, err)
 	}
-	if err := os.WriteFile(filepath.Join(RecordsDir(), "zzzzzzz.json"), []byte("{not json"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(record.Dir(), "zzzzzzz.json"), []byte("{not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	list, err := ListRecords()
+	list, err := record.List()
 	if err != nil || len(list) != 1 || list[0].ID != rec.ID {
 		t.Fatalf("ListRecords = %+v, %v (malformed file must be skipped)", list, err)
 	}
 	for _, bad := range []string{"../../etc/passwd", "ABC", ""} {
-		if _, err := ReadRecord(bad); !errors.Is(err, runid.ErrInvalid) {
+		if _, err := record.Read(bad); !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("ReadRecord(%q) = %v, want ErrInvalid", bad, err)
 		}
-		if err := WriteRecord(&Record{ID: bad, Mechanism: MechanismPOSIX}); !errors.Is(err, runid.ErrInvalid) {
+		if err := record.Write(&record.Record{ID: bad, Mechanism: record.MechanismPOSIX}); !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("WriteRecord(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	if err := RemoveRecord(rec.ID); err != nil {
+	if err := record.Remove(rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadRecord(rec.ID); !errors.Is(err, ErrNoRecord) {
+	if _, err := record.Read(rec.ID); !errors.Is(err, record.ErrNoRecord) {
 		t.Fatalf("after remove: %v", err)
 	}
-	if err := RemoveRecord(rec.ID); err != nil {
+	if err := record.Remove(rec.ID); err != nil {
 		t.Fatalf("second remove: %v", err)
 	}
 }
@@ -255,7 +259,7 @@ func TestTeardownOwnedTakesOnlyTheOwnersRuns(t *testing.T) {
 	}
 	fds := pidfdsOf(t, other.Cgroup())
 	killOwner(cmd)
-	got, err := TeardownOwned(context.Background(), o, 0, parent)
+	got, err := inventory.TeardownOwned(context.Background(), o, 0, parent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,14 +278,14 @@ func TestTeardownOwnedTakesOnlyTheOwnersRuns(t *testing.T) {
 
 func TestRunGuardianActsAtOnceWhenOwnerAlreadyGone(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
 	r := newTestRun(t, Options{CgroupParent: parent, Owner: o})
 	sleepers(t, r, 2)
 	killOwner(cmd)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := RunGuardian(ctx, GuardianOptions{Owner: o, Parents: []string{parent}})
+	rep, err := guardian.Run(ctx, guardian.Options{Owner: o, Parents: []string{parent}})
 	if err != nil || !rep.OwnerWasGone || len(rep.Torn) != 1 {
 		t.Fatalf("RunGuardian = %+v, %v", rep, err)
 	}
@@ -292,29 +296,29 @@ func TestRunGuardianActsAtOnceWhenOwnerAlreadyGone(t *testing.T) {
 
 func TestRunGuardianWatchesOwner(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
 	r := newTestRun(t, Options{CgroupParent: parent, Owner: o})
 	sleepers(t, r, 5)
 	fds := pidfdsOf(t, r.Cgroup())
 
 	type result struct {
-		rep GuardianReport
+		rep guardian.Report
 		err error
 	}
 	done := make(chan result, 1)
 	gctx, gcancel := context.WithCancel(context.Background())
 	defer gcancel()
 	go func() {
-		rep, err := RunGuardian(gctx, GuardianOptions{Owner: o, Parents: []string{parent}})
+		rep, err := guardian.Run(gctx, guardian.Options{Owner: o, Parents: []string{parent}})
 		done <- result{rep, err}
 	}()
 	// Once the first guardian holds the owner's lock, a second one steps
 	// aside at once.
-	waitLockHeld(t, guardianLockPath(o))
+	waitLockHeld(t, record.GuardianLockPath(o))
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
-	rep2, err := RunGuardian(ctx2, GuardianOptions{Owner: o, Parents: []string{parent}})
+	rep2, err := guardian.Run(ctx2, guardian.Options{Owner: o, Parents: []string{parent}})
 	if err != nil || !rep2.Deduplicated {
 		t.Fatalf("second guardian: %+v, %v", rep2, err)
 	}
@@ -368,11 +372,11 @@ func waitLockHeld(t *testing.T, path string) {
 }
 
 func TestRunGuardianStopsOnCancel(t *testing.T) {
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	_, o := ownerProc(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { _, err := RunGuardian(ctx, GuardianOptions{Owner: o}); done <- err }()
+	go func() { _, err := guardian.Run(ctx, guardian.Options{Owner: o}); done <- err }()
 	cancel()
 	select {
 	case err := <-done:
@@ -386,7 +390,7 @@ func TestRunGuardianStopsOnCancel(t *testing.T) {
 
 func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
 	live := newTestRun(t, Options{CgroupParent: parent})
 	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o})
@@ -397,7 +401,7 @@ func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	liveFDs := pidfdsOf(t, live.Cgroup())
 	staleFDs := pidfdsOf(t, stale.Cgroup())
 
-	// Record-less runs: one populated (left alone), one empty (removed).
+	// record.Record-less runs: one populated (left alone), one empty (removed).
 	populated, err := cgroup.Create(parent, cgroup.Prefix+runid.Generate())
 	if err != nil {
 		t.Fatal(err)
@@ -420,25 +424,25 @@ func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	ids := []string{live.ID(), stale.ID(), filepath.Base(populated.Path())[len(cgroup.Prefix):], filepath.Base(empty.Path())[len(cgroup.Prefix):]}
 
 	killOwner(cmd)
-	opts := GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond}
+	opts := inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond}
 	dry := opts
 	dry.DryRun = true
-	rep, err := GC(context.Background(), dry)
+	rep, err := inventory.GC(context.Background(), dry)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(alive(staleFDs)) != len(staleFDs) {
 		t.Fatal("dry run killed something")
 	}
-	if !hasItem(rep, stale.ID(), GCWouldRemove) || !hasItem(rep, ids[3], GCWouldRemove) || !hasItem(rep, ids[2], GCSkipped) {
+	if !hasItem(rep, stale.ID(), inventory.GCWouldRemove) || !hasItem(rep, ids[3], inventory.GCWouldRemove) || !hasItem(rep, ids[2], inventory.GCSkipped) {
 		t.Fatalf("dry run report: %+v", rep.Items)
 	}
-	rep, err = GC(context.Background(), opts)
+	rep, err = inventory.GC(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("gc: %+v", rep)
-	if !hasItem(rep, stale.ID(), GCRemoved) || !hasItem(rep, ids[3], GCRemoved) || !hasItem(rep, ids[2], GCSkipped) || rep.Live != 1 {
+	if !hasItem(rep, stale.ID(), inventory.GCRemoved) || !hasItem(rep, ids[3], inventory.GCRemoved) || !hasItem(rep, ids[2], inventory.GCSkipped) || rep.Live != 1 {
 		t.Fatalf("gc report: %+v", rep)
 	}
 	for _, it := range rep.Items {
@@ -470,7 +474,7 @@ func dirFD(t *testing.T, g *cgroup.Group) int {
 	return int(f.Fd())
 }
 
-func hasItem(rep GCReport, id, action string) bool {
+func hasItem(rep inventory.GCReport, id, action string) bool {
 	for _, it := range rep.Items {
 		if it.ID == id && it.Action == action {
 			return true
@@ -480,7 +484,7 @@ func hasItem(rep GCReport, id, action string) bool {
 }
 
 func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	testenv.RequireRoot(t)
 	orphanID, liveID := runid.Generate(), runid.Generate()
 	start := func(id string) *exec.Cmd {
@@ -494,17 +498,17 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 	}
 	orphan := start(orphanID)
 	posixLive := start(liveID)
-	self, _ := Self()
-	if err := WriteRecord(&Record{ID: liveID, Mechanism: MechanismPOSIX, Owner: self, Created: time.Now()}); err != nil {
+	self, _ := record.Self()
+	if err := record.Write(&record.Record{ID: liveID, Mechanism: record.MechanismPOSIX, Owner: self, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	waitComm(t, orphan.Process.Pid, "sleep")
 	waitComm(t, posixLive.Process.Pid, "sleep")
-	rep, err := GC(context.Background(), GCOptions{OnlyParents: true, RunIDs: []string{orphanID, liveID}, Grace: 200 * time.Millisecond})
+	rep, err := inventory.GC(context.Background(), inventory.GCOptions{OnlyParents: true, RunIDs: []string{orphanID, liveID}, Grace: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hasItem(rep, orphanID, GCKilled) || hasItem(rep, liveID, GCKilled) {
+	if !hasItem(rep, orphanID, inventory.GCKilled) || hasItem(rep, liveID, inventory.GCKilled) {
 		t.Fatalf("gc report: %+v", rep.Items)
 	}
 	_ = orphan.Wait()
@@ -535,7 +539,7 @@ func waitComm(t *testing.T, pid int, comm string) {
 // hurt by gc, and gc must report nothing about those runs.
 func TestGCRacingLiveSupervisor(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	const rounds = 15
 	ids := make([]string, rounds)
 	for i := range ids {
@@ -544,7 +548,7 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 	var passes atomic.Int64
 	stop := make(chan struct{})
 	var gcErr error
-	var bad []GCItem
+	var bad []inventory.GCItem
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -555,7 +559,7 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 				return
 			default:
 			}
-			rep, err := GC(context.Background(), GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond})
+			rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond})
 			if err != nil {
 				gcErr = err
 				return
@@ -618,13 +622,13 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 }
 
 func TestKillRunBadInput(t *testing.T) {
-	t.Setenv(RecordsDirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	for _, id := range []string{"", "../../x", "ABCDEFG", "abc", "abc12345", "abc 123"} {
-		if _, err := KillRun(context.Background(), id, 0); !errors.Is(err, runid.ErrInvalid) {
+		if _, err := inventory.KillRun(context.Background(), id, 0); !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("KillRun(%q) = %v, want ErrInvalid", id, err)
 		}
 	}
-	if _, err := KillRun(context.Background(), runid.Generate(), 0); !errors.Is(err, ErrUnknownRun) {
+	if _, err := inventory.KillRun(context.Background(), runid.Generate(), 0); !errors.Is(err, ErrUnknownRun) {
 		t.Errorf("KillRun(unknown) = %v, want ErrUnknownRun", err)
 	}
 }
@@ -634,15 +638,15 @@ func TestKillRunTearsDown(t *testing.T) {
 	r := newTestRun(t, Options{CgroupParent: parent, Grace: 50 * time.Millisecond})
 	sleepers(t, r, 3)
 	fds := pidfdsOf(t, r.Cgroup())
-	rep, err := KillRun(context.Background(), r.ID(), -1, parent)
+	rep, err := inventory.KillRun(context.Background(), r.ID(), -1, parent)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Terminated != 4 || len(alive(fds)) > 0 {
 		t.Fatalf("KillRun: %+v, alive %v", rep, alive(fds))
 	}
-	if _, err := KillRun(context.Background(), r.ID(), -1, parent); !errors.Is(err, ErrUnknownRun) {
-		t.Fatalf("second KillRun = %v, want ErrUnknownRun", err)
+	if _, err := inventory.KillRun(context.Background(), r.ID(), -1, parent); !errors.Is(err, ErrUnknownRun) {
+		t.Fatalf("second inventory.KillRun = %v, want ErrUnknownRun", err)
 	}
 }
 
@@ -667,10 +671,10 @@ func TestRunCgroupDeletedByHand(t *testing.T) {
 		t.Fatal("Start into a removed cgroup succeeded")
 	}
 	t.Logf("Start after rmdir: %v", err)
-	if _, err := KillRun(context.Background(), r.ID(), 0, parent); !errors.Is(err, ErrUnknownRun) {
+	if _, err := inventory.KillRun(context.Background(), r.ID(), 0, parent); !errors.Is(err, ErrUnknownRun) {
 		t.Fatalf("KillRun of removed run = %v, want ErrUnknownRun", err)
 	}
-	rep, err := GC(context.Background(), GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: []string{r.ID(), busy.ID()}})
+	rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: []string{r.ID(), busy.ID()}})
 	if err != nil || len(rep.Items) > 0 {
 		t.Fatalf("gc after hand removal: %+v, %v", rep, err)
 	}
@@ -689,9 +693,9 @@ func TestListRuns(t *testing.T) {
 	// The worker is in the cgroup from its first instruction, before its
 	// exec has finished: until then its cmdline is still being replaced.
 	// Re-list (bounded) until the exec is visible.
-	var got *RunInfo
+	var got *inventory.RunInfo
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		runs, err := ListRuns(context.Background(), ListOptions{Tree: true, Parents: []string{parent}})
+		runs, err := inventory.ListRuns(context.Background(), inventory.ListOptions{Tree: true, Parents: []string{parent}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -709,7 +713,7 @@ func TestListRuns(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if got.Mechanism != MechanismCgroup || got.Cgroup != r.CgroupPath() || got.OwnerPID != os.Getpid() ||
+	if got.Mechanism != record.MechanismCgroup || got.Cgroup != r.CgroupPath() || got.OwnerPID != os.Getpid() ||
 		!got.OwnerAlive || !got.HasRecord || got.Procs != 1 || got.AgeSeconds < 0 || got.AgeSeconds > 60 {
 		t.Fatalf("run info %+v", got)
 	}
@@ -725,11 +729,8 @@ func TestListRuns(t *testing.T) {
 func TestFileRecordFallback(t *testing.T) {
 	parent := privateParent(t)
 	recs := filepath.Join(t.TempDir(), "runs")
-	t.Setenv(RecordsDirEnv, recs)
-	noXattr := func(string, string, []byte) (int, error) { return 0, unix.EOPNOTSUPP }
-	setxattr = func(string, string, []byte, int) error { return unix.EOPNOTSUPP }
-	getxattr = noXattr
-	t.Cleanup(func() { setxattr, getxattr = unix.Setxattr, unix.Getxattr })
+	t.Setenv(record.DirEnv, recs)
+	t.Cleanup(record.NoXattrsForTest())
 
 	cmd, o := ownerProc(t)
 	live := newTestRun(t, Options{CgroupParent: parent})
@@ -738,11 +739,11 @@ func TestFileRecordFallback(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(recs, r.ID()+".json")); err != nil {
 			t.Fatalf("run %s: no file record: %v", r.ID(), err)
 		}
-		if n, err := unix.Getxattr(r.CgroupPath(), RecordXattr, make([]byte, 64)); err == nil {
+		if n, err := unix.Getxattr(r.CgroupPath(), record.Xattr, make([]byte, 64)); err == nil {
 			t.Fatalf("run %s: xattr written (%d bytes) although setxattr failed", r.ID(), n)
 		}
 	}
-	rec, err := ReadCgroupRecord(stale.CgroupPath())
+	rec, err := record.ReadCgroup(stale.CgroupPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -753,13 +754,13 @@ func TestFileRecordFallback(t *testing.T) {
 	staleFDs := pidfdsOf(t, stale.Cgroup())
 
 	killOwner(cmd)
-	rep, err := GC(context.Background(), GCOptions{Parents: []string{parent}, OnlyParents: true,
+	rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true,
 		RunIDs: []string{live.ID(), stale.ID()}, MinAge: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("gc: %+v", rep)
-	if !hasItem(rep, stale.ID(), GCRemoved) || rep.Live != 1 {
+	if !hasItem(rep, stale.ID(), inventory.GCRemoved) || rep.Live != 1 {
 		t.Fatalf("gc report: %+v", rep)
 	}
 	if a := alive(staleFDs); len(a) > 0 {

@@ -18,7 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 )
 
 // POSIX-mode runs need neither root nor cgroup2.
@@ -27,7 +29,7 @@ import (
 // tears it down at the end.
 func newPOSIXRun(t *testing.T, opts Options) *Run {
 	t.Helper()
-	t.Setenv(RecordsDirEnv, t.TempDir())
+	t.Setenv(record.DirEnv, t.TempDir())
 	if opts.Mode == ModeAuto && opts.CgroupParent == "" {
 		opts.Mode = ModePOSIX
 	}
@@ -109,16 +111,16 @@ func survivors(ps []*reaper.Pinned) []int {
 
 func TestPOSIXRunLifecycle(t *testing.T) {
 	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
-	if r.Mechanism() != MechanismPOSIX || r.CgroupPath() != "" || r.Cgroup() != nil || r.Fallback() != nil {
+	if r.Mechanism() != record.MechanismPOSIX || r.CgroupPath() != "" || r.Cgroup() != nil || r.Fallback() != nil {
 		t.Fatalf("mechanism %q, cgroup %q, fallback %v", r.Mechanism(), r.CgroupPath(), r.Fallback())
 	}
-	rec, err := ReadRecord(r.ID())
-	if err != nil || rec.Mechanism != MechanismPOSIX || rec.Cgroup != "" {
+	rec, err := record.Read(r.ID())
+	if err != nil || rec.Mechanism != record.MechanismPOSIX || rec.Cgroup != "" {
 		t.Fatalf("record %+v, %v", rec, err)
 	}
 	// A double-forked setsid daemon (keeps the marker) and a plain child.
 	w, ps := startLines(t, r, 3, `echo $$; sleep 1000 & echo $!; setsid sh -c 'sleep 1000 & echo $!; wait' & wait`)
-	if rec, _ := ReadRecord(r.ID()); rec == nil || rec.PGID != w.PID() {
+	if rec, _ := record.Read(r.ID()); rec == nil || rec.PGID != w.PID() {
 		t.Fatalf("record should name the worker's process group %d: %+v", w.PID(), rec)
 	}
 	rep, err := r.Teardown(context.Background(), 2*time.Second)
@@ -135,7 +137,7 @@ func TestPOSIXRunLifecycle(t *testing.T) {
 	if err != nil || st.Signal != syscall.SIGTERM {
 		t.Errorf("worker ended %v, %v; want killed by SIGTERM", st, err)
 	}
-	if _, err := ReadRecord(r.ID()); !errors.Is(err, ErrNoRecord) {
+	if _, err := record.Read(r.ID()); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("record left after teardown: %v", err)
 	}
 }
@@ -178,21 +180,21 @@ func TestPOSIXScrubbedOrphanEscapesWithoutAdoption(t *testing.T) {
 	}
 }
 
-// The guardian/gc path (TeardownPOSIX from the record: no roots): an
+// The guardian/gc path (posix.TeardownRecord from the record: no roots): an
 // unmarked process that stayed in the run's process group is found through
 // the group, which a marked process confirms.
 func TestTeardownPOSIXFromRecord(t *testing.T) {
 	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
 	_, ps := startLines(t, r, 2, `echo $$; env -u SNAKEPIT_RUN_ID /bin/sleep 1000 & echo $!; wait`)
 	rec := r.Record()
-	rep, err := TeardownPOSIX(context.Background(), &rec, 0)
+	rep, err := posix.TeardownRecord(context.Background(), &rec, 0)
 	if err != nil {
 		t.Fatalf("TeardownPOSIX: %v", err)
 	}
 	if left := survivors(ps); len(left) > 0 {
 		t.Fatalf("survivors %v (report %+v)", left, rep)
 	}
-	if _, err := ReadRecord(rec.ID); !errors.Is(err, ErrNoRecord) {
+	if _, err := record.Read(rec.ID); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("record left: %v", err)
 	}
 }
@@ -208,7 +210,7 @@ func TestPOSIXIDInUse(t *testing.T) {
 // Auto mode falls back only when the cgroupfs refuses us or there is none;
 // ModeCgroup never falls back.
 func TestModeSelection(t *testing.T) {
-	t.Setenv(RecordsDirEnv, t.TempDir())
+	t.Setenv(record.DirEnv, t.TempDir())
 	ctx := context.Background()
 	// A read-only cgroupfs refuses mkdir with EROFS: ErrPermission, the
 	// same error an undelegated cgroupfs gives. Made on one locked thread
@@ -228,7 +230,7 @@ func TestModeSelection(t *testing.T) {
 	if _, terr := r.Teardown(ctx, 0); terr != nil {
 		t.Error(terr)
 	}
-	if r.Mechanism() != MechanismPOSIX || !errors.Is(r.Fallback(), cgroup.ErrPermission) {
+	if r.Mechanism() != record.MechanismPOSIX || !errors.Is(r.Fallback(), cgroup.ErrPermission) {
 		t.Fatalf("mechanism %s, fallback %v; want posix because of ErrPermission", r.Mechanism(), r.Fallback())
 	}
 	if !errors.Is(cgErr, cgroup.ErrPermission) {
@@ -239,7 +241,7 @@ func TestModeSelection(t *testing.T) {
 // Bad parents and modes are argument errors, found before anything is made;
 // they need neither root nor cgroup2.
 func TestModeArguments(t *testing.T) {
-	t.Setenv(RecordsDirEnv, t.TempDir())
+	t.Setenv(record.DirEnv, t.TempDir())
 	ctx := context.Background()
 	// Outside cgroup2 altogether: a bad argument, in every mode.
 	if _, err := Create(ctx, Options{CgroupParent: "/sys/snakepit-test-not-cgroup2"}); !errors.Is(err, ErrBadParent) {
@@ -265,7 +267,7 @@ func TestModeArguments(t *testing.T) {
 // a reason to fall back.
 func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
 	r := newTestRun(t, Options{})
-	t.Setenv(RecordsDirEnv, t.TempDir())
+	t.Setenv(record.DirEnv, t.TempDir())
 	_, err := Create(context.Background(), Options{ID: r.ID()})
 	if !errors.Is(err, cgroup.ErrExists) {
 		t.Fatalf("auto mode, ID in use: %v, want ErrExists", err)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,7 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/jail"
+	"github.com/snakepit/snakepit/limits"
+	"github.com/snakepit/snakepit/pidns"
+	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spawn"
 )
@@ -73,32 +78,21 @@ type Options struct {
 	OnEvent func(Event)
 }
 
-// DefaultParent returns <cgroup2 root>/snakepit.
-func DefaultParent() (string, error) {
-	m, err := cgroup.FindMount()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(m.Path, "snakepit"), nil
-}
-
-// Run is a set of workers sharing one cgroup.
+// Run is a set of workers held by one containment: a run cgroup, or in
+// POSIX mode process groups and markers.
 type Run struct {
-	id      string
-	cg      *cgroup.Group
-	dir     *os.File // open cgroup dir for CLONE_INTO_CGROUP
-	opts    Options
-	spawner *spawn.Spawner
-
-	posix    *posixRun // non-nil in POSIX mode (posix_linux.go); cg is nil then
-	fallback error     // why ModeAuto fell back to POSIX
-	// fileRecord: the record went to a file (no user xattrs on this
-	// cgroupfs); Teardown removes it with the cgroup.
+	id       string
+	box      containment.Containment // chosen once, at Create
+	opts     Options
+	spawner  *spawn.Spawner
+	fallback error // why ModeAuto fell back to POSIX
+	// fileRecord: the record is a file (POSIX mode, or no user xattrs on
+	// this cgroupfs); Teardown removes it.
 	fileRecord bool
 
 	mu      sync.Mutex
-	rec     *Record // ownership record (record_linux.go)
-	jail    *jail   // limits, events, netns (jail_linux.go)
+	rec     *record.Record
+	jail    *runJail // limits, events, netns (jail_linux.go)
 	closed  bool
 	workers map[int]*Worker
 	nextWID int
@@ -108,8 +102,9 @@ type Run struct {
 	starting sync.WaitGroup
 }
 
-// Create makes a new run and its cgroup. The run ID is validated before any
-// filesystem access; a taken ID yields cgroup.ErrExists.
+// Create makes a new run and its cgroup (or, in POSIX mode, its record).
+// The run ID is validated before any filesystem access; a taken ID yields
+// cgroup.ErrExists.
 func Create(ctx context.Context, opts Options) (*Run, error) {
 	id := opts.ID
 	if id == "" {
@@ -117,14 +112,16 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	} else if err := runid.Validate(id); err != nil {
 		return nil, err
 	}
-	if opts.Mode == ModePOSIX {
+	switch opts.Mode {
+	case ModePOSIX:
 		return createPOSIX(ctx, id, opts, nil)
-	} else if opts.Mode != ModeAuto && opts.Mode != ModeCgroup {
+	case ModeAuto, ModeCgroup:
+	default:
 		return nil, fmt.Errorf("%w: %q", ErrBadMode, string(opts.Mode))
 	}
 	parent := opts.CgroupParent
 	if parent == "" {
-		p, err := DefaultParent()
+		p, err := cgroup.DefaultParent()
 		if err != nil {
 			if fallsBack(opts.Mode, err) {
 				return createPOSIX(ctx, id, opts, err)
@@ -141,7 +138,7 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		// path on whatever filesystem it names.
 		return nil, fmt.Errorf("%w: %q is not inside a cgroup2 mount", ErrBadParent, parent)
 	}
-	rec, err := newRecord(id, opts, filepath.Join(parent, cgroup.Prefix+id))
+	rec, err := record.New(id, record.MechanismCgroup, opts.Owner, opts.Grace, filepath.Join(parent, cgroup.Prefix+id), opts.Guardian)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +155,7 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		return nil, err
 	}
 	// The ownership record is on the cgroup before any worker can start.
-	fileRecord, err := writeCgroupRecord(cg.Path(), rec)
+	fileRecord, err := record.WriteCgroup(cg.Path(), rec)
 	if err != nil {
 		_ = cg.Remove(context.WithoutCancel(ctx))
 		return nil, err
@@ -166,40 +163,138 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	undo := func() {
 		_ = cg.Remove(context.WithoutCancel(ctx))
 		if fileRecord {
-			_ = RemoveRecord(id)
+			_ = record.Remove(id)
 		}
 	}
-	dir, err := cg.OpenDir()
+	box, err := containment.NewCgroup(cg)
 	if err != nil {
 		undo()
 		return nil, err
 	}
 	if err := j.apply(cg); err != nil {
 		j.close()
-		dir.Close()
+		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
 		undo()
 		return nil, err
 	}
-	sp := opts.Spawner
-	if sp == nil {
-		sp = spawn.Default()
+	return &Run{id: id, box: box, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: fileRecord, jail: j, workers: make(map[int]*Worker)}, nil
+}
+
+// fallsBack reports whether a failure to set up the run cgroup lets mode
+// fall back to POSIX: only in ModeAuto, and only for "cgroup2 is not
+// usable here" (none mounted, or the cgroupfs refused us).
+func fallsBack(mode Mode, err error) bool {
+	return mode == ModeAuto && (errors.Is(err, cgroup.ErrNoCgroup2) || errors.Is(err, cgroup.ErrPermission))
+}
+
+// createPOSIX makes a run without a cgroup (package posix). reason is why
+// (nil when ModePOSIX was asked for).
+func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*Run, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	return &Run{id: id, cg: cg, dir: dir, opts: opts, spawner: sp, rec: rec, fileRecord: fileRecord, jail: j, workers: make(map[int]*Worker)}, nil
+	j, err := posixJail(id, opts)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := record.New(id, record.MechanismPOSIX, opts.Owner, opts.Grace, "", opts.Guardian)
+	if err != nil {
+		return nil, err
+	}
+	if old, err := record.Read(id); err == nil {
+		if alive, why := old.Owner.Check(); alive {
+			return nil, fmt.Errorf("%w: POSIX run %s has a live owner (%s)", cgroup.ErrExists, id, why)
+		}
+	}
+	// Orphans of the run must come to us (not to init), so that they can
+	// be found as our children and reaped.
+	if err := reaper.SetSubreaper(); err != nil {
+		return nil, fmt.Errorf("POSIX mode: become subreaper: %w", err)
+	}
+	if err := record.Write(rec); err != nil {
+		return nil, fmt.Errorf("POSIX mode: write run record (set %s to a writable directory): %w", record.DirEnv, err)
+	}
+	r := &Run{id: id, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: true, jail: j,
+		workers: make(map[int]*Worker), fallback: reason}
+	r.box = posix.New(posix.Options{
+		RunID:        id,
+		AdoptOrphans: opts.AdoptOrphans,
+		Created:      rec.Created,
+		Guardian: func() int {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if g := r.rec.Guardian; g != nil {
+				return g.PID
+			}
+			return 0
+		},
+		OnFirstGroup: func(pgid int) {
+			r.mu.Lock()
+			r.rec.PGID = pgid
+			rec := *r.rec
+			r.mu.Unlock()
+			_ = record.Write(&rec) // best effort: the live run does not need it
+		},
+	})
+	return r, nil
+}
+
+func spawnerOf(opts Options) *spawn.Spawner {
+	if opts.Spawner != nil {
+		return opts.Spawner
+	}
+	return spawn.Default()
 }
 
 // ID returns the run ID.
 func (r *Run) ID() string { return r.id }
 
-// Cgroup returns the run's cgroup.
-func (r *Run) Cgroup() *cgroup.Group { return r.cg }
+// Cgroup returns the run's cgroup (nil in POSIX mode).
+func (r *Run) Cgroup() *cgroup.Group { return r.box.Group() }
 
 // CgroupPath returns the absolute path of the run's cgroup ("" in POSIX
 // mode).
 func (r *Run) CgroupPath() string {
-	if r.cg == nil {
-		return ""
+	if g := r.box.Group(); g != nil {
+		return g.Path()
 	}
-	return r.cg.Path()
+	return ""
+}
+
+// Mechanism says how the run is contained: "cgroup" or "posix".
+func (r *Run) Mechanism() string { return r.box.Mechanism() }
+
+// Fallback returns why a ModeAuto run uses POSIX mode (the error that made
+// the cgroup unusable), or nil.
+func (r *Run) Fallback() error { return r.fallback }
+
+// Record returns a copy of the run's ownership record.
+func (r *Run) Record() record.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *r.rec
+}
+
+// SetGuardian records g as the guardian of the run's owner (rewrites the
+// record).
+func (r *Run) SetGuardian(g reaper.Identity) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rec.Guardian = &g
+	if r.fileRecord {
+		return record.Write(r.rec)
+	}
+	_, err := record.WriteCgroup(r.rec.Cgroup, r.rec)
+	return err
+}
+
+// Stats reads the run cgroup's usage counters.
+func (r *Run) Stats() (Stats, error) {
+	g := r.box.Group()
+	if g == nil {
+		return Stats{}, fmt.Errorf("run %s: no cgroup (POSIX mode): no statistics", r.id)
+	}
+	return limits.ReadStats(g)
 }
 
 // Command describes a worker to start.
@@ -226,9 +321,9 @@ type Command struct {
 	// Around is passed to spawn.Options.Around.
 	Around func() (undo func() error, err error)
 	// Credential is who the worker runs as; the zero value keeps our user
-	// and sets no_new_privs (cred_linux.go).
+	// and sets no_new_privs.
 	Credential Credential
-	// Readiness says when the worker counts as ready (ready_linux.go).
+	// Readiness says when the worker counts as ready.
 	Readiness Readiness
 }
 
@@ -244,7 +339,7 @@ type Worker struct {
 	waitErr   error
 	fdMu      sync.Mutex // guards proc.PidFD against Teardown closing it
 	Placement spawn.Placement
-	ready     *readyState // ready_linux.go
+	ready     *jail.Ready
 }
 
 // PID returns the worker's process ID.
@@ -306,13 +401,11 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if c.Modify != nil {
 			c.Modify(cmd)
 		}
-		r.wrapCmd(cmd) // --pid-ns (posix_linux.go)
+		r.wrapCmd(cmd) // --pid-ns
 		return cmd
 	}
 	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
-	if r.cg != nil {
-		so.Cgroup, so.CgroupDir = r.cg.Path(), r.dir
-	}
+	r.box.Place(&so)
 
 	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready}
 	if r.opts.Reaper != nil {
@@ -328,10 +421,10 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		w.proc, err = r.spawner.Start(ctx, newCmd, so)
 	}
 	if err != nil {
-		jc.abort()
-		if gerr := r.cgroupGone(); gerr != nil {
+		jc.ready.Cleanup()
+		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
-			// read as "program not found" (owner_linux.go).
+			// read as "program not found".
 			return nil, fmt.Errorf("start %s: %w", c.Args[0], gerr)
 		}
 		return nil, fmt.Errorf("start %s: %w", c.Args[0], err)
@@ -340,8 +433,8 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.mu.Lock()
 	r.workers[wid] = w
 	r.mu.Unlock()
-	r.noteWorker(w) // POSIX mode: a root of the run's tree (posix_linux.go)
-	jc.ready.started(w.done)
+	r.box.Adopt(w.PID(), w.PidFD())
+	jc.ready.Started(w.done)
 	go w.wait()
 	return w, nil
 }
@@ -349,28 +442,19 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 // RunEnv returns env with SNAKEPIT_RUN_ID set to id, replacing any value
 // inherited from an outer run (getenv returns the first of duplicates).
 func RunEnv(env []string, id string) []string {
-	return append(withoutKey(env, runid.EnvVar), runid.EnvVar+"="+id)
+	return jail.OverrideEnv(env, []string{runid.EnvVar + "=" + id})
 }
 
-// overrideEnv returns env with each KEY=value of extra replacing any
-// KEY= already there.
-func overrideEnv(env, extra []string) []string {
-	for _, kv := range extra {
-		k, _, _ := strings.Cut(kv, "=")
-		env = withoutKey(env, k)
+// wrapCmd applies the run's PID-namespace setting to a fresh exec.Cmd.
+func (r *Run) wrapCmd(cmd *exec.Cmd) {
+	if !r.opts.PidNS {
+		return
 	}
-	return append(env, extra...)
-}
-
-func withoutKey(env []string, key string) []string {
-	out := make([]string, 0, len(env)+1)
-	for _, kv := range env {
-		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
-			continue
-		}
-		out = append(out, kv)
+	grace := r.opts.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
 	}
-	return out
+	pidns.Wrap(cmd, pidns.Options{InitPath: r.opts.InitPath, Grace: grace, UserNS: pidns.UserNSNeeded()})
 }
 
 func (w *Worker) wait() {
@@ -457,36 +541,27 @@ func (r *Run) Worker(wid int) *Worker {
 	return r.workers[wid]
 }
 
-// Teardown ends the run: SIGTERM to every process in the cgroup (setsid'd
-// grandchildren too), up to grace for them to leave, then cgroup.kill, wait
-// until the cgroup is empty and remove it. It is idempotent. ctx bounds the
-// whole teardown; a cancelled ctx still kills (the kill itself does not
-// block), but may return before the cgroup is removed.
+// Teardown ends the run through its containment: for a run cgroup,
+// SIGTERM to every process in it (setsid'd grandchildren too), up to grace
+// for them to leave, then cgroup.kill, wait until the cgroup is empty and
+// remove it (package containment); in POSIX mode the same through pidfds
+// (package posix). It is idempotent. ctx bounds the whole teardown; a
+// cancelled ctx still kills, but may return before the cgroup is removed.
 func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport, error) {
 	start := time.Now()
-	var rep TeardownReport
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return rep, nil
+		return TeardownReport{}, nil
 	}
 	r.closed = true
 	r.mu.Unlock()
 	r.starting.Wait()
 
-	r.closeJail() // last look at limit events; drop the netns (jail_linux.go)
-	var err error
-	if r.posix != nil {
-		err = r.teardownPOSIX(ctx, grace, &rep) // posix_linux.go
-	} else {
-		err = teardownGroup(ctx, r.cg, grace, &rep)
-		if err == nil && r.fileRecord {
-			err = RemoveRecord(r.id)
-		}
-	}
-	if r.dir != nil {
-		r.dir.Close()
-		r.dir = nil
+	r.closeJail() // last look at limit events; drop the netns
+	rep, err := r.box.Teardown(ctx, grace)
+	if err == nil && r.fileRecord {
+		err = record.Remove(r.id)
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.
@@ -495,7 +570,7 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 		case <-w.done:
 		case <-ctx.Done():
 		}
-		w.ready.finish(ctx) // notify socket closed and removed (ready_linux.go)
+		w.ready.Finish(ctx) // notify socket closed and removed
 		w.fdMu.Lock()
 		if w.proc.PidFD >= 0 {
 			unix.Close(w.proc.PidFD)
@@ -505,96 +580,4 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 	}
 	rep.Duration = time.Since(start)
 	return rep, err
-}
-
-// TeardownGroup tears down a run cgroup that this process did not create
-// (snakepit kill, gc, the guardian): same sequence as Run.Teardown.
-func TeardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration) (TeardownReport, error) {
-	start := time.Now()
-	var rep TeardownReport
-	err := teardownGroup(ctx, cg, grace, &rep)
-	rep.Duration = time.Since(start)
-	return rep, err
-}
-
-func teardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *TeardownReport) error {
-	return teardownGroupSeen(ctx, cg, grace, rep, nil)
-}
-
-// teardownGroupSeen is teardownGroup for a caller that has just read the
-// group's cgroup.events itself (seen; nil when it has not).
-func teardownGroupSeen(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *TeardownReport, seen *cgroup.Events) error {
-	// The common end of a run: its last process has exited already. One
-	// read of cgroup.events skips the SIGTERM pass (two cgroup.procs
-	// walks) and the kill, and goes straight to removal (which still
-	// copes with a process that joined meanwhile: rmdir says EBUSY).
-	var ev cgroup.Events
-	var err error
-	if seen != nil {
-		ev = *seen
-	} else {
-		ev, err = cg.ReadEvents()
-	}
-	if errors.Is(err, cgroup.ErrNotExist) {
-		rep.Vanished = true
-		return nil
-	}
-	if err == nil && !ev.Populated {
-		err := cg.RemoveOnce()
-		if !errors.Is(err, unix.EBUSY) {
-			return err
-		}
-		// A process joined since: kill it like any other.
-		grace = 0
-	}
-	if grace > 0 {
-		n, err := cg.Signal(unix.SIGTERM)
-		rep.Terminated = n
-		if errors.Is(err, cgroup.ErrNotExist) {
-			rep.Vanished = true
-			return nil
-		}
-		if n > 0 {
-			gctx, cancel := context.WithTimeout(ctx, grace)
-			err = cg.WaitEmpty(gctx)
-			cancel()
-			if errors.Is(err, cgroup.ErrNotExist) {
-				rep.Vanished = true
-				return nil
-			}
-		}
-	}
-	ev, err = cg.ReadEvents()
-	if errors.Is(err, cgroup.ErrNotExist) {
-		rep.Vanished = true
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if ev.Populated {
-		rep.Killed = true
-		m, err := cg.Kill(ctx)
-		rep.KillMechanism = string(m)
-		if errors.Is(err, cgroup.ErrNotExist) {
-			rep.Vanished = true
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("kill %s: %w", cg.Path(), err)
-		}
-		if err := cg.WaitEmpty(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
-			return err
-		}
-	}
-	return removeGroup(ctx, cg)
-}
-
-// removeGroup removes an emptied run cgroup. Removal must happen even when
-// the caller's ctx is already done: a leftover empty cgroup is a leak. It
-// gets its own short deadline.
-func removeGroup(ctx context.Context, cg *cgroup.Group) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	return cg.Remove(rctx)
 }

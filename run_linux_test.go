@@ -19,6 +19,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -106,14 +107,14 @@ func TestCreateRejectsInvalidIDsBeforeFilesystem(t *testing.T) {
 	parent := filepath.Join(t.TempDir(), "parent")
 	for _, id := range []string{"../etc", "ABCDEFG", "abc123", "abc12345", "", "äbc123", "abc/123", "abc\x00123"} {
 		if id == "" {
-			continue // empty means "generate"; Lookup covers it below
+			continue // empty means "generate"; inventory.Lookup covers it below
 		}
 		_, err := Create(context.Background(), Options{ID: id, CgroupParent: parent})
 		if !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("Create(%q) = %v, want ErrInvalid", id, err)
 		}
 	}
-	if _, err := Lookup("", parent); !errors.Is(err, runid.ErrInvalid) {
+	if _, err := inventory.Lookup("", parent); !errors.Is(err, runid.ErrInvalid) {
 		t.Errorf("Lookup(\"\") = %v, want ErrInvalid", err)
 	}
 	if _, err := os.Stat(parent); !errors.Is(err, os.ErrNotExist) {

@@ -6,35 +6,54 @@
 //	r, err := snakepit.Create(ctx, snakepit.Options{})
 //	w, err := r.Start(ctx, snakepit.Command{Args: []string{"python3", "worker.py"}})
 //	...
-//	err = r.Teardown(ctx, 5*time.Second)
+//	rep, err := r.Teardown(ctx, 5*time.Second)
+//
+// This package is the facade: a run is described by package spec (the one
+// description every front door shares: FromSpec, CommandFromSpec), and each
+// mechanism lives in the package named after it: containment and posix
+// (how processes are held and torn down), record (ownership), limits, jail
+// (network namespace, credentials, readiness), guardian, inventory (ps,
+// kill, gc). docs/DESIGN.md has the map.
 package snakepit
 
 import (
 	"errors"
 	"fmt"
 	"syscall"
-	"time"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/jail"
+	"github.com/snakepit/snakepit/limits"
+	"github.com/snakepit/snakepit/spec"
 )
 
-// Sentinel errors of the run API.
+// Sentinel errors of the run API. Those of the mechanisms are the same
+// values, so errors.Is works with either name.
 var (
 	// ErrClosed means the run was already torn down.
-	ErrClosed = errors.New("run already torn down")
+	ErrClosed = jail.ErrClosed
 	// ErrNoCommand means a Command had no program.
-	ErrNoCommand = errors.New("command has no program")
-	// ErrUnknownRun means no run cgroup with that ID exists under the known
+	ErrNoCommand = spec.ErrNoCommand
+	// ErrUnknownRun means no run with that ID exists under the known
 	// parents.
-	ErrUnknownRun = errors.New("no such run")
+	ErrUnknownRun = inventory.ErrUnknownRun
 	// ErrBadParent means a cgroup parent given by the caller is relative
 	// or outside every cgroup2 mount.
 	ErrBadParent = errors.New("invalid cgroup parent")
 	// ErrUnsupported is returned on platforms other than Linux.
 	ErrUnsupported = errors.New("snakepit: only supported on Linux")
-)
 
-// DefaultGrace is the time between SIGTERM and cgroup.kill when a caller
-// does not choose one.
-const DefaultGrace = 5 * time.Second
+	ErrControllerUnavailable = limits.ErrControllerUnavailable
+	ErrBadLimit              = spec.ErrBadLimit
+	ErrBadNetns              = spec.ErrBadNetns
+	ErrNoNetns               = jail.ErrNoNetns
+	ErrUnknownUser           = jail.ErrUnknownUser
+	ErrNotReady              = jail.ErrNotReady
+	ErrExitedBeforeReady     = jail.ErrExitedBeforeReady
+	// ErrExists means the run ID is in use.
+	ErrExists = cgroup.ErrExists
+)
 
 // ExitStatus is how a worker ended.
 type ExitStatus struct {
@@ -58,19 +77,4 @@ func (s ExitStatus) String() string {
 		return fmt.Sprintf("killed by %v", s.Signal)
 	}
 	return fmt.Sprintf("exit status %d", s.Code)
-}
-
-// TeardownReport says what a teardown did.
-type TeardownReport struct {
-	// Terminated is how many processes got SIGTERM.
-	Terminated int
-	// Killed is true when the grace period ran out and the rest was killed.
-	Killed bool
-	// KillMechanism names how the rest was killed ("cgroup.kill", ...).
-	KillMechanism string
-	// Duration is the time the teardown took.
-	Duration time.Duration
-	// Vanished is true when the run cgroup was already gone (removed by
-	// someone else while in use).
-	Vanished bool
 }

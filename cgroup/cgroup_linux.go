@@ -574,3 +574,13 @@ func (g *Group) Move(pid int) error {
 func gone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)
 }
+
+// DefaultParent returns <cgroup2 root>/snakepit: where runs are made when
+// nothing else is chosen.
+func DefaultParent() (string, error) {
+	m, err := FindMount()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(m.Path, "snakepit"), nil
+}

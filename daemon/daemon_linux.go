@@ -22,6 +22,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/systemd/sdnotify"
 )
@@ -145,7 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	if !cfg.NoGuardian {
-		g, err := snakepit.StartGuardian(ctx, snakepit.GuardianOptions{
+		g, err := guardian.Start(ctx, guardian.Options{
 			Parents: []string{d.parent},
 			Binary:  cfg.GuardianBinary,
 			Reaper:  d.rp,

@@ -64,7 +64,7 @@ type Config struct {
 	// delegated cgroup the daemon then uses <cgroup2>/snakepit.
 	NoScope bool
 	// ParentsFile, if set, is where the run parent is recorded for other
-	// processes (snakepit.DaemonParentsFile for the host daemon).
+	// processes (inventory.DaemonParentsFile for the host daemon).
 	ParentsFile string
 	// NoGuardian disables the guardian process.
 	NoGuardian bool

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/systemd"
 )
@@ -44,7 +43,7 @@ func (d *Daemon) chooseLayout(ctx context.Context) error {
 		return os.MkdirAll(d.parent, 0o755)
 	}
 	if !systemd.IsRunning() {
-		p, err := snakepit.DefaultParent()
+		p, err := cgroup.DefaultParent()
 		if err != nil {
 			return err
 		}
@@ -66,7 +65,7 @@ func (d *Daemon) chooseLayout(ctx context.Context) error {
 		d.log.Info("own cgroup unknown", "err", err)
 	}
 	if d.cfg.NoScope {
-		p, err := snakepit.DefaultParent()
+		p, err := cgroup.DefaultParent()
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -475,7 +476,7 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 // is skipped: a daemon's start is no time to sweep other supervisors' POSIX
 // runs host-wide.
 func (d *Daemon) gcStale(ctx context.Context) (int, error) {
-	rep, err := snakepit.GC(ctx, snakepit.GCOptions{
+	rep, err := inventory.GC(ctx, inventory.GCOptions{
 		Parents:     []string{d.parent},
 		OnlyParents: true,
 		NoScan:      true,
@@ -483,12 +484,12 @@ func (d *Daemon) gcStale(ctx context.Context) (int, error) {
 	n := 0
 	for _, it := range rep.Items {
 		switch it.Action {
-		case snakepit.GCRemoved:
+		case inventory.GCRemoved:
 			if it.Kind == "cgroup" {
 				n++
 			}
 			d.log.Info("gc: removed", "kind", it.Kind, "run", it.ID, "reason", it.Reason)
-		case snakepit.GCFailed:
+		case inventory.GCFailed:
 			d.log.Warn("gc: failed", "kind", it.Kind, "run", it.ID, "err", it.Error)
 		}
 	}

@@ -17,7 +17,9 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -109,7 +111,7 @@ func startGuardianOnce(t TB) {
 		return
 	}
 	guardianOnce.Do(func() {
-		if _, err := snakepit.StartGuardian(context.Background(), snakepit.GuardianOptions{Binary: bin}); err != nil {
+		if _, err := guardian.Start(context.Background(), guardian.Options{Binary: bin}); err != nil {
 			t.Logf("snakepittest: no guardian: %v", err)
 		}
 	})
@@ -164,7 +166,7 @@ func (r *Run) Procs() []Leak {
 		if dying(pid) {
 			continue
 		}
-		out = append(out, Leak{PID: pid, Cmdline: snakepit.Cmdline(pid)})
+		out = append(out, Leak{PID: pid, Cmdline: inventory.Cmdline(pid)})
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/daemon"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/systemd"
 )
 
@@ -81,7 +82,7 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *socket == api.DefaultSocket {
 		// Only the host daemon tells other processes where its runs are.
-		cfg.ParentsFile = snakepit.DaemonParentsFile
+		cfg.ParentsFile = inventory.DaemonParentsFile
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

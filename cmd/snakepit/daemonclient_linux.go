@@ -10,6 +10,8 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/client"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/record"
 )
 
 // When the daemon's socket exists, `snakepit ps` and `snakepit kill` go
@@ -19,7 +21,7 @@ import (
 // socket, or for runs the daemon does not know, both act locally.
 func init() {
 	localPs, localKill := psRuns, killRun
-	psRuns = func(ctx context.Context, o snakepit.ListOptions) ([]snakepit.RunInfo, error) {
+	psRuns = func(ctx context.Context, o inventory.ListOptions) ([]inventory.RunInfo, error) {
 		runs, err := localPs(ctx, o)
 		if !client.Available("") {
 			return runs, err
@@ -51,7 +53,7 @@ func init() {
 	}
 }
 
-func daemonRuns(ctx context.Context) ([]snakepit.RunInfo, error) {
+func daemonRuns(ctx context.Context) ([]inventory.RunInfo, error) {
 	c := client.New("")
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -65,7 +67,7 @@ func daemonRuns(ctx context.Context) ([]snakepit.RunInfo, error) {
 		return nil, err
 	}
 	now := time.Now()
-	out := make([]snakepit.RunInfo, 0, len(rs))
+	out := make([]inventory.RunInfo, 0, len(rs))
 	for _, r := range rs {
 		procs := 0
 		for _, w := range r.Workers {
@@ -73,9 +75,9 @@ func daemonRuns(ctx context.Context) ([]snakepit.RunInfo, error) {
 				procs++
 			}
 		}
-		out = append(out, snakepit.RunInfo{
+		out = append(out, inventory.RunInfo{
 			ID:          r.ID,
-			Mechanism:   snakepit.MechanismCgroup,
+			Mechanism:   record.MechanismCgroup,
 			Cgroup:      r.Cgroup,
 			OwnerPID:    st.PID,
 			OwnerAlive:  true,

@@ -16,7 +16,9 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/spawn"
 )
 
@@ -116,13 +118,13 @@ func init() {
 	})
 	addDoctorCheck("records", func(ctx context.Context, e *doctorEnv) (string, string) {
 		if e.scratch == nil {
-			return checkInfo, fmt.Sprintf("no run cgroup; POSIX runs keep records in %s", snakepit.RecordsDir())
+			return checkInfo, fmt.Sprintf("no run cgroup; POSIX runs keep records in %s", record.Dir())
 		}
 		var no []byte
-		if _, err := unix.Getxattr(e.scratch.CgroupPath(), snakepit.RecordXattr, no); err == nil {
-			return checkOK, fmt.Sprintf("ownership records as xattr %s on run cgroups", snakepit.RecordXattr)
+		if _, err := unix.Getxattr(e.scratch.CgroupPath(), record.Xattr, no); err == nil {
+			return checkOK, fmt.Sprintf("ownership records as xattr %s on run cgroups", record.Xattr)
 		}
-		return checkWarn, fmt.Sprintf("no user xattrs on cgroupfs (Linux < 5.7?): records go to %s", snakepit.RecordsDir())
+		return checkWarn, fmt.Sprintf("no user xattrs on cgroupfs (Linux < 5.7?): records go to %s", record.Dir())
 	})
 	addDoctorCheck("cgroup.kill", func(ctx context.Context, e *doctorEnv) (string, string) {
 		if e.scratch == nil {
@@ -182,7 +184,7 @@ func init() {
 		return checkOK, "pidfd_open and pidfd_send_signal work"
 	})
 	addDoctorCheck("guardian", func(ctx context.Context, e *doctorEnv) (string, string) {
-		if err := snakepit.FastGuardianAvailable(); err != nil {
+		if err := guardian.FastAvailable(); err != nil {
 			return checkInfo, fmt.Sprintf("snakepit run starts the exec'd guardian (snakepit __guardian): %v", err)
 		}
 		return checkOK, "snakepit run's guardian is in-process (a clone of the wrapper that execs nothing until the wrapper dies; needs cgroup.kill)"
@@ -298,11 +300,11 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// The verdict is always the last line, after checks added elsewhere.
 	rep.CgroupUsable = e.usable()
-	rep.Mechanism = snakepit.MechanismPOSIX
+	rep.Mechanism = record.MechanismPOSIX
 	verdict := checkResult{Name: "mechanism", Status: checkWarn,
 		Detail: fmt.Sprintf("posix (process groups, run-ID markers, pidfds): cgroup mode unusable: %v", e.cause)}
 	if rep.CgroupUsable {
-		rep.Mechanism = snakepit.MechanismCgroup
+		rep.Mechanism = record.MechanismCgroup
 		verdict.Status, verdict.Detail = checkOK, "cgroup: each run gets its own cgroup, killed atomically"
 	}
 	rep.Checks = append(rep.Checks, verdict)

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/jail"
 )
 
 func init() {
@@ -20,13 +22,15 @@ func init() {
 func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("exec", "[flags] RUNID -- CMD ARGS...", stderr)
 	parent := fs.String("cgroup-parent", "", "cgroup directory holding the run (default: search the known parents)")
-	var cf credFlags
-	addCredFlags(fs, &cf)
-	if err := parse(fs, args); err != nil {
+	var sf specFlags
+	sf.addCredFlags(fs)
+	if err := sf.parse(fs, args); err != nil {
 		return err
 	}
-	if err := cf.check(); err != nil {
-		return err
+	if c := sf.worker.Credential(); !c.IsZero() {
+		if err := jail.CheckCredential(c); err != nil {
+			return err
+		}
 	}
 	rest := fs.Args()
 	if len(rest) < 1 {
@@ -44,7 +48,7 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *parent != "" {
 		parents = []string{*parent}
 	}
-	g, err := snakepit.Lookup(id, parents...)
+	g, err := inventory.Lookup(id, parents...)
 	if err != nil {
 		if !isPOSIXRun(err, id) { // runmode_linux.go
 			return codedIfUnknown(err)
@@ -65,9 +69,9 @@ func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	env := snakepit.RunEnv(os.Environ(), id)
 	// Joined first (above): an unprivileged identity could not write
 	// cgroup.procs any more.
-	if err := snakepit.ExecAs(cf.credential(), path, rest, env); err != nil {
+	if err := jail.ExecAs(sf.worker.Credential(), path, rest, env); err != nil {
 		// 126/127 only for the command; a refused setuid is our failure.
-		if _, ok := errors.AsType[*snakepit.ExecError](err); ok {
+		if _, ok := errors.AsType[*jail.ExecError](err); ok {
 			return startError{err}
 		}
 		return err

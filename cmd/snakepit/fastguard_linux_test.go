@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
@@ -45,15 +45,15 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 		lcWaitGone(t, id, 10*time.Second)
 	})
 	g := lcWaitRun(t, id, 1)
-	guardian := lcGuardian(t, g)
-	pid := strconv.Itoa(guardian.PID)
+	gd := lcGuardian(t, g)
+	pid := strconv.Itoa(gd.PID)
 
 	comm, err := os.ReadFile("/proc/" + pid + "/comm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.TrimSpace(string(comm)); got != snakepit.FastGuardianName {
-		t.Fatalf("guardian comm %q, want %q (the in-process guardian)", got, snakepit.FastGuardianName)
+	if got := strings.TrimSpace(string(comm)); got != guardian.FastName {
+		t.Fatalf("guardian comm %q, want %q (the in-process guardian)", got, guardian.FastName)
 	}
 	ents, err := os.ReadDir("/proc/" + pid + "/fd")
 	if err != nil {
@@ -79,7 +79,7 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 		!containsPrefix(kept, "pipe:") || !containsSuffix(kept, "/dev/null") {
 		t.Errorf("guardian keeps fds %v, want the owner pipe, cgroup.kill, cgroup.events and /dev/null only", kept)
 	}
-	gsid, err := unix.Getsid(guardian.PID)
+	gsid, err := unix.Getsid(gd.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gsid != guardian.PID || gsid == wsid {
+	if gsid != gd.PID || gsid == wsid {
 		t.Errorf("guardian session %d (wrapper's %d), want its own", gsid, wsid)
 	}
 	st, err := os.ReadFile("/proc/" + pid + "/status")
@@ -115,7 +115,7 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 		t.Fatal("stdout pipe still open 10s after SIGTERM to the wrapper")
 	}
 	_ = cmd.Wait()
-	lcWaitExited(t, "guardian", []*reaper.Pinned{guardian}, 10*time.Second)
+	lcWaitExited(t, "guardian", []*reaper.Pinned{gd}, 10*time.Second)
 }
 
 func containsSuffix(ss []string, suf string) bool {
@@ -167,14 +167,14 @@ mkdir "$m$d/inner" && echo $$ > "$m$d/inner/cgroup.procs" && setsid sleep 300 & 
 		time.Sleep(time.Millisecond)
 	}
 	procs := lcPin(t, g)
-	guardian := lcGuardian(t, g)
+	gd := lcGuardian(t, g)
 	t0 := time.Now()
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	lcWaitExited(t, "run processes", procs, 10*time.Second)
 	lcWaitGone(t, id, 10*time.Second)
-	lcWaitExited(t, "guardian", []*reaper.Pinned{guardian}, 10*time.Second)
+	lcWaitExited(t, "guardian", []*reaper.Pinned{gd}, 10*time.Second)
 	_ = cmd.Wait()
 	t.Logf("SIGKILL -> run with a child cgroup removed in %v", time.Since(t0))
 }

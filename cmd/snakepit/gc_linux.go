@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -19,13 +19,13 @@ func init() {
 }
 
 func cmdGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o snakepit.GCOptions
+	var o inventory.GCOptions
 	var parents stringsFlag
 	fs := newFlags("gc", "[--dry-run] [--json]", stderr)
 	fs.BoolVar(&o.DryRun, "dry-run", false, "report what would be removed and killed; change nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.DurationVar(&o.Grace, "grace", 500*time.Millisecond, "SIGTERM-to-SIGKILL grace for stale runs and orphaned processes")
-	fs.DurationVar(&o.MinAge, "min-age", snakepit.DefaultGCMinAge, "remove empty run cgroups without a record only when older than this")
+	fs.DurationVar(&o.MinAge, "min-age", inventory.DefaultGCMinAge, "remove empty run cgroups without a record only when older than this")
 	fs.BoolVar(&o.NoScan, "no-scan", false, "skip the /proc scan for marked processes")
 	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
 	fs.BoolVar(&o.OnlyParents, "only-parents", false, "search only the --cgroup-parent directories, not the known parents")
@@ -43,7 +43,7 @@ func cmdGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	o.Parents, o.RunIDs = parents, ids
-	rep, err := snakepit.GC(ctx, o)
+	rep, err := inventory.GC(ctx, o)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -57,14 +57,14 @@ func cmdGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, it := range rep.Items {
-		if it.Action == snakepit.GCFailed {
+		if it.Action == inventory.GCFailed {
 			return codedError{exitFailure, fmt.Errorf("gc: some items failed")}
 		}
 	}
 	return nil
 }
 
-func printGC(w io.Writer, rep snakepit.GCReport) {
+func printGC(w io.Writer, rep inventory.GCReport) {
 	runs, procs := 0, 0
 	for _, it := range rep.Items {
 		var what string
@@ -91,9 +91,9 @@ func printGC(w io.Writer, rep snakepit.GCReport) {
 		}
 		fmt.Fprintln(w, line)
 		switch it.Action {
-		case snakepit.GCRemoved, snakepit.GCWouldRemove:
+		case inventory.GCRemoved, inventory.GCWouldRemove:
 			runs++
-		case snakepit.GCKilled, snakepit.GCWouldKill:
+		case inventory.GCKilled, inventory.GCWouldKill:
 			procs++
 		}
 	}

@@ -14,12 +14,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
 func init() {
-	register(snakepit.GuardianCommand, command{
+	register(guardian.Command, command{
 		summary: "internal: watch an owner and tear down its runs when it dies",
 		run:     cmdGuardian,
 		hidden:  true,
@@ -33,9 +35,9 @@ func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
 func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o snakepit.GuardianOptions
+	var o guardian.Options
 	var parents stringsFlag
-	fs := newFlags(snakepit.GuardianCommand, "--owner-pid PID --owner-start TICKS [flags]", stderr)
+	fs := newFlags(guardian.Command, "--owner-pid PID --owner-start TICKS [flags]", stderr)
 	fs.IntVar(&o.Owner.PID, "owner-pid", 0, "PID of the owner to watch")
 	fs.Uint64Var(&o.Owner.Start, "owner-start", 0, "the owner's start time (field 22 of /proc/PID/stat)")
 	fs.StringVar(&o.Owner.BootID, "owner-boot", "", "the owner's boot ID (default: this boot)")
@@ -50,7 +52,7 @@ func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError("__guardian: --owner-pid and --owner-start are required")
 	}
 	if o.Owner.BootID == "" {
-		b, err := snakepit.BootID()
+		b, err := record.BootID()
 		if err != nil {
 			return err
 		}
@@ -70,7 +72,7 @@ func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	ctx, stop := signal.NotifyContext(ctx, unix.SIGTERM)
 	defer stop()
 
-	rep, err := snakepit.RunGuardian(ctx, o)
+	rep, err := guardian.Run(ctx, o)
 	logGuardian(o, rep, err)
 	if ctx.Err() != nil {
 		return nil
@@ -79,8 +81,8 @@ func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // logGuardian appends one line to $SNAKEPIT_GUARDIAN_LOG, if set.
-func logGuardian(o snakepit.GuardianOptions, rep snakepit.GuardianReport, err error) {
-	p := os.Getenv(snakepit.GuardianLogEnv)
+func logGuardian(o guardian.Options, rep guardian.Report, err error) {
+	p := os.Getenv(guardian.LogEnv)
 	if p == "" {
 		return
 	}
@@ -116,15 +118,15 @@ func logGuardian(o snakepit.GuardianOptions, rep snakepit.GuardianReport, err er
 // only a SIGKILLed owner would then leave it to 'snakepit gc'.
 func startGuardian(ctx context.Context, r *snakepit.Run, rp *reaper.Reaper, grace time.Duration, stderr io.Writer) {
 	rec := r.Record()
-	o := snakepit.GuardianOptions{Owner: rec.Owner, Grace: grace, Reaper: rp}
+	o := guardian.Options{Owner: rec.Owner, Grace: grace, Reaper: rp}
 	if p := parentOf(r.CgroupPath()); p != "" {
 		o.Parents = []string{p}
 	}
 	// The in-process guardian (a clone of us, no exec) where it can be
 	// used; the exec'd one otherwise (guardian_fast_linux_amd64.go).
-	g, err := snakepit.StartFastGuardian(ctx, o, r.CgroupPath())
-	if errors.Is(err, snakepit.ErrNoFastGuardian) {
-		g, err = snakepit.StartGuardian(ctx, o)
+	g, err := guardian.StartFast(ctx, o, r.CgroupPath())
+	if errors.Is(err, guardian.ErrNoFast) {
+		g, err = guardian.Start(ctx, o)
 	}
 	if err != nil {
 		writeErr(stderr, "warning: no guardian: %v", err)

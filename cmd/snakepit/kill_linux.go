@@ -9,6 +9,7 @@ import (
 	"time"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -82,4 +83,4 @@ func cmdKill(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // killRun is how kill tears one run down; the daemon client can replace it
 // to go through the daemon's socket.
-var killRun = snakepit.KillRun
+var killRun = inventory.KillRun

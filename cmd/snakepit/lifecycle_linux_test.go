@@ -24,8 +24,12 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -59,7 +63,7 @@ func lcWaitGone(t *testing.T, id string, d time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
-		if _, err := snakepit.Lookup(id); errors.Is(err, snakepit.ErrUnknownRun) {
+		if _, err := inventory.Lookup(id); errors.Is(err, snakepit.ErrUnknownRun) {
 			return time.Since(start)
 		}
 		if time.Since(start) > d {
@@ -77,7 +81,7 @@ func lcWaitRun(t *testing.T, id string, n int) *cgroup.Group {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if g, err := snakepit.Lookup(id); err == nil {
+		if g, err := inventory.Lookup(id); err == nil {
 			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
 				return g
 			}
@@ -117,7 +121,7 @@ func lcPin(t *testing.T, g *cgroup.Group) []*reaper.Pinned {
 // lcGuardian pins the guardian recorded on run g.
 func lcGuardian(t *testing.T, g *cgroup.Group) *reaper.Pinned {
 	t.Helper()
-	rec, err := snakepit.ReadCgroupRecord(g.Path())
+	rec, err := record.ReadCgroup(g.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +203,7 @@ func TestGuardianExitsWithWrapper(t *testing.T) {
 	t0 := time.Now()
 	lcWaitExited(t, "guardian", []*reaper.Pinned{guardian}, 10*time.Second)
 	t.Logf("guardian exited %v after the wrapper", time.Since(t0))
-	if _, err := snakepit.Lookup(id); !errors.Is(err, snakepit.ErrUnknownRun) {
+	if _, err := inventory.Lookup(id); !errors.Is(err, snakepit.ErrUnknownRun) {
 		t.Fatalf("run left behind: %v", err)
 	}
 }
@@ -219,7 +223,7 @@ func TestCreateGuardianWatchesOwner(t *testing.T) {
 	}
 	lcStart(t, id, "exec", id, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
 	g := lcWaitRun(t, id, 2)
-	rec, err := snakepit.ReadCgroupRecord(g.Path())
+	rec, err := record.ReadCgroup(g.Path())
 	if err != nil || rec.Owner.PID != owner.Process.Pid {
 		t.Fatalf("record %+v, %v: want owner %d", rec, err, owner.Process.Pid)
 	}
@@ -369,15 +373,15 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 		// The live wrapper was SIGKILLed by lcStart's cleanup just before:
 		// its guardian removes its run.
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			if runs, _ := snakepit.ListRunCgroups(parent); len(runs) == 0 {
+			if runs, _ := inventory.ListRunCgroups(parent); len(runs) == 0 {
 				break
 			}
 		}
-		if runs, _ := snakepit.ListRunCgroups(parent); len(runs) > 0 {
+		if runs, _ := inventory.ListRunCgroups(parent); len(runs) > 0 {
 			t.Errorf("runs left under %s: %v", parent, runs)
 			for _, p := range runs {
 				if g, err := cgroup.Open(p); err == nil {
-					_, _ = snakepit.TeardownGroup(context.Background(), g, 0)
+					_, _ = containment.TeardownGroup(context.Background(), g, 0)
 				}
 			}
 		}
@@ -428,11 +432,11 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 		t.Fatalf("dry run killed %d processes", len(staleProcs)-a)
 	}
 	out, _, status = lcRun(t, append([]string{"gc", "--json", "--grace", "0"}, scope...)...)
-	var rep snakepit.GCReport
+	var rep inventory.GCReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || status != 0 {
 		t.Fatalf("gc --json: %d %v\n%s", status, err, out)
 	}
-	if len(rep.Items) != 1 || rep.Items[0].ID != stale || rep.Items[0].Action != snakepit.GCRemoved || rep.Items[0].Procs != 2 || rep.Live != 1 {
+	if len(rep.Items) != 1 || rep.Items[0].ID != stale || rep.Items[0].Action != inventory.GCRemoved || rep.Items[0].Procs != 2 || rep.Live != 1 {
 		t.Fatalf("gc report %+v", rep)
 	}
 	lcWaitExited(t, "stale run", staleProcs, 10*time.Second)
@@ -451,7 +455,7 @@ func lcWaitRunIn(t *testing.T, parent, id string, n int) *cgroup.Group {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if g, err := snakepit.Lookup(id, parent); err == nil {
+		if g, err := inventory.Lookup(id, parent); err == nil {
 			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
 				return g
 			}
@@ -489,7 +493,7 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("doctor --json: %v %+v", err, rep)
 	}
 	// The scratch run is gone again.
-	if runs, _ := snakepit.ListRuns(context.Background(), snakepit.ListOptions{}); len(runs) > 0 {
+	if runs, _ := inventory.ListRuns(context.Background(), inventory.ListOptions{}); len(runs) > 0 {
 		for _, r := range runs {
 			if r.OwnerPID != 0 && !r.OwnerAlive && r.AgeSeconds < 5 {
 				t.Errorf("doctor left a run behind: %+v", r)
@@ -547,7 +551,7 @@ func BenchmarkGuardianSIGKILL(b *testing.B) {
 				}
 			}
 		}
-		if rec, err := snakepit.ReadCgroupRecord(g.Path()); err == nil && rec.Guardian != nil {
+		if rec, err := record.ReadCgroup(g.Path()); err == nil && rec.Guardian != nil {
 			if kb, err := vmRSS(rec.Guardian.PID); err == nil {
 				rss = append(rss, kb)
 			}
@@ -590,7 +594,7 @@ func BenchmarkGuardianSIGKILL(b *testing.B) {
 func benchWaitRun(b *testing.B, id string, n int) *cgroup.Group {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if g, err := snakepit.Lookup(id); err == nil {
+		if g, err := inventory.Lookup(id); err == nil {
 			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
 				return g
 			}
@@ -652,7 +656,7 @@ func BenchmarkRunTrue(b *testing.B) {
 func BenchmarkStartGuardian(b *testing.B) {
 	testenv.RequireRoot(b)
 	dir := b.TempDir()
-	b.Setenv(snakepit.RecordsDirEnv, filepath.Join(dir, "runs"))
+	b.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
 	var start, watching []time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -660,14 +664,14 @@ func BenchmarkStartGuardian(b *testing.B) {
 		if err := owner.Start(); err != nil {
 			b.Fatal(err)
 		}
-		o, err := snakepit.OwnerOf(owner.Process.Pid)
+		o, err := record.OwnerOf(owner.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
 		lock := filepath.Join(dir, "guardians", fmt.Sprintf("%d-%d.lock", o.PID, o.Start))
 		b.StartTimer()
 		t0 := time.Now()
-		g, err := snakepit.StartGuardian(context.Background(), snakepit.GuardianOptions{Owner: o, Binary: binPath})
+		g, err := guardian.Start(context.Background(), guardian.Options{Owner: o, Binary: binPath})
 		start = append(start, time.Since(t0))
 		b.StopTimer()
 		if err != nil {

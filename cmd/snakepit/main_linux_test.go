@@ -17,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -53,13 +55,13 @@ func cleanupRun(t *testing.T, id string) {
 
 // removeRun tears run id down if it still exists and reports whether it did.
 func removeRun(id string) bool {
-	g, err := snakepit.Lookup(id)
+	g, err := inventory.Lookup(id)
 	if err != nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	snakepit.TeardownGroup(ctx, g, 0)
+	containment.TeardownGroup(ctx, g, 0)
 	return true
 }
 
@@ -154,7 +156,7 @@ func TestRunLeavesNothing(t *testing.T) {
 			t.Errorf("a sleeper survived the wrapper")
 		}
 	}
-	if _, err := snakepit.Lookup(id); !errors.Is(err, snakepit.ErrUnknownRun) {
+	if _, err := inventory.Lookup(id); !errors.Is(err, snakepit.ErrUnknownRun) {
 		t.Errorf("run cgroup still there: %v", err)
 	}
 	t.Logf("wrapper exited after %v", elapsed)

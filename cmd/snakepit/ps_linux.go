@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/inventory"
 )
 
 func init() {
@@ -29,13 +29,13 @@ func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError("ps: unexpected arguments")
 	}
-	runs, err := psRuns(ctx, snakepit.ListOptions{Tree: *tree, Parents: parents})
+	runs, err := psRuns(ctx, inventory.ListOptions{Tree: *tree, Parents: parents})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		if runs == nil {
-			runs = []snakepit.RunInfo{}
+			runs = []inventory.RunInfo{}
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -47,9 +47,9 @@ func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // psRuns is where ps gets its runs; the daemon client can replace it to ask
 // the daemon's socket instead of looking locally.
-var psRuns = snakepit.ListRuns
+var psRuns = inventory.ListRuns
 
-func printRuns(w io.Writer, runs []snakepit.RunInfo, tree bool) {
+func printRuns(w io.Writer, runs []inventory.RunInfo, tree bool) {
 	const row = "%-8s %-6s %-8s %-5s %5s %9s %7s %8s  %s\n"
 	fmt.Fprintf(w, row, "RUN", "MECH", "OWNER", "ALIVE", "PROCS", "AGE", "MEM", "CPU", "CGROUP")
 	for _, r := range runs {

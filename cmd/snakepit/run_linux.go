@@ -13,8 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/spec"
 )
 
 func init() {
@@ -30,8 +32,7 @@ var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT
 // runFlags are the flags of `snakepit run`; other files add to them through
 // runFlagHooks (limits, network, readiness, ...).
 type runFlags struct {
-	id            string
-	grace         time.Duration
+	specFlags     // the run and its worker (specflags_linux.go)
 	cgroupParent  string
 	exitWithStdin bool
 	noGuardian    bool
@@ -41,23 +42,28 @@ type runFlags struct {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f runFlags
 	fs := newFlags("run", "[flags] -- CMD ARGS...", stderr)
-	fs.StringVar(&f.id, "run-id", "", "run ID (7 characters of [0-9a-z]); generated when empty")
-	fs.DurationVar(&f.grace, "grace", snakepit.DefaultGrace, "time between SIGTERM and SIGKILL at teardown")
+	f.addRunFlags(fs, spec.Duration(snakepit.DefaultGrace), true)
+	f.addWorkerFlags(fs)
 	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)")
 	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
 	fs.BoolVar(&f.noGuardian, "no-guardian", false, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')")
 	f.runMode.addFlags(fs)
-	jf := addJailFlags(fs) // limits, --net, --user, readiness (jail_linux.go)
-	if err := parse(fs, args); err != nil {
+	rfd := readyFD{n: -1}
+	fs.IntVar(&rfd.n, "ready-fd", -1, "when ready, write \"READY <runid> <pid>\\n\" to this inherited fd and close it")
+	if err := f.parse(fs, args); err != nil {
 		return err
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return usageError("run: no command given")
 	}
-	if err := jf.check(); err != nil {
+	if err := f.checkWorker(argv); err != nil {
 		return err
 	}
+	if err := rfd.check(); err != nil {
+		return err
+	}
+	grace := time.Duration(f.run.Grace)
 
 	// Orphaned grandchildren re-parent to us and are reaped by our one
 	// wait4(-1) loop.
@@ -77,7 +83,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 	warm.Go(func() {
 		// A failure here is met again, and reported, by Start.
-		_ = spawn.Default().Warm(ctx, jf.noNewPrivs)
+		_ = spawn.Default().Warm(ctx, !f.worker.Credential().NewPrivileges)
 	})
 	defer func() {
 		warm.Wait()
@@ -89,15 +95,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
-	opts := snakepit.Options{ID: f.id, CgroupParent: f.cgroupParent, Reaper: rp, Grace: f.grace}
+	opts := snakepit.FromSpec(f.run)
+	opts.CgroupParent, opts.Reaper = f.cgroupParent, rp
+	opts.OnEvent = func(e snakepit.Event) { writeErr(stderr, "%v", e) }
 	f.runMode.apply(&opts)
-	opts = jf.options(opts, stderr)
 	r, err := snakepit.Create(ctx, opts)
 	warm.Wait()
 	if err != nil {
 		return err
 	}
-	jf.created(r, stderr)
+	reportWarnings(r, stderr)
 	noteFallback(r, stderr)
 	if !f.noGuardian {
 		// Before the first worker: a SIGKILL to us from here on is
@@ -105,15 +112,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		startGuardian(ctx, r, rp, 0, stderr)
 	}
 	teardown := func() {
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.grace+10*time.Second)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+10*time.Second)
 		defer cancel()
-		if _, err := r.Teardown(tctx, f.grace); err != nil {
+		if _, err := r.Teardown(tctx, grace); err != nil {
 			writeErr(stderr, "teardown: %v", err)
 		}
 	}
 
-	c := snakepit.Command{Args: argv, Stdout: os.Stdout, Stderr: os.Stderr}
-	jf.command(&c)
+	c := snakepit.CommandFromSpec(f.worker)
+	if c.Env != nil {
+		c.Env = jail.OverrideEnv(os.Environ(), c.Env) // --setenv adds to ours
+	}
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	statusToManager(&c)
 	stdinEOF := make(chan struct{})
 	if f.exitWithStdin {
 		pr, pw, err := os.Pipe()
@@ -141,7 +152,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.Foreground {
 		defer restoreForeground(0)
 	}
-	readyc := jf.watchReady(ctx, r, w, stderr)
+	readyc := watchReady(ctx, r, w, &rfd, !f.worker.Ready.IsZero())
 	var status snakepit.ExitStatus
 	var stopBy <-chan time.Time
 loop:
@@ -160,7 +171,7 @@ loop:
 				// SIGTERM to the wrapper stops the run: the command got
 				// it and has the grace period to exit; one that ignores
 				// it must not keep the run alive.
-				stopBy = time.After(f.grace)
+				stopBy = time.After(grace)
 			}
 		case <-stopBy:
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -177,7 +188,7 @@ loop:
 			stdinEOF = nil
 			// Let the command read what was written before EOF (a port's
 			// last message) before it is told to stop.
-			drainPipe(c.Stdin.(*os.File), w.Done(), f.grace)
+			drainPipe(c.Stdin.(*os.File), w.Done(), grace)
 			teardown()
 			status, _ = w.Wait(ctx)
 			break loop

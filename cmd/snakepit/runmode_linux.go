@@ -6,13 +6,13 @@ import (
 	"io"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/record"
 )
 
-// runMode are the containment flags of `snakepit run`: --mode, --no-cgroup
-// and --pid-ns.
+// runMode are the containment flags of `snakepit run`: --mode and
+// --no-cgroup.
 type runMode struct {
-	mode  snakepit.Mode
-	pidNS bool
+	mode snakepit.Mode
 }
 
 func (m *runMode) addFlags(fs *flag.FlagSet) {
@@ -25,7 +25,6 @@ func (m *runMode) addFlags(fs *flag.FlagSet) {
 		m.mode = snakepit.ModePOSIX
 		return nil
 	})
-	fs.BoolVar(&m.pidNS, "pid-ns", false, "run the command under a minimal init in a new PID namespace; the kernel kills the whole namespace when snakepit dies (with or without a cgroup)")
 }
 
 // apply sets the containment options of the run made by `snakepit run`. The
@@ -33,7 +32,6 @@ func (m *runMode) addFlags(fs *flag.FlagSet) {
 // and its guardian, so every orphan re-parented to it is the run's.
 func (m *runMode) apply(o *snakepit.Options) {
 	o.Mode = m.mode
-	o.PidNS = m.pidNS
 	o.AdoptOrphans = true
 }
 
@@ -53,6 +51,6 @@ func isPOSIXRun(lookupErr error, id string) bool {
 	if !errors.Is(lookupErr, snakepit.ErrUnknownRun) {
 		return false
 	}
-	rec, err := snakepit.ReadRecord(id)
-	return err == nil && rec.Mechanism == snakepit.MechanismPOSIX && rec.Owner.Alive()
+	rec, err := record.Read(id)
+	return err == nil && rec.Mechanism == record.MechanismPOSIX && rec.Owner.Alive()
 }

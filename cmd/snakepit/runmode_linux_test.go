@@ -18,9 +18,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -38,7 +40,7 @@ func privateRecords(t *testing.T, uid int) []string {
 	if err := os.Chown(dir, uid, uid); err != nil {
 		t.Fatal(err)
 	}
-	return append(os.Environ(), snakepit.RecordsDirEnv+"="+filepath.Join(dir, "runs"))
+	return append(os.Environ(), record.DirEnv+"="+filepath.Join(dir, "runs"))
 }
 
 // readyLines reads n lines from r, or fails after 30 s.
@@ -86,7 +88,7 @@ func pinTree(t *testing.T, pid int) []*reaper.Pinned {
 		p := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		for _, c := range children[p] {
-			if b, _ := os.ReadFile("/proc/" + strconv.Itoa(c) + "/cmdline"); bytes.Contains(b, []byte(snakepit.GuardianCommand)) {
+			if b, _ := os.ReadFile("/proc/" + strconv.Itoa(c) + "/cmdline"); bytes.Contains(b, []byte(guardian.Command)) {
 				continue
 			}
 			stack = append(stack, c)
@@ -156,8 +158,8 @@ func TestRunNoCgroupLeavesNothing(t *testing.T) {
 	if stderr.Len() != 0 {
 		t.Errorf("--no-cgroup is no fallback and says nothing, got %q", stderr.String())
 	}
-	t.Setenv(snakepit.RecordsDirEnv, strings.TrimPrefix(env[len(env)-1], snakepit.RecordsDirEnv+"="))
-	if _, err := snakepit.ReadRecord(id); !errors.Is(err, snakepit.ErrNoRecord) {
+	t.Setenv(record.DirEnv, strings.TrimPrefix(env[len(env)-1], record.DirEnv+"="))
+	if _, err := record.Read(id); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("record left: %v", err)
 	}
 }
@@ -166,7 +168,7 @@ func TestRunPidNS(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, mode := range [][]string{{"--mode", "cgroup"}, {"--no-cgroup"}} {
 		if mode[0] == "--mode" {
-			if _, err := snakepit.DefaultParent(); err != nil {
+			if _, err := cgroup.DefaultParent(); err != nil {
 				testenv.Missing(t, "needs cgroup2: %v", err)
 			}
 		}
@@ -282,7 +284,7 @@ func TestRunFallsBackWithoutRoot(t *testing.T) {
 	if len(lines) != 1 || !strings.Contains(lines[0], "using POSIX mode") {
 		t.Fatalf("want one line announcing POSIX mode, got %q", stderr.String())
 	}
-	if _, err := snakepit.DefaultParent(); err != nil {
+	if _, err := cgroup.DefaultParent(); err != nil {
 		return // no cgroup2 at all: the fallback reason differs, nothing more to check
 	}
 	cmd = snakepitCmd(t, "run", "--mode", "cgroup", "--", "true")
@@ -339,7 +341,7 @@ func findGuardianOf(owner int) int {
 		}
 		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		argv := strings.Split(string(b), "\x00")
-		if len(argv) > 3 && argv[1] == snakepit.GuardianCommand && argv[2] == "--owner-pid" && argv[3] == strconv.Itoa(owner) {
+		if len(argv) > 3 && argv[1] == guardian.Command && argv[2] == "--owner-pid" && argv[3] == strconv.Itoa(owner) {
 			return pid
 		}
 	}
@@ -350,7 +352,7 @@ func findGuardianOf(owner int) int {
 // only the run itself is measured), in cgroup mode and in POSIX mode.
 func benchmarkRun(b *testing.B, args ...string) {
 	testenv.RequireRoot(b)
-	env := append(os.Environ(), snakepit.RecordsDirEnv+"="+filepath.Join(b.TempDir(), "runs"))
+	env := append(os.Environ(), record.DirEnv+"="+filepath.Join(b.TempDir(), "runs"))
 	argv := append(append([]string{"run", "--no-guardian"}, args...), "--", "/bin/true")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

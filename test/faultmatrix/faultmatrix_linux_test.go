@@ -28,10 +28,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -271,7 +272,7 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 	}()
 	st := &cellState{id: runid.Generate()}
 	if !m.posix {
-		parent, err := snakepit.DefaultParent()
+		parent, err := cgroup.DefaultParent()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -359,7 +360,7 @@ func runCell(t *testing.T, m mode, b behaviour, f fault) (res result) {
 			t.Errorf("run cgroup %s left behind", st.cgPath)
 		}
 	}
-	if _, err := snakepit.ReadRecord(st.id); !errors.Is(err, snakepit.ErrNoRecord) {
+	if _, err := record.Read(st.id); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("run record of %s left behind (read: %v)", st.id, err)
 	}
 	if f.key == "d" && len(left) == 0 && gone > dLimit {
@@ -400,7 +401,7 @@ func (st *cellState) startSupervisor(t *testing.T, args []string) {
 	}
 	st.guardianLog = filepath.Join(t.TempDir(), "guardian.log")
 	cmd := exec.Command(snakepitBin, args...)
-	cmd.Env = append(os.Environ(), snakepit.GuardianLogEnv+"="+st.guardianLog)
+	cmd.Env = append(os.Environ(), guardian.LogEnv+"="+st.guardianLog)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errf
 	// Its own process group: fault e kills exactly that group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -449,12 +450,12 @@ func (st *cellState) waitReady(t *testing.T) {
 func findGuardian(st *cellState) (*reaper.Pinned, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var rec *snakepit.Record
+		var rec *record.Record
 		var err error
 		if st.cgPath != "" {
-			rec, err = snakepit.ReadCgroupRecord(st.cgPath)
+			rec, err = record.ReadCgroup(st.cgPath)
 		} else {
-			rec, err = snakepit.ReadRecord(st.id)
+			rec, err = record.Read(st.id)
 		}
 		if err == nil && rec.Guardian != nil {
 			if rec.Owner.PID != st.sup.Process.Pid {
@@ -568,8 +569,8 @@ func (st *cellState) waitAllGone(t0 time.Time, cleaner *reaper.Pinned) (left []*
 			done = errors.Is(err, fs.ErrNotExist)
 		}
 		if done {
-			_, err := snakepit.ReadRecord(st.id)
-			done = errors.Is(err, snakepit.ErrNoRecord)
+			_, err := record.Read(st.id)
+			done = errors.Is(err, record.ErrNoRecord)
 		}
 		if done {
 			return nil, dead, time.Since(t0)
@@ -619,7 +620,7 @@ func (st *cellState) cleanup(t *testing.T) {
 			}
 		}
 	}
-	_ = snakepit.RemoveRecord(st.id)
+	_ = record.Remove(st.id)
 	all := append([]*reaper.Pinned{st.supPin, st.guardian}, st.procs...)
 	var pins []*reaper.Pinned
 	for _, p := range all {

@@ -15,13 +15,15 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/limits"
 	"github.com/snakepit/snakepit/runid"
 )
 
 // controllerAvailable reports whether a run could get ctrl here.
 func controllerAvailable(t *testing.T, ctrl string) bool {
 	t.Helper()
-	probe, err := snakepit.ProbeLimits("")
+	probe, err := limits.Probe("")
 	if err != nil {
 		t.Fatalf("ProbeLimits: %v", err)
 	}
@@ -54,7 +56,7 @@ func TestMemoryMaxUnavailableFailsClearly(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the command ran")
 	}
-	if g, err := snakepit.Lookup(id); err == nil {
+	if g, err := inventory.Lookup(id); err == nil {
 		t.Errorf("run cgroup %s was created", g.Path())
 	}
 }
@@ -378,14 +380,14 @@ func TestVMCreateLimits(t *testing.T) {
 	if res := runCLI(t, nil, "create", "--run-id", id, "--memory-max", "lots"); res.code != 2 {
 		t.Fatalf("create --memory-max lots: exit %d, want 2 (usage): %s", res.code, res.stderr)
 	}
-	if _, err := snakepit.Lookup(id); err == nil {
+	if _, err := inventory.Lookup(id); err == nil {
 		t.Fatal("a rejected create made a run")
 	}
 	res := runCLI(t, nil, "create", "--run-id", id, "--no-guardian", "--memory-max", "64M", "--pids-max", "33")
 	if res.code != 0 {
 		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
 	}
-	g, err := snakepit.Lookup(id)
+	g, err := inventory.Lookup(id)
 	if err != nil {
 		t.Fatal(err)
 	}

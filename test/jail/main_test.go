@@ -27,7 +27,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -193,7 +195,7 @@ func newRunID(t *testing.T) string {
 // whether its existence is an error.
 func cleanupRun(t *testing.T, id string, leak bool) {
 	t.Helper()
-	g, err := snakepit.Lookup(id)
+	g, err := inventory.Lookup(id)
 	if err != nil {
 		return
 	}
@@ -202,7 +204,7 @@ func cleanupRun(t *testing.T, id string, leak bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := snakepit.TeardownGroup(ctx, g, 0); err != nil {
+	if _, err := containment.TeardownGroup(ctx, g, 0); err != nil {
 		t.Errorf("cleanup of run %s: %v", id, err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -41,13 +43,13 @@ func groupGC(ctx context.Context, c *config) (GroupOutput, error) {
 	if err := os.MkdirAll(recs, 0o755); err != nil {
 		return out, err
 	}
-	os.Setenv(snakepit.RecordsDirEnv, recs)
+	os.Setenv(record.DirEnv, recs)
 
 	helper := exec.Command("/bin/sleep", "100000")
 	if err := helper.Start(); err != nil {
 		return out, err
 	}
-	owner, err := snakepit.OwnerOf(helper.Process.Pid)
+	owner, err := record.OwnerOf(helper.Process.Pid)
 	_ = helper.Process.Kill()
 	_ = helper.Wait()
 	if err != nil {
@@ -107,13 +109,13 @@ func groupGC(ctx context.Context, c *config) (GroupOutput, error) {
 				if err != nil {
 					return 0, nil, fmt.Errorf("snakepit gc: %w", err)
 				}
-				var rep snakepit.GCReport
+				var rep inventory.GCReport
 				if err := json.Unmarshal(b, &rep); err != nil {
 					return 0, nil, fmt.Errorf("snakepit gc --json: %w", err)
 				}
 				removed := 0
 				for _, it := range rep.Items {
-					if it.Action == snakepit.GCRemoved && it.Kind == "cgroup" {
+					if it.Action == inventory.GCRemoved && it.Kind == "cgroup" {
 						removed++
 					}
 				}
@@ -146,14 +148,14 @@ func groupGC(ctx context.Context, c *config) (GroupOutput, error) {
 // pool: otherwise gc would act on other people's runs. viaDefault says
 // whether gc finds the pool as its default parent.
 func checkGCIsolation(pool string) (viaDefault bool, err error) {
-	if v := os.Getenv(snakepit.ParentsEnv); v != "" {
-		return false, fmt.Errorf("%s is set", snakepit.ParentsEnv)
+	if v := os.Getenv(inventory.ParentsEnv); v != "" {
+		return false, fmt.Errorf("%s is set", inventory.ParentsEnv)
 	}
 	pst, err := os.Stat(pool)
 	if err != nil {
 		return false, err
 	}
-	for _, p := range snakepit.KnownParents() {
+	for _, p := range inventory.KnownParents() {
 		st, err := os.Stat(p)
 		if err != nil || !os.SameFile(st, pst) {
 			return false, fmt.Errorf("gc would also search %s (not isolated: the pool must be bind-mounted over it in a private mount namespace)", p)
@@ -206,7 +208,7 @@ func makeStale(ctx context.Context, c *config, pool string, owner snakepit.Owner
 }
 
 func poolEmpty(pool string) error {
-	runs, err := snakepit.ListRunCgroups(pool)
+	runs, err := inventory.ListRunCgroups(pool)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -103,7 +104,7 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 	}
 	// The guardian is started (and recorded) before the first worker; give
 	// it a moment to be asleep in poll(2) on the owner's pidfd.
-	rec, err := snakepit.ReadCgroupRecord(path)
+	rec, err := record.ReadCgroup(path)
 	if err != nil {
 		return 0, nil, err
 	}

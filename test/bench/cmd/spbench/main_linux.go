@@ -19,8 +19,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/systemd"
 )
 
@@ -217,7 +218,7 @@ func cmdAll(args []string) int {
 	// guardian locks go where snakepit puts them by default: a POSIX run
 	// whose record another `snakepit gc` on this host cannot find looks
 	// orphaned to it, and its /proc scan would kill the run's processes.
-	for _, k := range []string{snakepit.ParentsEnv, "SNAKEPIT_SOCKET", snakepit.GuardianLogEnv, "NOTIFY_SOCKET"} {
+	for _, k := range []string{inventory.ParentsEnv, "SNAKEPIT_SOCKET", guardian.LogEnv, "NOTIFY_SOCKET"} {
 		os.Unsetenv(k)
 	}
 
@@ -293,7 +294,7 @@ func runGroup(ctx context.Context, c *config, self, name string) (GroupOutput, e
 	if name == "gc" {
 		// A private mount namespace in which the harness's stale-run pool
 		// shadows the host's default run parent (see gcPool).
-		dp, err := snakepit.DefaultParent()
+		dp, err := cgroup.DefaultParent()
 		if err != nil {
 			return out, err
 		}
@@ -303,7 +304,7 @@ if [ -e "$3" ]; then mount --bind /dev/null "$3"; fi
 shift 3
 exec "$@"`
 		argv = append([]string{"unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
-			c.gcPool(), dp, snakepit.DaemonParentsFile}, argv...)
+			c.gcPool(), dp, inventory.DaemonParentsFile}, argv...)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }

@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -145,7 +145,7 @@ func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, sh
 	if err := waitCount(ctx, path, 1, nil); err != nil {
 		return 0, 0, false, err
 	}
-	rec, err := snakepit.ReadCgroupRecord(path)
+	rec, err := record.ReadCgroup(path)
 	if err != nil {
 		return 0, 0, false, err
 	}
@@ -188,7 +188,7 @@ func rssOfCreateGuardian(ctx context.Context, c *config) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out)
 	}
-	rec, err := snakepit.ReadCgroupRecord(path)
+	rec, err := record.ReadCgroup(path)
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package jail
 
 import (
 	"errors"
@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/spec"
 )
 
 // netnsDir is where "ip netns add" binds named network namespaces.
@@ -20,7 +22,7 @@ const netnsDir = "/run/netns"
 // nsGetNsType is ioctl NS_GET_NSTYPE (_IO(0xb7, 0x3)).
 const nsGetNsType = 0xb703
 
-// runNet is a run's network namespace: an open nsfs handle that workers are
+// Netns is a run's network namespace: an open nsfs handle that workers are
 // spawned into, or nothing for the host namespace.
 //
 // Workers join it through spawn.Options.Around: on the spawner's locked
@@ -29,32 +31,32 @@ const nsGetNsType = 0xb703
 // switch; it stays the same thread. If setns back fails the spawner marks
 // its thread unusable and keeps it parked (see package spawn), so it is
 // never handed back to the Go scheduler in the wrong namespace.
-type runNet struct {
-	cfg    Net
+type Netns struct {
+	cfg    spec.Net
 	mu     sync.RWMutex // held for reading across a setns, for writing by close
 	ns     netns.NsHandle
 	closed bool
 }
 
-// openNet opens (NetNamed) or creates (NetNone) the run's network
+// OpenNet opens (NetNamed) or creates (NetNone) the run's network
 // namespace. NetHost returns nil.
-func openNet(n Net) (*runNet, error) {
+func OpenNet(n spec.Net) (*Netns, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err
 	}
 	switch n.Mode {
-	case NetNone:
+	case spec.NetNone:
 		ns, err := newLoopbackNetns()
 		if err != nil {
 			return nil, err
 		}
-		return &runNet{cfg: n, ns: ns}, nil
-	case NetNamed:
+		return &Netns{cfg: n, ns: ns}, nil
+	case spec.NetNamed:
 		ns, err := openNamedNetns(n.Name)
 		if err != nil {
 			return nil, err
 		}
-		return &runNet{cfg: n, ns: ns}, nil
+		return &Netns{cfg: n, ns: ns}, nil
 	}
 	return nil, nil
 }
@@ -110,7 +112,7 @@ func loopbackUp() error {
 // openNamedNetns opens /run/netns/NAME and checks that it is a network
 // namespace.
 func openNamedNetns(name string) (netns.NsHandle, error) {
-	if err := ValidNetnsName(name); err != nil {
+	if err := spec.ValidNetnsName(name); err != nil {
 		return -1, err
 	}
 	p := filepath.Join(netnsDir, name)
@@ -119,17 +121,17 @@ func openNamedNetns(name string) (netns.NsHandle, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return -1, fmt.Errorf("%w: %q (%s does not exist; make it with: ip netns add %s)", ErrNoNetns, name, p, name)
 		}
-		return -1, fmt.Errorf("%w: %q: open %s: %w", ErrBadNetns, name, p, err)
+		return -1, fmt.Errorf("%w: %q: open %s: %w", spec.ErrBadNetns, name, p, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil || st.Type != unix.NSFS_MAGIC {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: %q: %s is not a namespace (not bind-mounted from nsfs)", ErrBadNetns, name, p)
+		return -1, fmt.Errorf("%w: %q: %s is not a namespace (not bind-mounted from nsfs)", spec.ErrBadNetns, name, p)
 	}
 	t, err := unix.IoctlRetInt(fd, nsGetNsType)
 	if err == nil && t != unix.CLONE_NEWNET {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: %q: %s is a namespace, but not a network namespace", ErrBadNetns, name, p)
+		return -1, fmt.Errorf("%w: %q: %s is a namespace, but not a network namespace", spec.ErrBadNetns, name, p)
 	}
 	return netns.NsHandle(fd), nil
 }
@@ -137,7 +139,7 @@ func openNamedNetns(name string) (netns.NsHandle, error) {
 // around wraps a spawn.Options.Around hook so that the worker is forked in
 // the run's network namespace; inner (the caller's own hook) runs inside
 // it. On a nil runNet it returns inner.
-func (rn *runNet) around(inner func() (func() error, error)) func() (func() error, error) {
+func (rn *Netns) Around(inner func() (func() error, error)) func() (func() error, error) {
 	if rn == nil {
 		return inner
 	}
@@ -188,7 +190,7 @@ func runUndo(u func() error) error {
 
 // close releases the run's handle on the namespace; the namespace itself
 // lives on until its last worker exits.
-func (rn *runNet) close() {
+func (rn *Netns) Close() {
 	if rn == nil {
 		return
 	}
@@ -198,4 +200,14 @@ func (rn *runNet) close() {
 		rn.closed = true
 		rn.ns.Close()
 	}
+}
+
+// CheckNamed fails with ErrNoNetns (or spec.ErrBadNetns) unless the named
+// namespace can be opened: a run checks before it is created.
+func CheckNamed(name string) error {
+	ns, err := openNamedNetns(name)
+	if err != nil {
+		return err
+	}
+	return ns.Close()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package limits
 
 import (
 	"errors"
@@ -24,11 +24,11 @@ var eventFiles = []struct {
 	{"pids.events", map[string]EventKind{"max": EventPidsMax}, "pids.max"},
 }
 
-// eventWatcher reports increases of a run cgroup's memory.events and
+// Watcher reports increases of a run cgroup's memory.events and
 // pids.events counters. It waits on inotify (the kernel notifies those
 // files when they change), never polls, and makes a last check when
 // stopped so that an OOM kill that ended the run is not missed.
-type eventWatcher struct {
+type Watcher struct {
 	runID string
 	dir   string
 	emit  func(Event)
@@ -45,9 +45,9 @@ type eventWatcher struct {
 	stopOnce sync.Once
 }
 
-// startEventWatcher watches dir for limit events; it returns nil when dir
+// Watch watches dir for limit events; it returns nil when dir
 // has none of the event files (their controllers are not enabled).
-func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, error) {
+func Watch(runID, dir string, emit func(Event)) (*Watcher, error) {
 	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("inotify_init1: %w", err)
@@ -66,7 +66,7 @@ func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, erro
 		unix.Close(ifd)
 		return nil, nil
 	}
-	w := &eventWatcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
+	w := &Watcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
 		pending: map[EventKind]*Event{}, emitted: map[EventKind]time.Time{},
 		inotify: os.NewFile(uintptr(ifd), "inotify"), done: make(chan struct{})}
 	w.check(false) // baseline
@@ -74,7 +74,7 @@ func startEventWatcher(runID, dir string, emit func(Event)) (*eventWatcher, erro
 	return w, nil
 }
 
-func (w *eventWatcher) loop() {
+func (w *Watcher) loop() {
 	defer close(w.done)
 	var buf [4096]byte
 	for {
@@ -94,9 +94,9 @@ const eventInterval = time.Second
 
 // check reads the counters and reports their increases (emit false: only
 // record the baseline; final: report everything held back, now).
-func (w *eventWatcher) check(emit bool) { w.checkFinal(emit, false) }
+func (w *Watcher) check(emit bool) { w.checkFinal(emit, false) }
 
-func (w *eventWatcher) checkFinal(emit, final bool) {
+func (w *Watcher) checkFinal(emit, final bool) {
 	w.mu.Lock()
 	var out []Event
 	now := time.Now()
@@ -152,7 +152,7 @@ func (w *eventWatcher) checkFinal(emit, final bool) {
 // stop ends the watcher after a final check that reports everything held
 // back. The cgroup must still exist
 // for the final check to see anything. Idempotent.
-func (w *eventWatcher) stop() {
+func (w *Watcher) Stop() {
 	if w == nil {
 		return
 	}

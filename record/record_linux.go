@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package record
 
 import (
 	"encoding/json"
@@ -26,27 +26,27 @@ const (
 	MechanismPOSIX  = "posix"
 )
 
-// RecordXattr is the extended attribute on a run cgroup that holds its
+// Xattr is the extended attribute on a run cgroup that holds its
 // Record (JSON). user.* rather than trusted.*: readable by unprivileged ps
 // and writable by a non-root supervisor of a delegated subtree; only whoever
 // may write the cgroup directory itself (and so could kill or remove the run
 // anyway) can change it. See docs/DESIGN.md.
-const RecordXattr = "user.snakepit.run"
+const Xattr = "user.snakepit.run"
 
-// RecordsDirEnv overrides the directory of file records.
-const RecordsDirEnv = "SNAKEPIT_RECORDS_DIR"
+// DirEnv overrides the directory of file records.
+const DirEnv = "SNAKEPIT_RECORDS_DIR"
 
-// RecordVersion is the version of the Record format written.
-const RecordVersion = 1
+// FormatVersion is the version of the Record format written.
+const FormatVersion = 1
 
 // ErrNoRecord means a run has no ownership record (made by hand, by an old
 // version, or not yet written).
 var ErrNoRecord = errors.New("no ownership record")
 
 // Record is a run's ownership record: who owns the run and since when. It
-// lives on the run cgroup (xattr RecordXattr) or, for runs without a cgroup
+// lives on the run cgroup (xattr Xattr) or, for runs without a cgroup
 // (POSIX mode) and on kernels without user xattrs on cgroupfs, in
-// RecordsDir()/<id>.json.
+// Dir()/<id>.json.
 type Record struct {
 	Version   int    `json:"v"`
 	ID        string `json:"id"`
@@ -86,7 +86,7 @@ func (rec *Record) validate() error {
 
 func (rec *Record) marshal() ([]byte, error) {
 	if rec.Version == 0 {
-		rec.Version = RecordVersion
+		rec.Version = FormatVersion
 	}
 	if err := rec.validate(); err != nil {
 		return nil, err
@@ -182,38 +182,32 @@ var (
 	getxattr = unix.Getxattr
 )
 
-// WriteCgroupRecord stores rec on the run cgroup at path. Where cgroupfs
-// has no user xattrs (EOPNOTSUPP: Linux < 5.7) it falls back to a file
-// record; ReadCgroupRecord finds either.
-func WriteCgroupRecord(path string, rec *Record) error {
-	_, err := writeCgroupRecord(path, rec)
-	return err
-}
-
-// writeCgroupRecord is WriteCgroupRecord that also says whether the record
-// went to a file, which the run's teardown must then remove.
-func writeCgroupRecord(path string, rec *Record) (file bool, err error) {
+// WriteCgroup stores rec on the run cgroup at path. Where cgroupfs has no
+// user xattrs (EOPNOTSUPP: Linux < 5.7) it falls back to a file record
+// (file is true: the run's teardown must then remove it); ReadCgroup finds
+// either.
+func WriteCgroup(path string, rec *Record) (file bool, err error) {
 	b, err := rec.marshal()
 	if err != nil {
 		return false, err
 	}
-	err = setxattr(path, RecordXattr, b, 0)
+	err = setxattr(path, Xattr, b, 0)
 	if errors.Is(err, unix.EOPNOTSUPP) {
-		return true, WriteRecord(rec)
+		return true, Write(rec)
 	}
 	if err != nil {
-		return false, &fs.PathError{Op: "setxattr " + RecordXattr, Path: path, Err: err}
+		return false, &fs.PathError{Op: "setxattr " + Xattr, Path: path, Err: err}
 	}
 	return false, nil
 }
 
-// ReadCgroupRecord reads the record of the run cgroup at path: its xattr,
+// ReadCgroup reads the record of the run cgroup at path: its xattr,
 // else a file record naming that cgroup. No record yields ErrNoRecord; a
 // missing cgroup an error wrapping fs.ErrNotExist.
-func ReadCgroupRecord(path string) (*Record, error) {
+func ReadCgroup(path string) (*Record, error) {
 	buf := make([]byte, 1024)
 	for {
-		n, err := getxattr(path, RecordXattr, buf)
+		n, err := getxattr(path, Xattr, buf)
 		switch {
 		case err == nil:
 			return unmarshalRecord(buf[:n], path)
@@ -223,22 +217,22 @@ func ReadCgroupRecord(path string) (*Record, error) {
 		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.EOPNOTSUPP):
 			id, ok := strings.CutPrefix(filepath.Base(path), "snakepit-")
 			if ok && runid.Validate(id) == nil {
-				if rec, ferr := ReadRecord(id); ferr == nil && rec.Mechanism == MechanismCgroup && rec.Cgroup == path {
+				if rec, ferr := Read(id); ferr == nil && rec.Mechanism == MechanismCgroup && rec.Cgroup == path {
 					return rec, nil
 				}
 			}
 			return nil, fmt.Errorf("%w: %s", ErrNoRecord, path)
 		default:
-			return nil, &fs.PathError{Op: "getxattr " + RecordXattr, Path: path, Err: err}
+			return nil, &fs.PathError{Op: "getxattr " + Xattr, Path: path, Err: err}
 		}
 	}
 }
 
-// RecordsDir is where file records live: $SNAKEPIT_RECORDS_DIR, else
+// Dir is where file records live: $SNAKEPIT_RECORDS_DIR, else
 // /run/snakepit/runs for root, else $XDG_RUNTIME_DIR/snakepit/runs (when
 // set), else /run/snakepit/runs.
-func RecordsDir() string {
-	if d := os.Getenv(RecordsDirEnv); d != "" {
+func Dir() string {
+	if d := os.Getenv(DirEnv); d != "" {
 		return d
 	}
 	if os.Geteuid() != 0 {
@@ -253,12 +247,12 @@ func recordPath(id string) (string, error) {
 	if err := runid.Validate(id); err != nil {
 		return "", err
 	}
-	return filepath.Join(RecordsDir(), id+".json"), nil
+	return filepath.Join(Dir(), id+".json"), nil
 }
 
-// WriteRecord stores rec as RecordsDir()/<id>.json, atomically (a temp file
+// Write stores rec as Dir()/<id>.json, atomically (a temp file
 // renamed into place), creating the directory (0755) when missing.
-func WriteRecord(rec *Record) error {
+func Write(rec *Record) error {
 	b, err := rec.marshal()
 	if err != nil {
 		return err
@@ -288,8 +282,8 @@ func WriteRecord(rec *Record) error {
 	return nil
 }
 
-// ReadRecord reads the file record of run id. None yields ErrNoRecord.
-func ReadRecord(id string) (*Record, error) {
+// Read reads the file record of run id. None yields ErrNoRecord.
+func Read(id string) (*Record, error) {
 	p, err := recordPath(id)
 	if err != nil {
 		return nil, err
@@ -311,9 +305,9 @@ func ReadRecord(id string) (*Record, error) {
 	return rec, nil
 }
 
-// RemoveRecord deletes the file record of run id; a missing one is not an
+// Remove deletes the file record of run id; a missing one is not an
 // error.
-func RemoveRecord(id string) error {
+func Remove(id string) error {
 	p, err := recordPath(id)
 	if err != nil {
 		return err
@@ -324,10 +318,10 @@ func RemoveRecord(id string) error {
 	return nil
 }
 
-// ListRecords returns every valid file record, sorted by ID. Unreadable or
+// List returns every valid file record, sorted by ID. Unreadable or
 // malformed files are skipped.
-func ListRecords() ([]*Record, error) {
-	ents, err := os.ReadDir(RecordsDir())
+func List() ([]*Record, error) {
+	ents, err := os.ReadDir(Dir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -340,7 +334,7 @@ func ListRecords() ([]*Record, error) {
 		if !ok || runid.Validate(id) != nil {
 			continue
 		}
-		if rec, err := ReadRecord(id); err == nil {
+		if rec, err := Read(id); err == nil {
 			out = append(out, rec)
 		}
 	}
@@ -348,9 +342,10 @@ func ListRecords() ([]*Record, error) {
 	return out, nil
 }
 
-// newRecord makes the record Create writes.
-func newRecord(id string, opts Options, cgPath string) (*Record, error) {
-	owner := opts.Owner
+// New makes the record of a run being created: owner completed (the
+// calling process when zero; start time, boot and PID namespace read when
+// missing), created now.
+func New(id, mechanism string, owner Owner, grace time.Duration, cgPath string, guardian *reaper.Identity) (*Record, error) {
 	if owner.PID == 0 {
 		o, err := Self()
 		if err != nil {
@@ -375,32 +370,32 @@ func newRecord(id string, opts Options, cgPath string) (*Record, error) {
 		owner.PidNS = ownPidNS()
 	}
 	return &Record{
-		Version:   RecordVersion,
+		Version:   FormatVersion,
 		ID:        id,
-		Mechanism: MechanismCgroup,
+		Mechanism: mechanism,
 		Owner:     owner,
 		Created:   time.Now().UTC(),
-		Grace:     opts.Grace,
+		Grace:     grace,
 		Cgroup:    cgPath,
-		Guardian:  opts.Guardian,
+		Guardian:  guardian,
 	}, nil
 }
 
-// Record returns a copy of the run's ownership record.
-func (r *Run) Record() Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return *r.rec
+// GuardianLockPath is the per-owner lock a guardian holds while it watches
+// owner (beside the records directory), so that one guardian per owner
+// watches and gc can remove locks of dead owners.
+func GuardianLockPath(owner Owner) string {
+	return filepath.Join(GuardianLockDir(), fmt.Sprintf("%d-%d.lock", owner.PID, owner.Start))
 }
 
-// SetGuardian records g as the guardian of the run's owner (rewrites the
-// record on the cgroup).
-func (r *Run) SetGuardian(g reaper.Identity) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rec.Guardian = &g
-	if r.cg == nil { // POSIX mode: the record is a file
-		return WriteRecord(r.rec)
-	}
-	return WriteCgroupRecord(r.cg.Path(), r.rec)
+// GuardianLockDir is the directory of guardian locks.
+func GuardianLockDir() string { return filepath.Join(filepath.Dir(Dir()), "guardians") }
+
+// NoXattrsForTest makes the record functions behave as on a kernel without
+// user xattrs on cgroupfs (EOPNOTSUPP) until restore is called, so tests
+// can exercise the file-record fallback on any kernel.
+func NoXattrsForTest() (restore func()) {
+	setxattr = func(string, string, []byte, int) error { return unix.EOPNOTSUPP }
+	getxattr = func(string, string, []byte) (int, error) { return 0, unix.EOPNOTSUPP }
+	return func() { setxattr, getxattr = unix.Setxattr, unix.Getxattr }
 }

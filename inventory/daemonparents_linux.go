@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package inventory
 
 import (
 	"os"

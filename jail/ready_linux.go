@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package jail
 
 import (
 	"bytes"
@@ -19,15 +19,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // NotifySocketEnv is the sd_notify(3) variable a worker gets in notify
 // mode.
 const NotifySocketEnv = "NOTIFY_SOCKET"
 
-// readyState tracks one worker's readiness.
-type readyState struct {
-	cfg   Readiness
+// Ready tracks one worker's readiness.
+type Ready struct {
+	cfg   spec.Readiness
 	re    *regexp.Regexp
 	start time.Time
 	ready chan struct{} // closed when every configured signal arrived
@@ -38,7 +39,7 @@ type readyState struct {
 	mu        sync.Mutex
 	gotNotify bool
 	gotLine   bool
-	info      ReadyInfo
+	info      spec.ReadyInfo
 	isReady   bool
 
 	// notify mode
@@ -50,12 +51,12 @@ type readyState struct {
 	stopOnce sync.Once
 }
 
-// newReadyState prepares readiness for a worker that will run as uid:gid
+// NewReady prepares readiness for a worker that will run as uid:gid
 // (-1: unchanged) in the run cgroup at cgPath ("" for none). In notify mode
 // it makes a private directory (0700, owned by the worker's user) holding
 // the worker's socket.
-func newReadyState(cfg Readiness, cgPath string, uid, gid int) (*readyState, error) {
-	rs := &readyState{cfg: cfg, ready: make(chan struct{}), finished: make(chan struct{}), start: time.Now()}
+func NewReady(cfg spec.Readiness, cgPath string, uid, gid int) (*Ready, error) {
+	rs := &Ready{cfg: cfg, ready: make(chan struct{}), finished: make(chan struct{}), start: time.Now()}
 	if cfg.Line != "" {
 		re, err := regexp.Compile(cfg.Line)
 		if err != nil {
@@ -72,13 +73,13 @@ func newReadyState(cfg Readiness, cgPath string, uid, gid int) (*readyState, err
 		}
 	}
 	if err := rs.listen(uid, gid); err != nil {
-		rs.cleanup()
+		rs.Cleanup()
 		return nil, err
 	}
 	return rs, nil
 }
 
-func (rs *readyState) listen(uid, gid int) error {
+func (rs *Ready) listen(uid, gid int) error {
 	dir, err := os.MkdirTemp("", "snakepit-notify-")
 	if err != nil {
 		return fmt.Errorf("notify socket dir: %w", err)
@@ -112,7 +113,7 @@ func (rs *readyState) listen(uid, gid int) error {
 }
 
 // env returns the variables the worker gets (NOTIFY_SOCKET in notify mode).
-func (rs *readyState) env() []string {
+func (rs *Ready) Env() []string {
 	if rs.sock == nil {
 		return nil
 	}
@@ -121,7 +122,7 @@ func (rs *readyState) env() []string {
 
 // wrapStdout returns the writer the worker's stdout goes to: in line mode a
 // writer that passes everything through to w and watches for the line.
-func (rs *readyState) wrapStdout(w io.Writer) io.Writer {
+func (rs *Ready) WrapStdout(w io.Writer) io.Writer {
 	if rs.re == nil {
 		return w
 	}
@@ -133,7 +134,7 @@ func (rs *readyState) wrapStdout(w io.Writer) io.Writer {
 
 // started begins watching once the worker runs; done is closed when the
 // worker has exited.
-func (rs *readyState) started(done <-chan struct{}) {
+func (rs *Ready) Started(done <-chan struct{}) {
 	rs.mu.Lock()
 	rs.checkReady()
 	rs.mu.Unlock()
@@ -152,7 +153,7 @@ func (rs *readyState) started(done <-chan struct{}) {
 }
 
 // checkReady closes ready once all configured signals arrived; mu held.
-func (rs *readyState) checkReady() {
+func (rs *Ready) checkReady() {
 	if rs.isReady {
 		return
 	}
@@ -168,9 +169,9 @@ func (rs *readyState) checkReady() {
 }
 
 // readLoop handles datagrams until stop closes the socket.
-func (rs *readyState) readLoop() {
+func (rs *Ready) readLoop() {
 	defer close(rs.finished)
-	defer rs.cleanup()
+	defer rs.Cleanup()
 	rc, err := rs.sock.SyscallConn()
 	if err != nil {
 		return
@@ -184,7 +185,7 @@ func (rs *readyState) readLoop() {
 }
 
 // drain reads every queued datagram.
-func (rs *readyState) drain(sock int) {
+func (rs *Ready) drain(sock int) {
 	rs.drainMu.Lock()
 	defer rs.drainMu.Unlock()
 	buf := make([]byte, 4096)
@@ -208,7 +209,7 @@ func (rs *readyState) drain(sock int) {
 // socket's directory already limits who can reach it to root and the
 // worker's user). A sender that is already gone cannot be checked and is
 // accepted.
-func (rs *readyState) senderInRun(oob []byte) bool {
+func (rs *Ready) senderInRun(oob []byte) bool {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil || len(msgs) == 0 {
 		return false
@@ -225,7 +226,7 @@ func (rs *readyState) senderInRun(oob []byte) bool {
 }
 
 // handle parses one sd_notify datagram ("KEY=VALUE" lines).
-func (rs *readyState) handle(msg []byte) {
+func (rs *Ready) handle(msg []byte) {
 	var statuses []string
 	rs.mu.Lock()
 	for _, line := range bytes.Split(msg, []byte{'\n'}) {
@@ -255,7 +256,7 @@ func (rs *readyState) handle(msg []byte) {
 
 // stop ends the notify reader after a last drain (what the worker sent just
 // before it exited).
-func (rs *readyState) stop() {
+func (rs *Ready) stop() {
 	rs.stopOnce.Do(func() {
 		if rc, err := rs.sock.SyscallConn(); err == nil {
 			_ = rc.Control(func(fd uintptr) { rs.drain(int(fd)) })
@@ -267,7 +268,7 @@ func (rs *readyState) stop() {
 // finish waits (bounded by ctx) until the notify socket is closed and its
 // directory removed, after the worker exited. Teardown calls it so that
 // nothing is left behind when it returns.
-func (rs *readyState) finish(ctx context.Context) {
+func (rs *Ready) Finish(ctx context.Context) {
 	if rs == nil {
 		return
 	}
@@ -278,7 +279,7 @@ func (rs *readyState) finish(ctx context.Context) {
 }
 
 // cleanup closes the socket and removes its directory.
-func (rs *readyState) cleanup() {
+func (rs *Ready) Cleanup() {
 	if rs.sock != nil {
 		rs.sock.Close()
 	}
@@ -291,7 +292,7 @@ func (rs *readyState) cleanup() {
 // line, for the readiness pattern.
 type lineWatcher struct {
 	dst     io.Writer
-	rs      *readyState
+	rs      *Ready
 	mu      sync.Mutex
 	buf     []byte
 	matched bool
@@ -336,24 +337,22 @@ func (l *lineWatcher) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Ready is closed when the worker is ready (at once when no readiness was
+// Chan is closed when the worker is ready (at once when no readiness was
 // configured).
-func (w *Worker) Ready() <-chan struct{} { return w.ready.ready }
+func (rs *Ready) Chan() <-chan struct{} { return rs.ready }
 
-// ReadyInfo returns what the worker reported and whether it is ready.
-func (w *Worker) ReadyInfo() (ReadyInfo, bool) {
-	w.ready.mu.Lock()
-	defer w.ready.mu.Unlock()
-	return w.ready.info, w.ready.isReady
+// Info returns what the worker reported and whether it is ready.
+func (rs *Ready) Info() (spec.ReadyInfo, bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.info, rs.isReady
 }
 
-// WaitReady blocks until the worker is ready. It fails with ErrNotReady
-// when the Readiness.Timeout (counted from the start) passes first, with
-// ErrExitedBeforeReady when the worker exits first, or with ctx's error.
-// It does not tear anything down: the caller decides (snakepit run tears
-// the run down and exits with status 119).
-func (w *Worker) WaitReady(ctx context.Context) (ReadyInfo, error) {
-	rs := w.ready
+// Wait blocks until the worker is ready. It fails with ErrNotReady when
+// the timeout (counted from the start) passes first, with
+// ErrExitedBeforeReady when the worker exits first (exitStatus describes
+// how), or with ctx's error. It tears nothing down: the caller decides.
+func (rs *Ready) Wait(ctx context.Context, exitStatus func() string) (spec.ReadyInfo, error) {
 	var timeout <-chan time.Time
 	if d := time.Duration(rs.cfg.Timeout); d > 0 {
 		t := time.NewTimer(time.Until(rs.start.Add(d)))
@@ -366,24 +365,23 @@ func (w *Worker) WaitReady(ctx context.Context) (ReadyInfo, error) {
 		select {
 		case <-rs.ready:
 		default:
-			st, _ := w.Wait(context.WithoutCancel(ctx))
-			return ReadyInfo{}, fmt.Errorf("%w (%v; was waiting for %s)", ErrExitedBeforeReady, st, rs.waitingFor())
+			return spec.ReadyInfo{}, fmt.Errorf("%w (%s; was waiting for %s)", ErrExitedBeforeReady, exitStatus(), rs.waitingFor())
 		}
 	case <-timeout:
 		select {
 		case <-rs.ready:
 		default:
-			return ReadyInfo{}, fmt.Errorf("%w: not ready %v after start (waiting for %s)", ErrNotReady, time.Duration(rs.cfg.Timeout), rs.waitingFor())
+			return spec.ReadyInfo{}, fmt.Errorf("%w: not ready %v after start (waiting for %s)", ErrNotReady, time.Duration(rs.cfg.Timeout), rs.waitingFor())
 		}
 	case <-ctx.Done():
-		return ReadyInfo{}, ctx.Err()
+		return spec.ReadyInfo{}, ctx.Err()
 	}
-	info, _ := w.ReadyInfo()
+	info, _ := rs.Info()
 	return info, nil
 }
 
 // waitingFor names the signals still missing.
-func (rs *readyState) waitingFor() string {
+func (rs *Ready) waitingFor() string {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	var w []string

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package inventory
 
 import (
 	"context"
@@ -17,7 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 )
 
 // DefaultGCMinAge is how old an empty run cgroup without a record must be
@@ -151,12 +154,12 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		stale bool
 		why   string
 	}
-	verdicts := map[Owner]verdictOf{}
-	verdict := func(rec *Record) (bool, string) {
+	verdicts := map[record.Owner]verdictOf{}
+	verdict := func(rec *record.Record) (bool, string) {
 		if v, ok := verdicts[rec.Owner]; ok {
 			return v.stale, v.why
 		}
-		stale, why := Stale(rec)
+		stale, why := record.Stale(rec)
 		verdicts[rec.Owner] = verdictOf{stale, why}
 		return stale, why
 	}
@@ -167,11 +170,11 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			continue
 		}
 		it := GCItem{Kind: "cgroup", ID: id, Cgroup: path}
-		rec, err := ReadCgroupRecord(path)
+		rec, err := record.ReadCgroup(path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue // removed meanwhile
-		case errors.Is(err, ErrNoRecord):
+		case errors.Is(err, record.ErrNoRecord):
 			gcUnrecorded(ctx, it, path, minAge, o.DryRun, add)
 			continue
 		case err != nil:
@@ -223,7 +226,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	wg.Wait()
 
 	// 3: file records.
-	recs, err := ListRecords()
+	recs, err := record.List()
 	if err != nil {
 		return rep, err
 	}
@@ -232,7 +235,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			continue
 		}
 		it := GCItem{Kind: "record", ID: rec.ID, Cgroup: rec.Cgroup}
-		if rec.Mechanism == MechanismCgroup {
+		if rec.Mechanism == record.MechanismCgroup {
 			if _, err := os.Stat(rec.Cgroup); !errors.Is(err, fs.ErrNotExist) {
 				continue // listed (and judged) with its cgroup
 			}
@@ -240,14 +243,14 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			it.Action = GCWouldRemove
 			if !o.DryRun {
 				it.Action = GCRemoved
-				if err := RemoveRecord(rec.ID); err != nil {
+				if err := record.Remove(rec.ID); err != nil {
 					it.Action, it.Error = GCFailed, err.Error()
 				}
 			}
 			add(it)
 			continue
 		}
-		stale, why := Stale(rec)
+		stale, why := record.Stale(rec)
 		if !stale {
 			rep.Live++
 			continue
@@ -262,7 +265,7 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr, err := TeardownPOSIX(ctx, rec, o.Grace)
+			tr, err := posix.TeardownRecord(ctx, rec, o.Grace)
 			it.Action, it.Procs = GCRemoved, tr.Terminated
 			if err != nil {
 				it.Action, it.Error = GCFailed, err.Error()
@@ -336,7 +339,7 @@ func gcUnrecorded(ctx context.Context, it GCItem, path string, minAge time.Durat
 
 // gcTeardownStale tears down one stale run cgroup that holds processes
 // (an empty one the caller removed by rmdir already).
-func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *Record, grace time.Duration) GCItem {
+func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *record.Record, grace time.Duration) GCItem {
 	// No stat first: ReadEvents says ErrNotExist for a run removed since.
 	cg := cgroup.At(path)
 	ev, err := cg.ReadEvents()
@@ -354,7 +357,7 @@ func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *Record, g
 		// re-created under the same ID by a live owner meanwhile). Empty
 		// runs need no such check: GC rmdirs them right after reading their
 		// record, and rmdir removes nothing that holds a process.
-		again, err := ReadCgroupRecord(path)
+		again, err := record.ReadCgroup(path)
 		if err != nil || !again.Owner.Same(rec.Owner) || !again.Created.Equal(rec.Created) {
 			it.Action, it.Reason = GCSkipped, "record changed or run removed while gc looked"
 			return it
@@ -365,8 +368,7 @@ func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *Record, g
 	}
 	tctx, cancel := context.WithTimeout(ctx, grace+30*time.Second)
 	defer cancel()
-	var tr TeardownReport
-	err = teardownGroupSeen(tctx, cg, grace, &tr, seen)
+	tr, err := containment.TeardownGroupSeen(tctx, cg, grace, seen)
 	it.Action = GCRemoved
 	if err != nil {
 		it.Action, it.Error = GCFailed, err.Error()
@@ -404,7 +406,7 @@ func (l *runLiveness) live(id string) bool {
 func (l *runLiveness) liveProc(m *reaper.Marked) bool {
 	if p, err := cgroup.PathOf(m.PID); err == nil && filepath.Base(p) == cgroup.Prefix+m.RunID {
 		if mnt, err := cgroup.FindMount(); err == nil {
-			rec, err := ReadCgroupRecord(filepath.Join(mnt.Path, p))
+			rec, err := record.ReadCgroup(filepath.Join(mnt.Path, p))
 			if err != nil {
 				return true // no record (or unreadable): not ours to judge
 			}
@@ -417,7 +419,7 @@ func (l *runLiveness) liveProc(m *reaper.Marked) bool {
 
 func (l *runLiveness) judge(id string) bool {
 	if g, err := Lookup(id, l.parents...); err == nil {
-		rec, err := ReadCgroupRecord(g.Path())
+		rec, err := record.ReadCgroup(g.Path())
 		if err != nil {
 			return true // no record (or unreadable): not ours to judge
 		}
@@ -425,11 +427,11 @@ func (l *runLiveness) judge(id string) bool {
 	} else if !errors.Is(err, ErrUnknownRun) {
 		return true
 	}
-	rec, err := ReadRecord(id)
+	rec, err := record.Read(id)
 	if err == nil {
 		return rec.Owner.Alive()
 	}
-	return !errors.Is(err, ErrNoRecord) // unreadable record: assume live
+	return !errors.Is(err, record.ErrNoRecord) // unreadable record: assume live
 }
 
 func gcMarked(ctx context.Context, o GCOptions, parents []string, only func(string) bool, doomed map[string]bool, rep *GCReport) error {
@@ -479,7 +481,7 @@ func gcMarked(ctx context.Context, o GCOptions, parents []string, only func(stri
 // unlinked file: a later guardian of the same owner would not see it and
 // watch too, which is harmless.
 func removeStaleGuardianLocks() {
-	dir := filepath.Dir(guardianLockPath(Owner{}))
+	dir := record.GuardianLockDir()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -498,4 +500,12 @@ func removeStaleGuardianLocks() {
 		}
 		unix.Close(fd)
 	}
+}
+
+// isSnakepitCLI reports whether a marked process is a snakepit command
+// (e.g. `snakepit run --run-id X` itself) rather than a worker: its argv
+// carries a run ID before that run exists, so it is never a target of a
+// run-ID scan. One rule for every scan (posix.IsSnakepitCommand).
+func isSnakepitCLI(m *reaper.Marked) bool {
+	return posix.IsSnakepitProcess(m.PID, m.Exe, func() []string { return m.Argv })
 }

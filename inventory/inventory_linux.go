@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package inventory
 
 import (
 	"bytes"
@@ -12,12 +12,18 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/kfile"
+	"github.com/snakepit/snakepit/limits"
+	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // ProcInfo is one process of a run.
@@ -48,9 +54,9 @@ type RunInfo struct {
 	Processes []ProcInfo `json:"processes"`
 	// Stats are the run cgroup's usage counters (limits_linux.go); nil for
 	// POSIX runs.
-	Stats *Stats `json:"stats,omitempty"`
+	Stats *limits.Stats `json:"stats,omitempty"`
 
-	Record *Record `json:"-"`
+	Record *record.Record `json:"-"`
 }
 
 // ListOptions configure ListRuns.
@@ -84,21 +90,21 @@ func ListRuns(ctx context.Context, o ListOptions) ([]RunInfo, error) {
 		}
 		out = append(out, ri)
 	}
-	recs, err := ListRecords()
+	recs, err := record.List()
 	if err != nil {
 		return nil, err
 	}
 	var marked []reaper.Marked
 	scanned := false
 	for _, rec := range recs {
-		if rec.Mechanism != MechanismPOSIX {
+		if rec.Mechanism != record.MechanismPOSIX {
 			continue // cgroup runs are listed from their cgroups
 		}
 		if !scanned {
 			marked, _ = reaper.ListMarked(ctx)
 			scanned = true
 		}
-		ri := RunInfo{ID: rec.ID, Mechanism: MechanismPOSIX}
+		ri := RunInfo{ID: rec.ID, Mechanism: record.MechanismPOSIX}
 		fillFromRecord(&ri, rec, now)
 		var procs []ProcInfo
 		for i := range marked {
@@ -129,7 +135,7 @@ func nonNil(p []ProcInfo) []ProcInfo {
 	return p
 }
 
-func fillFromRecord(ri *RunInfo, rec *Record, now time.Time) {
+func fillFromRecord(ri *RunInfo, rec *record.Record, now time.Time) {
 	ri.Record = rec
 	ri.HasRecord = true
 	ri.OwnerPID = rec.Owner.PID
@@ -143,12 +149,12 @@ func fillFromRecord(ri *RunInfo, rec *Record, now time.Time) {
 
 // cgroupRunInfo describes the run cgroup at path.
 func cgroupRunInfo(id, path string, now time.Time, tree bool) (RunInfo, error) {
-	ri := RunInfo{ID: id, Mechanism: MechanismCgroup, Cgroup: path}
-	rec, err := ReadCgroupRecord(path)
+	ri := RunInfo{ID: id, Mechanism: record.MechanismCgroup, Cgroup: path}
+	rec, err := record.ReadCgroup(path)
 	switch {
 	case err == nil:
 		fillFromRecord(&ri, rec, now)
-	case errors.Is(err, ErrNoRecord):
+	case errors.Is(err, record.ErrNoRecord):
 		ri.OwnerStatus = "no ownership record"
 		st, serr := os.Stat(path)
 		if serr != nil {
@@ -168,7 +174,7 @@ func cgroupRunInfo(id, path string, now time.Time, tree bool) (RunInfo, error) {
 		return ri, err
 	}
 	ri.Procs = len(pids)
-	if st, err := ReadStats(cg); err == nil {
+	if st, err := limits.ReadStats(cg); err == nil {
 		ri.Stats = &st
 	}
 	if tree {
@@ -197,24 +203,24 @@ func Cmdline(pid int) string {
 // KillRun tears down run id from outside its owner (`snakepit kill`): a
 // cgroup run under the known parents (plus parents) through TeardownGroup,
 // else a POSIX run with a file record through TeardownPOSIX. grace < 0
-// means the run's recorded grace (DefaultGrace without a record). An
+// means the run's recorded grace (spec.DefaultGrace without a record). An
 // invalid ID yields runid.ErrInvalid before any filesystem access; an
 // unknown one ErrUnknownRun.
-func KillRun(ctx context.Context, id string, grace time.Duration, parents ...string) (TeardownReport, error) {
+func KillRun(ctx context.Context, id string, grace time.Duration, parents ...string) (containment.Report, error) {
 	if err := runid.Validate(id); err != nil {
-		return TeardownReport{}, err
+		return containment.Report{}, err
 	}
 	g, err := Lookup(id, KnownParents(parents...)...)
 	if err == nil {
 		if grace < 0 {
-			grace = DefaultGrace
-			if rec, err := ReadCgroupRecord(g.Path()); err == nil {
+			grace = spec.DefaultGrace
+			if rec, err := record.ReadCgroup(g.Path()); err == nil {
 				grace = rec.Grace
 			}
 		}
-		rep, err := TeardownGroup(ctx, g, grace)
-		if rec, rerr := ReadRecord(id); rerr == nil && rec.Mechanism == MechanismCgroup {
-			_ = RemoveRecord(id) // xattr-less fallback record
+		rep, err := containment.TeardownGroup(ctx, g, grace)
+		if rec, rerr := record.Read(id); rerr == nil && rec.Mechanism == record.MechanismCgroup {
+			_ = record.Remove(id) // xattr-less fallback record
 		}
 		if rep.Vanished {
 			// Removed by someone else between lookup and teardown.
@@ -223,18 +229,90 @@ func KillRun(ctx context.Context, id string, grace time.Duration, parents ...str
 		return rep, err
 	}
 	if !errors.Is(err, ErrUnknownRun) {
-		return TeardownReport{}, err
+		return containment.Report{}, err
 	}
-	rec, rerr := ReadRecord(id)
-	if rerr == nil && rec.Mechanism == MechanismPOSIX {
+	rec, rerr := record.Read(id)
+	if rerr == nil && rec.Mechanism == record.MechanismPOSIX {
 		if grace < 0 {
 			grace = rec.Grace
 		}
-		return TeardownPOSIX(ctx, rec, grace)
+		return posix.TeardownRecord(ctx, rec, grace)
 	}
-	if rerr != nil && !errors.Is(rerr, ErrNoRecord) {
-		return TeardownReport{}, rerr
+	if rerr != nil && !errors.Is(rerr, record.ErrNoRecord) {
+		return containment.Report{}, rerr
 	}
-	return TeardownReport{}, fmt.Errorf("%w: %s (no run cgroup under %s, no record in %s)",
-		ErrUnknownRun, id, strings.Join(KnownParents(parents...), ", "), RecordsDir())
+	return containment.Report{}, fmt.Errorf("%w: %s (no run cgroup under %s, no record in %s)",
+		ErrUnknownRun, id, strings.Join(KnownParents(parents...), ", "), record.Dir())
+}
+
+// OwnedTeardown is one run torn down for a dead owner.
+type OwnedTeardown struct {
+	ID     string
+	Report containment.Report
+	Err    error
+}
+
+// TeardownOwned tears down, concurrently and with grace, every run whose
+// record names owner: cgroup runs under KnownParents(parents...) and POSIX
+// runs with a file record.
+func TeardownOwned(ctx context.Context, owner record.Owner, grace time.Duration, parents ...string) ([]OwnedTeardown, error) {
+	runs, err := ListRunCgroups(KnownParents(parents...)...)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu  sync.Mutex
+		out []OwnedTeardown
+		wg  sync.WaitGroup
+	)
+	add := func(t OwnedTeardown) {
+		mu.Lock()
+		out = append(out, t)
+		mu.Unlock()
+	}
+	for id, path := range runs {
+		rec, err := record.ReadCgroup(path)
+		if err != nil || !rec.Owner.Same(owner) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cg, err := cgroup.Open(path)
+			if err != nil {
+				if errors.Is(err, cgroup.ErrNotExist) {
+					return // torn down meanwhile
+				}
+				add(OwnedTeardown{ID: id, Err: err})
+				return
+			}
+			rep, err := containment.TeardownGroup(ctx, cg, grace)
+			if err == nil {
+				// A file record (no user xattrs on this cgroupfs) goes
+				// with its run.
+				err = record.Remove(id)
+			}
+			add(OwnedTeardown{ID: id, Report: rep, Err: err})
+		}()
+	}
+	recs, _ := record.List()
+	for _, rec := range recs {
+		if rec.Mechanism != record.MechanismPOSIX || !rec.Owner.Same(owner) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := posix.TeardownRecord(ctx, rec, grace)
+			add(OwnedTeardown{ID: rec.ID, Report: rep, Err: err})
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, t := range out {
+		if t.Err != nil {
+			errs = append(errs, fmt.Errorf("run %s: %w", t.ID, t.Err))
+		}
+	}
+	return out, errors.Join(errs...)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package limits
 
 import (
 	"bufio"
@@ -19,12 +19,13 @@ import (
 	"github.com/snakepit/snakepit/internal/kfile"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // Limits are applied in two phases so that a run whose limits cannot work
 // fails before anything is created:
 //
-//  1. planLimits (before the run cgroup exists) works out which
+//  1. PlanFor (before the run cgroup exists) works out which
 //     controllers the limits need, and for each one which cgroups between
 //     the cgroup2 root and the run's parent must get "+ctrl" in their
 //     cgroup.subtree_control. It only reads. A controller that cannot be
@@ -42,7 +43,7 @@ import (
 // Its ToggleControllers also writes every ancestor's subtree_control from
 // the mount root down keeping only the last error, and its Memory.Max
 // writes "-1" where the kernel wants "max". The daemon, which is
-// long-lived, still uses it for per-run statistics (daemon/stats_linux.go).
+// long-lived, still uses it for per-run statistics ().
 
 // enableStep adds controllers to one cgroup's subtree_control.
 type enableStep struct {
@@ -50,10 +51,10 @@ type enableStep struct {
 	ctrls []string
 }
 
-// limitPlan is the outcome of planLimits.
-type limitPlan struct {
+// Plan is the outcome of PlanFor: what to enable and write.
+type Plan struct {
 	mount    cgroup.Mount
-	limits   Limits // with the unavailable settings removed (BestEffort)
+	limits   spec.Limits // with the unavailable settings removed (BestEffort)
 	steps    []enableStep
 	oomGroup bool
 	// optional controllers (accounting for stats and oom.group) whose
@@ -62,10 +63,13 @@ type limitPlan struct {
 	warnings []error
 }
 
-// controllerNeeds lists the controllers l needs and which flag needs each.
-func controllerNeeds(l Limits) []struct{ ctrl, why string } {
-	var out []struct{ ctrl, why string }
-	add := func(c, why string) { out = append(out, struct{ ctrl, why string }{c, why}) }
+// Need is a controller a limit needs, and the flag that needs it.
+type Need struct{ Ctrl, Why string }
+
+// Needs lists the controllers l needs and which flag needs each.
+func Needs(l spec.Limits) []Need {
+	var out []Need
+	add := func(c, why string) { out = append(out, Need{c, why}) }
 	switch {
 	case l.MemoryMax != 0:
 		add("memory", "--memory-max")
@@ -86,9 +90,9 @@ func controllerNeeds(l Limits) []struct{ ctrl, why string } {
 	return out
 }
 
-// planLimits plans the controllers for a run cgroup to be made under
+// PlanFor plans the controllers for a run cgroup to be made under
 // parent. Nothing is written.
-func planLimits(parent string, l Limits) (*limitPlan, error) {
+func PlanFor(parent string, l spec.Limits) (*Plan, error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}
@@ -96,7 +100,7 @@ func planLimits(parent string, l Limits) (*limitPlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &limitPlan{mount: m, limits: l, optional: map[string]bool{}}
+	p := &Plan{mount: m, limits: l, optional: map[string]bool{}}
 	chain, err := cgroupChain(m.Path, parent)
 	if err != nil {
 		return nil, err
@@ -108,18 +112,18 @@ func planLimits(parent string, l Limits) (*limitPlan, error) {
 		}
 	}
 	got := map[string]bool{}
-	for _, n := range controllerNeeds(l) { // at most one entry per controller
-		s, reason := planController(m, chain, n.ctrl)
+	for _, n := range Needs(l) { // at most one entry per controller
+		s, reason := planController(m, chain, n.Ctrl)
 		if reason != "" {
-			cerr := &ControllerError{Controller: n.ctrl, Needed: n.why, Reason: reason}
+			cerr := &ControllerError{Controller: n.Ctrl, Needed: n.Why, Reason: reason}
 			if !l.BestEffort {
 				return nil, cerr
 			}
 			p.warnings = append(p.warnings, cerr)
-			p.limits = withoutController(p.limits, n.ctrl)
+			p.limits = withoutController(p.limits, n.Ctrl)
 			continue
 		}
-		got[n.ctrl] = true
+		got[n.Ctrl] = true
 		add(s)
 	}
 	// Accounting that costs nothing to ask for: memory (memory.current and
@@ -165,14 +169,14 @@ func touchesAbove(steps []enableStep, parent string) bool {
 	return false
 }
 
-func withoutController(l Limits, ctrl string) Limits {
+func withoutController(l spec.Limits, ctrl string) spec.Limits {
 	switch ctrl {
 	case "memory":
 		l.MemoryMax, l.MemoryHigh, l.OOMGroup = 0, 0, nil
 	case "pids":
 		l.PidsMax = 0
 	case "cpu":
-		l.CPUMax, l.CPUWeight = CPUMax{}, 0
+		l.CPUMax, l.CPUWeight = spec.CPUMax{}, 0
 	}
 	return l
 }
@@ -332,7 +336,7 @@ func has(list []string, s string) bool { return slices.Contains(list, s) }
 
 // apply enables the planned controllers and writes the limits into the run
 // cgroup g. Nothing has been started in g yet.
-func (p *limitPlan) apply(g *cgroup.Group) error {
+func (p *Plan) Apply(g *cgroup.Group) error {
 	for _, st := range p.steps {
 		if err := enableControllers(st.dir, st.ctrls, p.optional); err != nil {
 			return err
@@ -384,26 +388,26 @@ type limitValue struct{ file, val string }
 
 // values lists the files the planned limits write, in a safe order
 // (memory.high before memory.max, so a lowered max never sits under high).
-func (p *limitPlan) values() []limitValue {
+func (p *Plan) values() []limitValue {
 	l := p.limits
 	num := func(v int64) string {
-		if v == LimitMax {
+		if v == spec.LimitMax {
 			return "max"
 		}
 		return strconv.FormatInt(v, 10)
 	}
 	var out []limitValue
 	if l.MemoryHigh != 0 {
-		out = append(out, limitValue{"memory.high", num(l.MemoryHigh)})
+		out = append(out, limitValue{"memory.high", num(int64(l.MemoryHigh))})
 	}
 	if l.MemoryMax != 0 {
-		out = append(out, limitValue{"memory.max", num(l.MemoryMax)})
+		out = append(out, limitValue{"memory.max", num(int64(l.MemoryMax))})
 	}
 	if p.oomGroup && l.OOMGroup != nil {
 		out = append(out, limitValue{"memory.oom.group", "1"})
 	}
 	if l.PidsMax != 0 {
-		out = append(out, limitValue{"pids.max", num(l.PidsMax)})
+		out = append(out, limitValue{"pids.max", num(int64(l.PidsMax))})
 	}
 	if !l.CPUMax.IsZero() {
 		out = append(out, limitValue{"cpu.max", l.CPUMax.String()})
@@ -433,15 +437,6 @@ func ReadStats(g *cgroup.Group) (Stats, error) {
 	s.OOMKills = readKV(filepath.Join(dir, "memory.events"))["oom_kill"]
 	s.PidsMaxEvents = readKV(filepath.Join(dir, "pids.events"))["max"]
 	return s, nil
-}
-
-// Stats returns the run's resource usage. A run without a cgroup (POSIX
-// mode) has none: ErrControllerUnavailable.
-func (r *Run) Stats() (Stats, error) {
-	if r.cg == nil {
-		return Stats{}, fmt.Errorf("%w: run %s has no cgroup (POSIX mode)", ErrControllerUnavailable, r.id)
-	}
-	return ReadStats(r.cg)
 }
 
 func readUint(p string) *uint64 {
@@ -475,12 +470,12 @@ func readKV(p string) map[string]*uint64 {
 	return out
 }
 
-// ProbeLimits reports, for each controller a limit can need (memory, pids,
+// Probe reports, for each controller a limit can need (memory, pids,
 // cpu), whether a run made under parent (DefaultParent when empty) could
 // get it, and why not. It writes nothing (for `snakepit doctor`).
-func ProbeLimits(parent string) (map[string]error, error) {
+func Probe(parent string) (map[string]error, error) {
 	if parent == "" {
-		p, err := DefaultParent()
+		p, err := cgroup.DefaultParent()
 		if err != nil {
 			return nil, err
 		}
@@ -504,3 +499,7 @@ func ProbeLimits(parent string) (map[string]error, error) {
 	}
 	return out, nil
 }
+
+// Warnings returns the controllers left out under BestEffort (one
+// *ControllerError each).
+func (p *Plan) Warnings() []error { return p.warnings }

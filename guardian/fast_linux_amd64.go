@@ -1,6 +1,6 @@
 //go:build linux && amd64
 
-package snakepit
+package guardian
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 )
 
 // fastGuardArgs is everything the in-process guardian reads. Its layout is
@@ -63,19 +64,19 @@ var fastGuard struct {
 	pipeW int
 }
 
-// FastGuardianName is the command name (comm) of the in-process guardian
+// FastName is the command name (comm) of the in-process guardian
 // until it execs the full guardian.
-const FastGuardianName = "snakepit-guard"
+const FastName = "snakepit-guard"
 
-// ErrNoFastGuardian means the in-process guardian cannot be used here (no
+// ErrNoFast means the in-process guardian cannot be used here (no
 // cgroup.kill, a second run in this process, no reaper, or an owner other
-// than the caller); StartGuardian's exec'd guardian does the job instead.
-var ErrNoFastGuardian = errors.New("in-process guardian unavailable")
+// than the caller); Start's exec'd guardian does the job instead.
+var ErrNoFast = errors.New("in-process guardian unavailable")
 
-// StartFastGuardian starts the guardian of a run in cgroup mode without
+// StartFast starts the guardian of a run in cgroup mode without
 // starting a program: a clone(CLONE_VM) of the calling process that runs a
 // few raw system calls (guardian_fast_linux_amd64.s). It costs one clone,
-// against a fork, an exec and a Go runtime start for StartGuardian's.
+// against a fork, an exec and a Go runtime start for Start's.
 //
 // The guardian blocks in read(2) on a pipe whose only write end the caller
 // holds, so it wakes when the caller is gone however it died. It then writes
@@ -89,24 +90,24 @@ var ErrNoFastGuardian = errors.New("in-process guardian unavailable")
 //
 // The caller must be the owner (o.Owner zero or itself) and must have a
 // Reaper: the guardian is its child. One per process.
-func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string) (reaper.Identity, error) {
+func StartFast(ctx context.Context, o Options, cgroupPath string) (reaper.Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return reaper.Identity{}, err
 	}
 	if o.Reaper == nil || (o.Owner.PID != 0 && o.Owner.PID != os.Getpid()) || cgroupPath == "" {
-		return reaper.Identity{}, ErrNoFastGuardian
+		return reaper.Identity{}, ErrNoFast
 	}
-	if err := FastGuardianAvailable(); err != nil {
+	if err := FastAvailable(); err != nil {
 		// The child could not drop the caller's descriptors.
 		return reaper.Identity{}, err
 	}
 	fastGuard.mu.Lock()
 	defer fastGuard.mu.Unlock()
 	if fastGuard.used {
-		return reaper.Identity{}, ErrNoFastGuardian
+		return reaper.Identity{}, ErrNoFast
 	}
 	if o.Owner.PID == 0 {
-		self, err := Self()
+		self, err := record.Self()
 		if err != nil {
 			return reaper.Identity{}, err
 		}
@@ -131,7 +132,7 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	if errors.Is(err, unix.ENOENT) {
 		// No cgroup.kill (Linux < 5.14): the full guardian falls back to
 		// freezing.
-		return reaper.Identity{}, fmt.Errorf("%w: %w", ErrNoFastGuardian, err)
+		return reaper.Identity{}, fmt.Errorf("%w: %w", ErrNoFast, err)
 	}
 	if err != nil {
 		return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
@@ -180,10 +181,10 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	}
 	a.ranges[a.nRanges] = [2]int64{lo, math.MaxUint32}
 	a.nRanges++
-	copy(a.comm[:15], FastGuardianName)
+	copy(a.comm[:15], FastName)
 	a.one[0] = '1'
 	// /proc/self/exe is our (shared) executable even if the file was
-	// replaced or deleted since; o.Binary, as for StartGuardian, overrides.
+	// replaced or deleted since; o.Binary, as for Start, overrides.
 	path := cstr("/proc/self/exe")
 	if o.Binary != "" {
 		path = cstr(o.Binary)
@@ -220,7 +221,7 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 		if e := unix.Errno(errno); e == unix.ENOSYS || e == unix.EPERM {
 			// A seccomp filter (or a sandbox) that refuses this clone:
 			// the exec'd guardian needs only fork and exec.
-			return 0, fmt.Errorf("%w: clone: %w", ErrNoFastGuardian, e)
+			return 0, fmt.Errorf("%w: clone: %w", ErrNoFast, e)
 		} else if errno != 0 {
 			return 0, fmt.Errorf("guardian: clone: %w", e)
 		}
@@ -246,12 +247,12 @@ func StartFastGuardian(ctx context.Context, o GuardianOptions, cgroupPath string
 	return id, nil
 }
 
-// FastGuardianAvailable reports whether StartFastGuardian can be used on
+// FastAvailable reports whether StartFast can be used on
 // this host (given a run cgroup with cgroup.kill): nil, or an error
-// wrapping ErrNoFastGuardian that says why not.
-func FastGuardianAvailable() error {
+// wrapping ErrNoFast that says why not.
+func FastAvailable() error {
 	if !closeRangeWorks() {
-		return fmt.Errorf("%w: no close_range(2) (Linux < 5.9)", ErrNoFastGuardian)
+		return fmt.Errorf("%w: no close_range(2) (Linux < 5.9)", ErrNoFast)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package snakepit
+package record
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // and gives way to it for strings that need escaping.
 func TestRecordAppendJSON(t *testing.T) {
 	owner := Owner{PID: 4242, Start: 1234567, BootID: "6e999790-5e2e-4dee-b53a-243fa7c6f00d"}
-	base := Record{Version: RecordVersion, ID: "abc0xyz", Mechanism: MechanismCgroup, Owner: owner,
+	base := Record{Version: FormatVersion, ID: "abc0xyz", Mechanism: MechanismCgroup, Owner: owner,
 		Created: time.Date(2026, 11, 28, 22, 1, 2, 345678900, time.UTC), Grace: 5 * time.Second,
 		Cgroup: "/sys/fs/cgroup/snakepit/snakepit-abc0xyz"}
 	cases := map[string]func(r *Record){

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package guardian
 
 import (
 	"context"
@@ -16,31 +16,33 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
-// GuardianCommand is the hidden snakepit subcommand that runs a guardian.
-const GuardianCommand = "__guardian"
+// Command is the hidden snakepit subcommand that runs a guardian.
+const Command = "__guardian"
 
-// GuardianLogEnv, when set in the guardian's environment, names a file the
+// LogEnv, when set in the guardian's environment, names a file the
 // guardian appends one line per action to (its stdio is /dev/null).
-const GuardianLogEnv = "SNAKEPIT_GUARDIAN_LOG"
+const LogEnv = "SNAKEPIT_GUARDIAN_LOG"
 
-// GuardianOptions configure a guardian: a small process, outside the run
+// Options configure a guardian: a small process, outside the run
 // cgroups and in its own session, that watches an owner through a pidfd and,
 // when the owner dies, tears down every run whose record names that owner.
-type GuardianOptions struct {
+type Options struct {
 	// Owner is the process to watch; zero means the calling process
-	// (StartGuardian) .
-	Owner Owner
+	// (Start) .
+	Owner record.Owner
 	// Parents are cgroup parents to search besides KnownParents().
 	Parents []string
 	// Grace is the teardown grace once the owner died; 0 (the default)
 	// kills at once: an owner that dies uncleanly ran no shutdown.
 	Grace time.Duration
-	// Binary is the snakepit executable StartGuardian runs; empty means
+	// Binary is the snakepit executable Start runs; empty means
 	// os.Executable().
 	Binary string
 	// Reaper, if set, is the caller's wait4(-1) loop: the guardian is
@@ -53,8 +55,8 @@ type GuardianOptions struct {
 }
 
 // Args returns the guardian's command line after the binary.
-func (o GuardianOptions) Args() []string {
-	a := []string{GuardianCommand,
+func (o Options) Args() []string {
+	a := []string{Command,
 		"--owner-pid", strconv.Itoa(o.Owner.PID),
 		"--owner-start", strconv.FormatUint(o.Owner.Start, 10),
 		"--owner-boot", o.Owner.BootID,
@@ -69,7 +71,7 @@ func (o GuardianOptions) Args() []string {
 	return a
 }
 
-// StartGuardian starts a guardian for o.Owner and returns its identity as
+// Start starts a guardian for o.Owner and returns its identity as
 // soon as it has been exec'd; it does not wait for the guardian to be
 // ready. None is needed: the guardian verifies the owner's start time after
 // opening its pidfd and acts at once if the owner is already gone. The
@@ -77,9 +79,9 @@ func (o GuardianOptions) Args() []string {
 // process group or terminal never reach it, no Pdeathsig, stdio on
 // /dev/null (it must not hold a caller's pipes open), and stays in the
 // caller's cgroup, outside every run. The caller need not wait for it.
-func StartGuardian(ctx context.Context, o GuardianOptions) (reaper.Identity, error) {
+func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 	if o.Owner.PID == 0 {
-		self, err := Self()
+		self, err := record.Self()
 		if err != nil {
 			return reaper.Identity{}, err
 		}
@@ -136,33 +138,26 @@ func StartGuardian(ctx context.Context, o GuardianOptions) (reaper.Identity, err
 	return id, nil
 }
 
-// GuardianReport says what a guardian did.
-type GuardianReport struct {
+// Report says what a guardian did.
+type Report struct {
 	// Deduplicated is true when another guardian already watched the owner
 	// and this one exited at once.
 	Deduplicated bool
 	// OwnerWasGone is true when the owner had died before we watched it.
 	OwnerWasGone bool
 	// Torn are the runs torn down.
-	Torn []OwnedTeardown
+	Torn []inventory.OwnedTeardown
 	// Latency is the time from noticing the owner's death to all runs gone.
 	Latency time.Duration
 }
 
-// OwnedTeardown is one run torn down for a dead owner.
-type OwnedTeardown struct {
-	ID     string
-	Report TeardownReport
-	Err    error
-}
-
-// RunGuardian is the guardian's body: it blocks until o.Owner dies (or ctx
+// Run is the guardian's body: it blocks until o.Owner dies (or ctx
 // ends, then it returns ctx's error without tearing anything down), tears
 // down every run whose record names the owner, and returns. Only one
 // guardian per owner keeps watching: later ones find the owner's lock taken
 // and return at once (Deduplicated).
-func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error) {
-	var rep GuardianReport
+func Run(ctx context.Context, o Options) (Report, error) {
+	var rep Report
 	if o.Owner.PID <= 0 {
 		return rep, errors.New("guardian: no owner PID")
 	}
@@ -182,10 +177,10 @@ func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error)
 	// The owner is dead: nothing may stop the teardown now but a bound.
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.Grace+30*time.Second)
 	defer cancel()
-	rep.Torn, err = TeardownOwned(tctx, o.Owner, o.Grace, o.Parents...)
+	rep.Torn, err = inventory.TeardownOwned(tctx, o.Owner, o.Grace, o.Parents...)
 	for _, id := range o.Removed {
-		t := OwnedTeardown{ID: id, Report: TeardownReport{Killed: true, KillMechanism: "cgroup.kill, removed by the in-process guardian"}}
-		if rerr := RemoveRecord(id); rerr != nil && !errors.Is(rerr, runid.ErrInvalid) {
+		t := inventory.OwnedTeardown{ID: id, Report: containment.Report{Killed: true, KillMechanism: "cgroup.kill, removed by the in-process guardian"}}
+		if rerr := record.Remove(id); rerr != nil && !errors.Is(rerr, runid.ErrInvalid) {
 			t.Err = rerr
 		}
 		rep.Torn = append(rep.Torn, t)
@@ -196,7 +191,7 @@ func RunGuardian(ctx context.Context, o GuardianOptions) (GuardianReport, error)
 
 // waitOwner returns once the owner has died. gone is true when it was
 // already gone (or its PID reused) when we looked.
-func waitOwner(ctx context.Context, owner Owner) (gone bool, err error) {
+func waitOwner(ctx context.Context, owner record.Owner) (gone bool, err error) {
 	pin, err := reaper.Pin(owner.Identity())
 	if errors.Is(err, reaper.ErrNoProcess) || errors.Is(err, reaper.ErrReused) {
 		return true, nil
@@ -260,8 +255,8 @@ func waitOwner(ctx context.Context, owner Owner) (gone bool, err error) {
 // <records dir>/../guardians/<pid>-<start>.lock). held is true when another
 // guardian has it. When the lock cannot be made (no writable directory)
 // every guardian keeps watching: duplicates are harmless, only wasteful.
-func guardianLock(owner Owner) (unlock func(), held bool) {
-	p := guardianLockPath(owner)
+func guardianLock(owner record.Owner) (unlock func(), held bool) {
+	p := record.GuardianLockPath(owner)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return func() {}, false
 	}
@@ -283,92 +278,4 @@ func guardianLock(owner Owner) (unlock func(), held bool) {
 		_ = os.Remove(p)
 		unix.Close(fd)
 	}, false
-}
-
-func guardianLockPath(owner Owner) string {
-	return filepath.Join(filepath.Dir(RecordsDir()), "guardians", fmt.Sprintf("%d-%d.lock", owner.PID, owner.Start))
-}
-
-// TeardownOwned tears down, concurrently and with grace, every run whose
-// record names owner: cgroup runs under KnownParents(parents...) and POSIX
-// runs with a file record.
-func TeardownOwned(ctx context.Context, owner Owner, grace time.Duration, parents ...string) ([]OwnedTeardown, error) {
-	runs, err := ListRunCgroups(KnownParents(parents...)...)
-	if err != nil {
-		return nil, err
-	}
-	var (
-		mu  sync.Mutex
-		out []OwnedTeardown
-		wg  sync.WaitGroup
-	)
-	add := func(t OwnedTeardown) {
-		mu.Lock()
-		out = append(out, t)
-		mu.Unlock()
-	}
-	for id, path := range runs {
-		rec, err := ReadCgroupRecord(path)
-		if err != nil || !rec.Owner.Same(owner) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cg, err := cgroup.Open(path)
-			if err != nil {
-				if errors.Is(err, cgroup.ErrNotExist) {
-					return // torn down meanwhile
-				}
-				add(OwnedTeardown{ID: id, Err: err})
-				return
-			}
-			rep, err := TeardownGroup(ctx, cg, grace)
-			if err == nil {
-				// A file record (no user xattrs on this cgroupfs) goes
-				// with its run.
-				err = RemoveRecord(id)
-			}
-			add(OwnedTeardown{ID: id, Report: rep, Err: err})
-		}()
-	}
-	recs, _ := ListRecords()
-	for _, rec := range recs {
-		if rec.Mechanism != MechanismPOSIX || !rec.Owner.Same(owner) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rep, err := TeardownPOSIX(ctx, rec, grace)
-			add(OwnedTeardown{ID: rec.ID, Report: rep, Err: err})
-		}()
-	}
-	wg.Wait()
-	var errs []error
-	for _, t := range out {
-		if t.Err != nil {
-			errs = append(errs, fmt.Errorf("run %s: %w", t.ID, t.Err))
-		}
-	}
-	return out, errors.Join(errs...)
-}
-
-// TeardownPOSIX tears down a run that has no cgroup (POSIX mode) of
-// another, usually dead, supervisor from its record: every process marked
-// with its run ID and the members of its process group, stopped,
-// terminated with grace and killed through verified pidfds; then its file
-// record is removed (posix_linux.go).
-func TeardownPOSIX(ctx context.Context, rec *Record, grace time.Duration) (TeardownReport, error) {
-	return teardownPOSIXRecord(ctx, rec, grace)
-}
-
-// isSnakepitCLI reports whether a marked process is a snakepit command
-// (e.g. `snakepit run --run-id X` itself) rather than a worker: its argv
-// carries a run ID before that run exists, so it is never a target of a
-// run-ID scan. One rule for every scan (isSnakepitCommand, posix_linux.go):
-// /proc/PID/exe is our executable or named "snakepit", and it is not a
-// PID-namespace init, which belongs to its run.
-func isSnakepitCLI(m *reaper.Marked) bool {
-	return isSnakepitProcess(m.PID, m.Exe, func() []string { return m.Argv })
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package inventory
 
 import (
 	"errors"
@@ -25,7 +25,7 @@ const ParentsEnv = "SNAKEPIT_CGROUP_PARENTS"
 func KnownParents(extra ...string) []string {
 	var cands []string
 	cands = append(cands, extra...)
-	if p, err := DefaultParent(); err == nil {
+	if p, err := cgroup.DefaultParent(); err == nil {
 		cands = append(cands, p)
 	}
 	if v := os.Getenv(ParentsEnv); v != "" {

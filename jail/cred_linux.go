@@ -1,6 +1,6 @@
 //go:build linux
 
-package snakepit
+package jail
 
 import (
 	"errors"
@@ -11,19 +11,21 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/spec"
 )
 
-// resolvedCred is a Credential looked up in the user database.
-type resolvedCred struct {
+// Cred is a Credential looked up in the user database.
+type Cred struct {
 	uid, gid uint32
 	groups   []uint32
 	env      []string // USER, LOGNAME, HOME for a user from the database
 }
 
-// Check looks c up as Start will, so that a caller can reject an unknown
+// CheckCredential looks c up as Start will, so that a caller can reject an unknown
 // user or group (ErrUnknownUser) before it creates anything.
-func (c Credential) Check() error {
-	_, err := resolveCredential(c)
+func CheckCredential(c spec.Credential) error {
+	_, err := Resolve(c)
 	return err
 }
 
@@ -36,8 +38,8 @@ func (c Credential) Check() error {
 // cgroup.procs may no longer be writable. It returns only on failure,
 // after which the process may already have dropped its identity and must
 // exit.
-func ExecAs(c Credential, path string, argv, env []string) error {
-	rc, err := resolveCredential(c)
+func ExecAs(c spec.Credential, path string, argv, env []string) error {
+	rc, err := Resolve(c)
 	if err != nil {
 		return err
 	}
@@ -45,7 +47,7 @@ func ExecAs(c Credential, path string, argv, env []string) error {
 	// set it and exec on the same one.
 	runtime.LockOSThread()
 	if rc != nil {
-		env = overrideEnv(env, rc.env)
+		env = OverrideEnv(env, rc.env)
 		groups := make([]int, len(rc.groups))
 		for i, g := range rc.groups {
 			groups[i] = int(g)
@@ -88,11 +90,11 @@ func (e *ExecError) Unwrap() error { return e.Err }
 // Pdeathsig still covers it because the child sets it after setuid
 // (syscall.forkAndExecInChild), and no_new_privs keeps set-user-ID
 // binaries from clearing it.
-func resolveCredential(c Credential) (*resolvedCred, error) {
+func Resolve(c spec.Credential) (*Cred, error) {
 	if c.IsZero() {
 		return nil, nil
 	}
-	rc := &resolvedCred{uid: uint32(syscall.Geteuid()), gid: uint32(syscall.Getegid())}
+	rc := &Cred{uid: uint32(syscall.Geteuid()), gid: uint32(syscall.Getegid())}
 	var u *user.User
 	if c.User != "" {
 		var err error
@@ -192,6 +194,15 @@ func lookupGroup(s string) (uint32, error) {
 }
 
 // sysProcCredential is the credential for exec.Cmd.SysProcAttr.
-func (rc *resolvedCred) sysProcCredential() *syscall.Credential {
+func (rc *Cred) SysProcCredential() *syscall.Credential {
 	return &syscall.Credential{Uid: rc.uid, Gid: rc.gid, Groups: rc.groups}
 }
+
+// UID is the user ID the worker runs as.
+func (rc *Cred) UID() int { return int(rc.uid) }
+
+// GID is the group ID the worker runs as.
+func (rc *Cred) GID() int { return int(rc.gid) }
+
+// Env is USER, LOGNAME and HOME for a user from the database.
+func (rc *Cred) Env() []string { return rc.env }

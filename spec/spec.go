@@ -1,0 +1,284 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/snakepit/snakepit/runid"
+)
+
+// Run describes a run: the settings of its cgroup and namespaces, shared by
+// all its workers.
+type Run struct {
+	// ID is the run ID (7 characters of [0-9a-z]); empty generates one.
+	ID string `json:"id,omitempty"`
+	// Grace is the time between SIGTERM and SIGKILL at teardown; 0 means
+	// the door's default.
+	Grace Duration `json:"grace,omitzero"`
+	// Limits are the run cgroup's resource limits.
+	Limits Limits `json:"limits,omitzero"`
+	// BestEffortLimits turns a limit whose controller is unavailable into
+	// a warning instead of an error.
+	BestEffortLimits bool `json:"best_effort_limits,omitempty"`
+	// Net is the workers' network namespace.
+	Net Net `json:"net,omitzero"`
+	// PidNS starts every worker under a minimal init in a new PID
+	// namespace: nothing in it survives the init.
+	PidNS bool `json:"pid_ns,omitempty"`
+}
+
+// Validate checks r without touching the system.
+func (r Run) Validate() error {
+	if r.ID != "" {
+		if err := runid.Validate(r.ID); err != nil {
+			return fieldErr("id", "--run-id", err)
+		}
+	}
+	if r.Grace < 0 {
+		return fieldErr("grace", "--grace", fmt.Errorf("%w: %v is negative", ErrBadDuration, time.Duration(r.Grace)))
+	}
+	if err := r.Limits.Validate(); err != nil {
+		return err
+	}
+	return fieldErr("net", "--net", r.Net.Validate())
+}
+
+// EffectiveLimits returns Limits with BestEffort taken from
+// BestEffortLimits.
+func (r Run) EffectiveLimits() Limits {
+	l := r.Limits
+	l.BestEffort = l.BestEffort || r.BestEffortLimits
+	return l
+}
+
+// Worker describes a process started in a run.
+type Worker struct {
+	// Argv is the command; Argv[0] is looked up in PATH unless it contains
+	// a slash.
+	Argv []string `json:"argv"`
+	// Env is the worker's environment ("K=V"); SNAKEPIT_RUN_ID is always
+	// set. Each door says what nil means (the CLI: ours plus these; the
+	// daemon: only PATH).
+	Env []string `json:"env,omitempty"`
+	// Dir is the working directory.
+	Dir string `json:"dir,omitempty"`
+	// Stdout and Stderr are files opened for appending (daemon); the CLI
+	// passes its own.
+	Stdout *string `json:"stdout,omitempty"`
+	Stderr *string `json:"stderr,omitempty"`
+	// User is a user name or numeric UID; empty keeps the caller's.
+	User string `json:"user,omitempty"`
+	// Group is a group name or GID; empty means the user's primary group.
+	Group string `json:"group,omitempty"`
+	// Groups are the supplementary groups; nil means the user's groups
+	// from the database, an empty list none.
+	Groups []string `json:"groups,omitzero"`
+	// NoNewPrivs sets no_new_privs on the worker; nil means true.
+	NoNewPrivs *bool `json:"no_new_privs,omitempty"`
+	// Ready says when the worker counts as ready.
+	Ready Readiness `json:"ready,omitzero"`
+	// ReadyTimeout bounds the wait for readiness from the worker's start;
+	// a worker not ready by then is killed. 0 waits for ever.
+	ReadyTimeout Duration `json:"ready_timeout,omitzero"`
+}
+
+// Validate checks w without touching the system (users are looked up when
+// the worker starts).
+func (w Worker) Validate() error {
+	if len(w.Argv) == 0 || w.Argv[0] == "" {
+		return fieldErr("argv", "", ErrNoCommand)
+	}
+	for _, a := range w.Argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fieldErr("argv", "", fmt.Errorf("%w: argument contains a NUL byte", ErrBadSpec))
+		}
+	}
+	for _, kv := range w.Env {
+		if strings.IndexByte(kv, 0) >= 0 || !strings.Contains(kv, "=") || kv[0] == '=' {
+			return fieldErr("env", "--setenv", fmt.Errorf("%w: %q is not KEY=VALUE", ErrBadSpec, truncate(kv)))
+		}
+	}
+	for _, p := range []struct {
+		field, flag string
+		val         *string
+	}{{"dir", "--chdir", &w.Dir}, {"stdout", "", w.Stdout}, {"stderr", "", w.Stderr}} {
+		if p.val != nil && strings.IndexByte(*p.val, 0) >= 0 {
+			return fieldErr(p.field, p.flag, fmt.Errorf("%w: path contains a NUL byte", ErrBadSpec))
+		}
+	}
+	for _, s := range append([]string{w.User, w.Group}, w.Groups...) {
+		if strings.ContainsAny(s, "\x00:\n") {
+			return fieldErr("user", "--user", fmt.Errorf("%w: %q is not a user or group name", ErrBadSpec, truncate(s)))
+		}
+	}
+	if err := w.Ready.Validate(); err != nil {
+		return fieldErr("ready", "--ready-line", err)
+	}
+	if w.ReadyTimeout < 0 {
+		return fieldErr("ready_timeout", "--ready-timeout", fmt.Errorf("%w: %v is negative", ErrBadDuration, time.Duration(w.ReadyTimeout)))
+	}
+	if w.ReadyTimeout > 0 && w.Ready.IsZero() {
+		return fieldErr("ready_timeout", "--ready-timeout", fmt.Errorf("%w: a timeout needs ready notify or a ready line", ErrBadReady))
+	}
+	return nil
+}
+
+// Credential is who the worker runs as.
+func (w Worker) Credential() Credential {
+	return Credential{User: w.User, Group: w.Group, Groups: w.Groups, NewPrivileges: w.NoNewPrivs != nil && !*w.NoNewPrivs}
+}
+
+// Readiness returns Ready with its timeout.
+func (w Worker) Readiness() Readiness {
+	r := w.Ready
+	r.Timeout = w.ReadyTimeout
+	return r
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// Credential is who a worker runs as. The zero value keeps the caller's
+// user and sets no_new_privs. (Its JSON form is Worker's user, group,
+// groups and no_new_privs.)
+type Credential struct {
+	// User is a user name or numeric UID; empty keeps ours. A user from
+	// the user database also sets the primary group, the supplementary
+	// groups and USER, LOGNAME and HOME.
+	User string
+	// Group is a group name or numeric GID; empty means the user's primary
+	// group (or, for a numeric UID not in the database, the GID equal to
+	// the UID).
+	Group string
+	// Groups are the supplementary groups (names or GIDs). nil means the
+	// user's groups from the database; an empty non-nil list means none.
+	Groups []string
+	// NewPrivileges allows the worker to gain privileges through execve
+	// (set-user-ID binaries, file capabilities). By default no_new_privs
+	// is set on every worker.
+	NewPrivileges bool
+}
+
+// IsZero reports whether c changes no identity (no_new_privs may still be
+// set).
+func (c Credential) IsZero() bool { return c.User == "" && c.Group == "" && c.Groups == nil }
+
+// Readiness says when a worker counts as ready. Every configured signal
+// must arrive; with none configured a worker is ready once started. JSON:
+// {"notify": true} or {"line": "REGEX"}.
+type Readiness struct {
+	// Notify gives the worker a NOTIFY_SOCKET (a unixgram socket of its
+	// own, sd_notify(3) protocol) and waits for READY=1.
+	Notify bool `json:"notify,omitempty"`
+	// Line is a regular expression (Go syntax) matched against each line
+	// of the worker's stdout until one matches; the output is passed
+	// through unchanged.
+	Line string `json:"line,omitempty"`
+	// Timeout bounds the wait from the worker's start; 0 waits for ever.
+	// Its JSON form is Worker.ReadyTimeout.
+	Timeout Duration `json:"-"`
+	// OnStatus, if set, is called with each STATUS= the worker sends.
+	OnStatus func(status string) `json:"-"`
+}
+
+// IsZero reports whether r configures no readiness signal.
+func (r Readiness) IsZero() bool { return !r.Notify && r.Line == "" }
+
+// Validate checks that Line compiles.
+func (r Readiness) Validate() error {
+	if r.Line != "" {
+		if _, err := regexp.Compile(r.Line); err != nil {
+			return fmt.Errorf("%w: line %q: %v", ErrBadReady, truncate(r.Line), err)
+		}
+	}
+	if r.Timeout < 0 {
+		return fmt.Errorf("%w: timeout %v is negative", ErrBadDuration, time.Duration(r.Timeout))
+	}
+	return nil
+}
+
+// ReadyInfo is what a worker reported when it became ready.
+type ReadyInfo struct {
+	// At is when the last readiness signal arrived.
+	At time.Time `json:"at"`
+	// After is how long after the start that was.
+	After time.Duration `json:"after"`
+	// Status is the last STATUS= the worker sent (notify mode).
+	Status string `json:"status,omitempty"`
+	// Line is the stdout line that matched (line mode).
+	Line string `json:"line,omitempty"`
+}
+
+// DecodeRun decodes a JSON run spec strictly (an unknown field is an
+// error; an explicit empty "id" is an invalid run ID, not "generate one";
+// null is not a spec) and validates it.
+func DecodeRun(data []byte) (Run, error) {
+	var r Run
+	if err := decodeStrict(data, &r); err != nil {
+		return Run{}, err
+	}
+	var idSet struct {
+		ID *string `json:"id"`
+	}
+	_ = json.Unmarshal(data, &idSet)
+	if idSet.ID != nil && *idSet.ID == "" {
+		return Run{}, EmptyID()
+	}
+	return r, r.Validate()
+}
+
+// DecodeWorker decodes a JSON worker spec strictly and validates it.
+func DecodeWorker(data []byte) (Worker, error) {
+	var w Worker
+	if err := decodeStrict(data, &w); err != nil {
+		return Worker{}, err
+	}
+	return w, w.Validate()
+}
+
+// ErrInvalidJSON means a body is not a JSON object of the spec's shape.
+var ErrInvalidJSON = errors.New("invalid JSON")
+
+func decodeStrict(data []byte, v any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return fmt.Errorf("%w: want a JSON object", ErrInvalidJSON)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return fieldErr(strings.Trim(name, `"`), "", ErrUnknownField)
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fieldErr(te.Field, "", fmt.Errorf("%w: want %v, got %s", ErrBadSpec, te.Type, te.Value))
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+		}
+		// An error of a setting's own decoder (a bad size, net or
+		// duration) wraps its sentinel already.
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the object", ErrInvalidJSON)
+	}
+	return nil
+}
+
+// EmptyID is the error of an explicitly empty run ID ("id": "" or
+// --run-id ''): omit it to have one generated.
+func EmptyID() error {
+	return fieldErr("id", "--run-id", fmt.Errorf("%w: empty (omit it to have one generated)", runid.ErrInvalid))
+}
