@@ -7,7 +7,11 @@
 // behaviour.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/snakepit/snakepit/spec"
+)
 
 // DefaultSocket is where the daemon listens unless told otherwise.
 const DefaultSocket = "/run/snakepit/snakepit.sock"
@@ -22,29 +26,15 @@ const (
 	PathStatus = "/v1/status"
 )
 
-// CreateRunRequest is the body of POST /v1/runs. Jail settings (limits,
-// network, user, readiness) are added here as optional fields.
-type CreateRunRequest struct {
-	// ID is the run ID (7 characters of [0-9a-z]); empty generates one.
-	ID string `json:"id,omitempty"`
-}
+// CreateRunRequest is the body of POST /v1/runs: the run spec, the same
+// description the CLI's flags and the Go library take (package spec).
+type CreateRunRequest = spec.Run
 
-// StartWorkerRequest is the body of POST /v1/runs/{id}/workers.
-type StartWorkerRequest struct {
-	// Argv is the command; Argv[0] is looked up in the daemon's PATH
-	// unless it contains a slash. Required.
-	Argv []string `json:"argv"`
-	// Env is the worker's whole environment ("K=V"). When omitted the
-	// worker gets only PATH. SNAKEPIT_RUN_ID is always set.
-	Env []string `json:"env,omitempty"`
-	// Dir is the working directory (absolute); empty means "/".
-	Dir string `json:"dir,omitempty"`
-	// Stdout and Stderr are absolute paths of files opened for appending
-	// (created 0644 when missing) with the caller's credentials; null or
-	// omitted means /dev/null.
-	Stdout *string `json:"stdout,omitempty"`
-	Stderr *string `json:"stderr,omitempty"`
-}
+// StartWorkerRequest is the body of POST /v1/runs/{id}/workers: the worker
+// spec. Through the daemon, env omitted means only PATH, dir omitted "/",
+// and dir, stdout and stderr must be absolute; stdout and stderr are opened
+// for appending (created 0644) as the caller.
+type StartWorkerRequest = spec.Worker
 
 // Exit is how a worker ended.
 type Exit struct {
@@ -75,6 +65,9 @@ type Worker struct {
 	Placement string `json:"placement,omitempty"`
 	// Exit is set once the worker has exited.
 	Exit *Exit `json:"exit,omitempty"`
+	// Ready is what the worker reported when it became ready (a worker
+	// started with "ready").
+	Ready *spec.ReadyInfo `json:"ready,omitempty"`
 }
 
 // Run states.
@@ -91,6 +84,8 @@ type Run struct {
 	Cgroup  string    `json:"cgroup"`
 	Created time.Time `json:"created"`
 	Workers []Worker  `json:"workers"`
+	// Warnings are the limits left out under best_effort_limits.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Teardown is the result of DELETE /v1/runs/{id}.
@@ -174,4 +169,16 @@ const (
 	CodeUnavailable  = "unavailable"
 	CodeLimit        = "limit_reached"
 	CodeInternal     = "internal"
+
+	// Codes of a rejected spec: the same sentinel errors as the CLI's
+	// (package spec, jail, limits), one code each.
+	CodeInvalidLimit          = "invalid_limit"
+	CodeInvalidNet            = "invalid_net"
+	CodeNoSuchNetns           = "no_such_netns"
+	CodeInvalidDuration       = "invalid_duration"
+	CodeInvalidReady          = "invalid_ready"
+	CodeUnknownUser           = "unknown_user"
+	CodeControllerUnavailable = "controller_unavailable"
+	CodeNotReady              = "not_ready"
+	CodeExitedBeforeReady     = "exited_before_ready"
 )

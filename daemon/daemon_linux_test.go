@@ -259,7 +259,7 @@ func TestBadInput(t *testing.T) {
 		{"argv empty program", "POST", r + "/workers", `{"argv":[""]}`, 400, api.CodeNoProgram},
 		{"argv null", "POST", r + "/workers", `{"argv":null}`, 400, api.CodeNoProgram},
 		{"worker body empty", "POST", r + "/workers", ``, 400, api.CodeInvalidJSON},
-		{"worker unknown field", "POST", r + "/workers", `{"argv":["true"],"user":"root"}`, 400, api.CodeInvalidJSON},
+		{"worker unknown field", "POST", r + "/workers", `{"argv":["true"],"bogus":"root"}`, 400, api.CodeInvalidJSON},
 		{"argv NUL", "POST", r + "/workers", `{"argv":["tr\u0000ue"]}`, 400, api.CodeBadRequest},
 		{"env without =", "POST", r + "/workers", `{"argv":["true"],"env":["FOO"]}`, 400, api.CodeBadRequest},
 		{"relative stdout", "POST", r + "/workers", `{"argv":["true"],"stdout":"out.log"}`, 400, api.CodeBadRequest},

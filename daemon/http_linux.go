@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // Limits of the HTTP layer.
@@ -147,9 +148,9 @@ func writeErr(w http.ResponseWriter, e *httpError) {
 	writeJSON(w, e.status, api.Error{Error: e.err.Error(), Code: e.code})
 }
 
-// decode reads a JSON body strictly: one object, no unknown fields, within
-// maxBody. An empty body decodes as {} when emptyOK.
-func decode(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *httpError {
+// decode reads a JSON body within maxBody and hands it to parse (a strict
+// decoder of package spec). An empty body decodes as {} when emptyOK.
+func decode(w http.ResponseWriter, r *http.Request, parse func([]byte) error, emptyOK bool) *httpError {
 	data, err := io.ReadAll(r.Body)
 	// The body is in. Clear the deadline: the server's background read
 	// (which notices a client going away) would otherwise cancel the
@@ -163,21 +164,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *httpEr
 		return errf(http.StatusBadRequest, api.CodeBadRequest, "read body: %v", err)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		if emptyOK {
-			return nil
+		if !emptyOK {
+			return errf(http.StatusBadRequest, api.CodeInvalidJSON, "empty request body")
 		}
-		return errf(http.StatusBadRequest, api.CodeInvalidJSON, "empty request body")
+		data = []byte("{}")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errf(http.StatusBadRequest, api.CodeInvalidJSON, "invalid JSON body: %v", err)
-	}
-	if dec.More() {
-		return errf(http.StatusBadRequest, api.CodeInvalidJSON, "invalid JSON body: trailing data after the object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errf(http.StatusBadRequest, api.CodeInvalidJSON, "invalid JSON body: trailing data after the object")
+	if err := parse(data); err != nil {
+		if herr := specError(err); herr != nil {
+			return herr
+		}
+		return errf(http.StatusBadRequest, api.CodeBadRequest, "%v", err)
 	}
 	return nil
 }
@@ -197,7 +193,7 @@ func (d *Daemon) runFor(w http.ResponseWriter, r *http.Request, p peer) *runStat
 
 func (d *Daemon) handleCreateRun(w http.ResponseWriter, r *http.Request, p peer) {
 	var req api.CreateRunRequest
-	if herr := decode(w, r, &req, true); herr != nil {
+	if herr := decode(w, r, func(b []byte) (err error) { req, err = spec.DecodeRun(b); return err }, true); herr != nil {
 		writeErr(w, herr)
 		return
 	}
@@ -240,11 +236,12 @@ func (d *Daemon) handleGetRun(w http.ResponseWriter, r *http.Request, p peer) {
 	}
 }
 
-// graceParam parses ?grace= (a Go duration, or plain seconds).
-func (d *Daemon) graceParam(r *http.Request) (time.Duration, *httpError) {
+// graceParam parses ?grace= (a Go duration, or plain seconds); def when
+// absent.
+func (d *Daemon) graceParam(r *http.Request, def time.Duration) (time.Duration, *httpError) {
 	v := r.URL.Query().Get("grace")
 	if v == "" {
-		return d.grace, nil
+		return def, nil
 	}
 	g, err := time.ParseDuration(v)
 	if err != nil {
@@ -265,7 +262,7 @@ func (d *Daemon) handleDeleteRun(w http.ResponseWriter, r *http.Request, p peer)
 	if rs == nil {
 		return
 	}
-	grace, herr := d.graceParam(r)
+	grace, herr := d.graceParam(r, rs.grace)
 	if herr != nil {
 		writeErr(w, herr)
 		return
@@ -280,11 +277,18 @@ func (d *Daemon) handleStartWorker(w http.ResponseWriter, r *http.Request, p pee
 		return
 	}
 	var req api.StartWorkerRequest
-	if herr := decode(w, r, &req, false); herr != nil {
+	if herr := decode(w, r, func(b []byte) (err error) { req, err = spec.DecodeWorker(b); return err }, false); herr != nil {
 		writeErr(w, herr)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	// A worker with readiness is answered once it is ready: the request
+	// lives as long as that wait (bounded: readyBound).
+	timeout := requestTimeout
+	if !req.Ready.IsZero() {
+		timeout += readyBound(req)
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + time.Second))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	wv, herr := d.startWorker(ctx, p, rs, req)
 	if herr != nil {
@@ -309,7 +313,7 @@ func (d *Daemon) handleStopWorker(w http.ResponseWriter, r *http.Request, p peer
 		writeErr(w, errf(http.StatusNotFound, api.CodeNotFound, "run %s has no worker %d", rs.run.ID(), wid))
 		return
 	}
-	grace, herr := d.graceParam(r)
+	grace, herr := d.graceParam(r, rs.grace)
 	if herr != nil {
 		writeErr(w, herr)
 		return

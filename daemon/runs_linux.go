@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -22,8 +22,10 @@ import (
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // defaultPath is the whole environment of a worker whose request has none.
@@ -31,9 +33,11 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 // runState is a run owned by the daemon.
 type runState struct {
-	run     *snakepit.Run
-	owner   int
-	created time.Time
+	run      *snakepit.Run
+	owner    int
+	created  time.Time
+	grace    time.Duration // the spec's, else the daemon's: DELETE's default
+	warnings []string
 
 	mu       sync.Mutex
 	workers  []*workerState // in start order; exited ones are kept for their status
@@ -50,7 +54,8 @@ type workerState struct {
 	w       *snakepit.Worker
 	argv    []string
 	started time.Time
-	exit    *api.Exit // guarded by runState.mu; set once exited
+	exit    *api.Exit       // guarded by runState.mu; set once exited
+	ready   *spec.ReadyInfo // guarded by runState.mu; set once ready
 }
 
 // httpError is an error with its HTTP status and API code.
@@ -81,12 +86,13 @@ func (rs *runState) view() api.Run {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	r := api.Run{
-		ID:      rs.run.ID(),
-		State:   api.RunActive,
-		Owner:   rs.owner,
-		Cgroup:  rs.run.CgroupPath(),
-		Created: rs.created,
-		Workers: make([]api.Worker, 0, len(rs.workers)),
+		ID:       rs.run.ID(),
+		State:    api.RunActive,
+		Owner:    rs.owner,
+		Cgroup:   rs.run.CgroupPath(),
+		Created:  rs.created,
+		Workers:  make([]api.Worker, 0, len(rs.workers)),
+		Warnings: rs.warnings,
 	}
 	if rs.stopping {
 		r.State = api.RunStopping
@@ -105,6 +111,7 @@ func (ws *workerState) viewLocked() api.Worker {
 		State:     api.WorkerRunning,
 		Started:   ws.started,
 		Placement: string(ws.w.Placement),
+		Ready:     ws.ready,
 	}
 	if ws.exit != nil {
 		w.State = api.WorkerExited
@@ -127,12 +134,15 @@ func (d *Daemon) lookup(id string) (*runState, *httpError) {
 	return rs, nil
 }
 
-// createRun makes a run owned by uid.
+// createRun makes a run owned by uid from its spec (validated by
+// spec.DecodeRun).
 func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunRequest) (*runState, *httpError) {
-	if req.ID != "" {
-		if err := runid.Validate(req.ID); err != nil {
-			return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
-		}
+	grace := time.Duration(req.Grace)
+	if grace == 0 {
+		grace = d.grace
+	}
+	if grace > d.maxGrace {
+		return nil, errf(http.StatusBadRequest, api.CodeInvalidDuration, "grace %v: at most %v", grace, d.maxGrace)
 	}
 	d.mu.Lock()
 	switch {
@@ -161,14 +171,10 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	}
 	// A generated ID that collides (EEXIST) is retried with a fresh one.
 	for attempt := 0; attempt < 3; attempt++ {
-		r, err = snakepit.Create(ctx, snakepit.Options{
-			ID:           req.ID,
-			CgroupParent: d.parent,
-			Reaper:       d.rp,
-			Grace:        d.grace,
-			Guardian:     guardian,
-			Mode:         snakepit.ModeCgroup, // runs are read through their cgroup: no POSIX fallback
-		})
+		opts := snakepit.FromSpec(req)
+		opts.CgroupParent, opts.Reaper, opts.Grace, opts.Guardian = d.parent, d.rp, grace, guardian
+		opts.Mode = snakepit.ModeCgroup // runs are read through their cgroup: no POSIX fallback
+		r, err = snakepit.Create(ctx, opts)
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
 			break
 		}
@@ -180,12 +186,16 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		switch {
 		case errors.Is(err, cgroup.ErrExists):
 			return nil, errf(http.StatusConflict, api.CodeConflict, "run %s already exists", req.ID)
-		case errors.Is(err, runid.ErrInvalid):
-			return nil, errf(http.StatusBadRequest, api.CodeInvalidRunID, "%v", err)
+		}
+		if herr := specError(err); herr != nil {
+			return nil, herr // a limit whose controller is missing, no such netns, ...
 		}
 		return nil, errf(http.StatusInternalServerError, api.CodeInternal, "create run: %v", err)
 	}
-	rs := &runState{run: r, owner: uid, created: time.Now().UTC()}
+	rs := &runState{run: r, owner: uid, created: time.Now().UTC(), grace: grace}
+	for _, w := range r.Warnings() {
+		rs.warnings = append(rs.warnings, w.Error())
+	}
 	d.mu.Lock()
 	d.creating--
 	d.runs[r.ID()] = rs
@@ -195,29 +205,68 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	return rs, nil
 }
 
+// validateWorkerRequest adds the daemon's own rules to a decoded worker
+// spec: its paths are the caller's files on this host, so absolute.
 func validateWorkerRequest(req *api.StartWorkerRequest) *httpError {
-	if len(req.Argv) == 0 || req.Argv[0] == "" {
-		return errf(http.StatusBadRequest, api.CodeNoProgram, "argv has no program")
-	}
-	for _, a := range req.Argv {
-		if strings.IndexByte(a, 0) >= 0 {
-			return errf(http.StatusBadRequest, api.CodeBadRequest, "argv contains a NUL byte")
-		}
-	}
-	for _, kv := range req.Env {
-		if strings.IndexByte(kv, 0) >= 0 || !strings.Contains(kv, "=") || kv[0] == '=' {
-			return errf(http.StatusBadRequest, api.CodeBadRequest, "env entry %q is not KEY=VALUE", truncate(kv))
-		}
-	}
 	for name, p := range map[string]*string{"dir": &req.Dir, "stdout": req.Stdout, "stderr": req.Stderr} {
 		if p == nil || (name == "dir" && *p == "") {
 			continue
 		}
-		if !filepath.IsAbs(*p) || strings.IndexByte(*p, 0) >= 0 {
+		if !filepath.IsAbs(*p) {
 			return errf(http.StatusBadRequest, api.CodeBadRequest, "%s %q is not an absolute path", name, truncate(*p))
 		}
 	}
+	if time.Duration(req.ReadyTimeout) > maxReadyTimeout {
+		return errf(http.StatusBadRequest, api.CodeInvalidDuration, "ready_timeout %v: at most %v", time.Duration(req.ReadyTimeout), maxReadyTimeout)
+	}
 	return nil
+}
+
+// maxReadyTimeout bounds how long a start request may wait for readiness.
+const maxReadyTimeout = 10 * time.Minute
+
+// readyBound is how long a start request waits for readiness: the
+// worker's ready_timeout, else the request timeout.
+func readyBound(req api.StartWorkerRequest) time.Duration {
+	if t := time.Duration(req.ReadyTimeout); t > 0 && t <= maxReadyTimeout {
+		return t
+	}
+	return requestTimeout
+}
+
+// credentialFor is who a worker runs as. Root may name anyone; a member
+// runs as itself, and may name only its own user and groups (403 else).
+func credentialFor(p peer, req api.StartWorkerRequest) (snakepit.Credential, *httpError) {
+	asked := req.Credential()
+	if p.uid == 0 {
+		return asked, nil
+	}
+	own := snakepit.Credential{User: strconv.Itoa(p.uid), Group: strconv.Itoa(p.gid), Groups: []string{}, NewPrivileges: asked.NewPrivileges}
+	for _, g := range p.groups {
+		own.Groups = append(own.Groups, strconv.Itoa(g))
+	}
+	if asked.IsZero() {
+		return own, nil
+	}
+	rc, err := jail.Resolve(asked)
+	if err != nil {
+		if herr := specError(err); herr != nil {
+			return own, herr
+		}
+		return own, errf(http.StatusBadRequest, api.CodeBadRequest, "%v", err)
+	}
+	if rc.UID() != p.uid || (asked.Group != "" && rc.GID() != p.gid && !p.inGroup(rc.GID())) {
+		return own, errf(http.StatusForbidden, api.CodeForbidden, "a member's workers run as itself (uid %d): user %q group %q not allowed", p.uid, truncate(asked.User), truncate(asked.Group))
+	}
+	for _, g := range rc.Groups() {
+		if g != p.gid && !p.inGroup(g) {
+			return own, errf(http.StatusForbidden, api.CodeForbidden, "a member's workers run as itself: group %d not allowed", g)
+		}
+	}
+	if asked.Group != "" {
+		own.Group = strconv.Itoa(rc.GID())
+	}
+	return own, nil
 }
 
 func truncate(s string) string {
@@ -288,7 +337,13 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	if dir == "" {
 		dir = "/"
 	}
-	c := snakepit.Command{Args: req.Argv, Env: env, Dir: dir}
+	c := snakepit.CommandFromSpec(req)
+	c.Env, c.Dir = env, dir
+	cred, herr := credentialFor(p, req)
+	if herr != nil {
+		return api.Worker{}, herr
+	}
+	c.Credential = cred
 	// Typed nils would make exec.Cmd use a nil *os.File.
 	if stdout != nil {
 		c.Stdout = stdout
@@ -296,15 +351,16 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	if stderr != nil {
 		c.Stderr = stderr
 	}
-	if p.uid != 0 {
-		cred := p.credential()
-		c.Modify = func(cmd *exec.Cmd) { cmd.SysProcAttr.Credential = cred }
-	}
 	w, err := rs.run.Start(ctx, c)
 	if err != nil {
 		switch {
 		case errors.Is(err, snakepit.ErrClosed):
 			return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
+		}
+		if herr := specError(err); herr != nil {
+			return api.Worker{}, herr
+		}
+		switch {
 		case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission),
 			errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.ENOTDIR):
 			return api.Worker{}, errf(http.StatusBadRequest, api.CodeBadRequest, "%v", err)
@@ -325,7 +381,38 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	d.watchers.Add(1)
 	rs.watchers.Add(1)
 	go d.watchWorker(rs, ws)
+	if !req.Ready.IsZero() {
+		return d.awaitReady(ctx, rs, ws, req)
+	}
 	return view, nil
+}
+
+// awaitReady answers a start once the worker is ready. A worker that is not
+// ready in time (its ready_timeout, else the request's bound) is killed with
+// the members of its process group; its run stays.
+func (d *Daemon) awaitReady(ctx context.Context, rs *runState, ws *workerState, req api.StartWorkerRequest) (api.Worker, *httpError) {
+	rctx, cancel := context.WithTimeout(ctx, readyBound(req))
+	defer cancel()
+	info, err := ws.w.WaitReady(rctx)
+	if err == nil {
+		rs.mu.Lock()
+		ws.ready = &info
+		v := ws.viewLocked()
+		rs.mu.Unlock()
+		return v, nil
+	}
+	if rctx.Err() != nil && !errors.Is(err, jail.ErrNotReady) {
+		err = fmt.Errorf("%w: not ready within %v (the request's bound; set ready_timeout)", jail.ErrNotReady, readyBound(req))
+	}
+	signalWorkerGroup(rs, ws, unix.SIGKILL)
+	select {
+	case <-ws.w.Done():
+	case <-time.After(10 * time.Second):
+	}
+	if herr := specError(err); herr != nil {
+		return api.Worker{}, herr
+	}
+	return api.Worker{}, errf(http.StatusInternalServerError, api.CodeInternal, "%v", err)
 }
 
 // watchWorker records the worker's exit and announces it.

@@ -206,3 +206,12 @@ func (rc *Cred) GID() int { return int(rc.gid) }
 
 // Env is USER, LOGNAME and HOME for a user from the database.
 func (rc *Cred) Env() []string { return rc.env }
+
+// Groups are the supplementary groups the worker gets.
+func (rc *Cred) Groups() []int {
+	out := make([]int, len(rc.groups))
+	for i, g := range rc.groups {
+		out[i] = int(g)
+	}
+	return out
+}

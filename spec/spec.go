@@ -256,20 +256,19 @@ func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		for _, known := range []error{ErrBadSpec, ErrBadLimit, ErrBadNetns, ErrBadDuration, ErrBadReady, runid.ErrInvalid} {
+			if errors.Is(err, known) {
+				return err // a setting's own decoder said what is wrong
+			}
+		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return fieldErr(strings.Trim(name, `"`), "", ErrUnknownField)
+			return fieldErr(strings.Trim(name, `"`), "", fmt.Errorf("%w: %w", ErrInvalidJSON, ErrUnknownField))
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return fieldErr(te.Field, "", fmt.Errorf("%w: want %v, got %s", ErrBadSpec, te.Type, te.Value))
+			return fieldErr(te.Field, "", fmt.Errorf("%w: want %v, got %s", ErrInvalidJSON, te.Type, te.Value))
 		}
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
-		}
-		// An error of a setting's own decoder (a bad size, net or
-		// duration) wraps its sentinel already.
-		return err
+		return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: trailing data after the object", ErrInvalidJSON)
@@ -278,7 +277,7 @@ func decodeStrict(data []byte, v any) error {
 }
 
 // EmptyID is the error of an explicitly empty run ID ("id": "" or
-// --run-id ''): omit it to have one generated.
+// --run-id ”): omit it to have one generated.
 func EmptyID() error {
 	return fieldErr("id", "--run-id", fmt.Errorf("%w: empty (omit it to have one generated)", runid.ErrInvalid))
 }

@@ -165,7 +165,7 @@ func TestDecodeRejects(t *testing.T) {
 		`{"grace":"5"}`:                    ErrBadDuration,
 		`{"grace":"-1s"}`:                  ErrBadDuration,
 		`{"grace":"9999999999999999999h"}`: ErrBadDuration,
-		`{"pid_ns":"yes"}`:                 ErrBadSpec,
+		`{"pid_ns":"yes"}`:                 ErrInvalidJSON,
 		`{"id":"abc0xyz"} {}`:              ErrInvalidJSON,
 	} {
 		if _, err := DecodeRun([]byte(body)); !errors.Is(err, want) {

@@ -81,9 +81,14 @@ func exitCode(err error) int {
 	var ue usageErr
 	var ce codedError
 	var se startError
+	var spe specError
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.Is(err, runid.ErrInvalid):
+		return exitInvalidID
+	case errors.As(err, &spe):
+		return exitUsage
 	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent), errors.Is(err, snakepit.ErrUnknownUser):
 		return exitUsage
 	case errors.Is(err, runid.ErrInvalid):

@@ -11,7 +11,7 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: snakepit %s %s\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "usage: snakepit %s %s\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs

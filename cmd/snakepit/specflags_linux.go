@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/spec"
@@ -60,6 +62,15 @@ type boolValue struct{ flag.Value }
 
 func (boolValue) IsBoolFlag() bool { return true }
 
+// String is safe on the zero value, which the flag package makes to
+// print defaults.
+func (b boolValue) String() string {
+	if b.Value == nil {
+		return ""
+	}
+	return b.Value.String()
+}
+
 // addRunFlags registers the run-level settings: --run-id, --grace and the
 // limits; withNS adds --net and --pid-ns (a run made by `create` has no
 // process to hold namespaces). grace is the default of --grace.
@@ -70,7 +81,7 @@ func (sf *specFlags) addRunFlags(fs *flag.FlagSet, grace spec.Duration, withNS b
 		r.ID, sf.idSet = s, true
 		return nil
 	})
-	sf.fn(fs, "grace", "grace", fmt.Sprintf("time between SIGTERM and SIGKILL at teardown, with a unit: 500ms, 5s (default %v)", grace), func(s string) error {
+	sf.fn(fs, "grace", "grace", fmt.Sprintf("time between SIGTERM and SIGKILL at teardown, with a unit: 500ms, 5s (default %v)", time.Duration(grace)), func(s string) error {
 		d, err := spec.ParseDuration(s)
 		r.Grace = spec.Duration(d)
 		return err
@@ -153,12 +164,20 @@ func (sf *specFlags) addWorkerFlags(fs *flag.FlagSet) {
 // parse parses args into the spec, then validates it as the daemon does.
 // An unknown user or group is found here too, before anything is created.
 func (sf *specFlags) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	// A bad setting is reported in one line, as its JSON form would be;
+	// the flag package's own message and usage dump are for other errors.
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if sf.err != nil {
+		return usageFor(sf.err)
+	}
+	_, _ = buf.WriteTo(out)
+	if err != nil {
 		if err == flag.ErrHelp {
 			return err
-		}
-		if sf.err != nil {
-			return usageFor(sf.err)
 		}
 		return usageError(err.Error())
 	}
