@@ -10,6 +10,7 @@ package api
 import (
 	"time"
 
+	"github.com/snakepit/snakepit/limits"
 	"github.com/snakepit/snakepit/spec"
 )
 
@@ -86,6 +87,13 @@ type Run struct {
 	Workers []Worker  `json:"workers"`
 	// Warnings are the limits left out under best_effort_limits.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// RunStats is the body of GET /v1/runs/{id}/stats: the run cgroup's usage,
+// the same stats object as each run of `snakepit ps --json`.
+type RunStats struct {
+	ID    string       `json:"id"`
+	Stats limits.Stats `json:"stats"`
 }
 
 // Teardown is the result of DELETE /v1/runs/{id}.

@@ -204,10 +204,10 @@ func (c *Client) GetRun(ctx context.Context, id string) (api.Run, error) {
 	return r, err
 }
 
-// RunStats returns the cgroup statistics of run id (containerd's Metrics
-// as JSON objects: "pids", "cpu", "memory", ... where the host has them).
-func (c *Client) RunStats(ctx context.Context, id string) (map[string]any, error) {
-	var m map[string]any
+// RunStats returns the usage counters of run id: the same stats object
+// as `snakepit ps --json` (a field is absent where the host lacks it).
+func (c *Client) RunStats(ctx context.Context, id string) (api.RunStats, error) {
+	var m api.RunStats
 	err := c.do(ctx, http.MethodGet, runPath(id)+"/stats", nil, &m, http.StatusOK)
 	return m, err
 }

@@ -76,8 +76,8 @@ func TestRunLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunStats: %v", err)
 	}
-	if cpu, _ := metrics["cpu"].(map[string]any); cpu == nil || cpu["usage_usec"] == nil || cpu["usage_usec"].(float64) <= 0 {
-		t.Fatalf("RunStats = %v, want cpu.usage_usec > 0", metrics)
+	if u := metrics.Stats.CPUUsageUsec; metrics.ID != run.ID || u == nil || *u == 0 {
+		t.Fatalf("RunStats = %+v, want cpu_usage_usec > 0", metrics)
 	}
 	if _, err := d.c.RunStats(ctx, "zzzzzzz"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("RunStats of unknown run: %v, want ErrNotFound", err)

@@ -405,10 +405,9 @@ func (d *Daemon) awaitReady(ctx context.Context, rs *runState, ws *workerState, 
 		err = fmt.Errorf("%w: not ready within %v (the request's bound; set ready_timeout)", jail.ErrNotReady, readyBound(req))
 	}
 	signalWorkerGroup(rs, ws, unix.SIGKILL)
-	select {
-	case <-ws.w.Done():
-	case <-time.After(10 * time.Second):
-	}
+	// Answer once the worker has exited (its pidfd says so), not once its
+	// output is drained: a grandchild may hold the pipe until the run ends.
+	waitExited(ws.w, 10*time.Second)
 	if herr := specError(err); herr != nil {
 		return api.Worker{}, herr
 	}
@@ -581,4 +580,24 @@ func (d *Daemon) gcStale(ctx context.Context) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// waitExited waits until w has exited, up to limit: on its pidfd when it
+// has one, else until it is reaped.
+func waitExited(w *snakepit.Worker, limit time.Duration) {
+	if fd := w.PidFD(); fd >= 0 {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		deadline := time.Now().Add(limit)
+		for time.Now().Before(deadline) {
+			n, err := unix.Poll(p, int(time.Until(deadline).Milliseconds())+1)
+			if n > 0 || (err != nil && err != unix.EINTR) {
+				return
+			}
+		}
+		return
+	}
+	select {
+	case <-w.Done():
+	case <-time.After(limit):
+	}
 }

@@ -41,8 +41,9 @@ const helperEnv = "SNAKEPIT_JAIL_HELPER"
 const binEnv = "SNAKEPIT_BIN"
 
 var (
-	snakepitBin string
-	selfExe     string
+	snakepitBin  string
+	snakepitdBin string // the full build, with the daemon
+	selfExe      string
 )
 
 func TestMain(m *testing.M) {
@@ -57,6 +58,7 @@ func TestMain(m *testing.M) {
 	var tmp string
 	if b := os.Getenv(binEnv); b != "" {
 		snakepitBin = b
+		snakepitdBin = filepath.Join(filepath.Dir(b), "snakepitd") // beside it, as test/setup.sh builds them
 	} else {
 		tmp, err = os.MkdirTemp("", "snakepit-jailtest-")
 		if err != nil {
@@ -64,11 +66,14 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		snakepitBin = filepath.Join(tmp, "snakepit")
-		out, err := exec.Command("go", "build", "-o", snakepitBin, "github.com/snakepit/snakepit/cmd/snakepit").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "building snakepit (or set %s): %v\n%s", binEnv, err, out)
-			os.RemoveAll(tmp)
-			os.Exit(1)
+		snakepitdBin = filepath.Join(tmp, "snakepitd")
+		for bin, tags := range map[string]string{snakepitBin: "", snakepitdBin: "snakepitd"} {
+			out, err := exec.Command("go", "build", "-tags", tags, "-o", bin, "github.com/snakepit/snakepit/cmd/snakepit").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "building snakepit (or set %s): %v\n%s", binEnv, err, out)
+				os.RemoveAll(tmp)
+				os.Exit(1)
+			}
 		}
 	}
 	code := m.Run()

@@ -84,8 +84,10 @@ cleanup() {
 trap cleanup EXIT
 if [ -n "${SNAKEPIT_BIN:-}" ]; then
   cp "$SNAKEPIT_BIN" "$SHARE/snakepit"   # test/all.sh: setup.sh's static build
+  cp "$(dirname "$SNAKEPIT_BIN")/snakepitd" "$SHARE/snakepitd"
 else
   CGO_ENABLED=0 go build -o "$SHARE/snakepit" ./cmd/snakepit
+  CGO_ENABLED=0 go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
 fi
 CGO_ENABLED=0 go test -c -o "$SHARE/jail.test" ./test/jail
 TEST_TIMEOUT=${TEST_TIMEOUT:-8m}
@@ -108,7 +110,7 @@ con=/dev/ttyS0
   done ) 2>/dev/null &
 hb=\$!
 # Off the share: each CLI start would otherwise page its binary in over 9p.
-mkdir -p /opt/rig && cp /mnt/host/snakepit /mnt/host/jail.test /opt/rig/ && chmod 755 /opt/rig /opt/rig/*
+mkdir -p /opt/rig && cp /mnt/host/snakepit /mnt/host/snakepitd /mnt/host/jail.test /opt/rig/ && chmod 755 /opt/rig /opt/rig/*
 export SNAKEPIT_VM_RIG=1 CI=true SNAKEPIT_BIN=/opt/rig/snakepit
 echo "guest: \$(uname -r); cgroup2 root controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); PID 1: \$(cat /proc/1/comm)" | tee \$con
 ( sleep $WATCHDOG
