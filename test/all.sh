@@ -20,9 +20,14 @@ step "gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
 
-step "go vet (linux, and a non-Linux target for the stubs)"
+step "go mod tidy leaves go.mod and go.sum as they are"
+go mod tidy -diff
+
+step "go vet (linux amd64 and arm64: one code path; and a non-Linux target for the stubs)"
 go vet ./...
 go vet -tags snakepitd ./cmd/snakepit
+GOARCH=arm64 go vet ./...
+GOARCH=arm64 go vet -tags snakepitd ./cmd/snakepit
 GOOS=darwin go vet ./...
 
 step "staticcheck"
