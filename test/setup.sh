@@ -24,10 +24,11 @@ fi
 
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-# The examples' gRPC workers; the tests add pytest and bwrap (a benchmark
-# baseline).
+# The examples' gRPC workers; the tests add pytest, bwrap (a benchmark
+# baseline) and the offline build of the Python package (setuptools as the
+# backend, pip, wheel: python/tests/test_packaging.py).
 pkgs="python3-grpcio python3-protobuf"
-$for_tests && pkgs="$pkgs python3-pytest bubblewrap"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel"
 for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done
