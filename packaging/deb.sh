@@ -194,6 +194,13 @@ chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
 
 mkdir -p "$out"
 deb=$out/snakepit_${debversion}_$arch.deb
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+# One package in the output directory: older builds' would match
+# `dpkg -i bin/snakepit_*.deb` too.
+for old in "$out"/snakepit_*_"$arch".deb; do
+  [ -e "$old" ] && [ "$old" != "$deb" ] && rm -f "$old"
+done
+# gzip, not dpkg-deb's default xz: 13 MB instead of 11, but 14 s instead of
+# 48 s on a loaded 2-core CI host (24 MB of static binaries).
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$deb" >/dev/null
 log "built $deb ($size KiB installed; $nman man page(s), $ncomp completion(s))"
 echo "$deb"
