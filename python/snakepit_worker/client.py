@@ -27,8 +27,8 @@ decoding, ``invalid_json``).
 Every API error raises an ``APIError`` subclass chosen by the response's
 ``code`` (``NotFound`` for ``not_found``, ...; an unknown code raises
 ``APIError`` itself); ``.code``, ``.status`` and ``.message`` carry what the
-daemon said. A socket that is missing or refuses connections raises
-``DaemonUnavailable``.
+daemon said. A socket that is missing, refuses connections or may not be
+opened by the caller raises ``DaemonUnavailable``.
 """
 
 from __future__ import annotations
@@ -208,6 +208,15 @@ class _UnixConnection(http.client.HTTPConnection):
         return not r
 
 
+def _unavailable(path: str, exc: OSError) -> DaemonUnavailable:
+    if isinstance(exc, PermissionError):
+        # The socket file enforces the API's access rule before a byte is
+        # read (root:root 0600, or root:<group> 0660 with --group).
+        return DaemonUnavailable(f"permission denied on the snakepit daemon's socket {path} "
+                                 f"(root and members of the daemon's --group only): {exc}")
+    return DaemonUnavailable(f"no snakepit daemon at {path}: {exc}")
+
+
 def _duration(grace: float | int | str | None) -> str | None:
     """grace as the API's query value: seconds (number) or a Go duration string."""
     if grace is None or isinstance(grace, str):
@@ -297,9 +306,9 @@ class Client:
                 conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
                 payload = resp.read()
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
                 conn.close()
-                raise DaemonUnavailable(f"no snakepit daemon at {self.socket}: {exc}") from exc
+                raise _unavailable(self.socket, exc) from exc
             except (http.client.HTTPException, ConnectionError) as exc:
                 conn.close()
                 raise DaemonUnavailable(f"{method} {path} on {self.socket}: connection failed: {exc!r}") from exc
@@ -393,9 +402,9 @@ class Client:
         try:
             conn.request("GET", "/v1/events", headers={"Accept": "application/x-ndjson"})
             resp = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
             conn.close()
-            raise DaemonUnavailable(f"no snakepit daemon at {self.socket}: {exc}") from exc
+            raise _unavailable(self.socket, exc) from exc
         except (http.client.HTTPException, ConnectionError) as exc:
             conn.close()
             raise DaemonUnavailable(f"GET /v1/events on {self.socket}: connection failed: {exc!r}") from exc

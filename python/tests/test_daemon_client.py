@@ -180,12 +180,21 @@ def test_extra_fields_go_on_the_wire(client):
 
 FORBIDDEN_PROBE = """
 import sys
-from snakepit_worker.client import Client, Forbidden
+from snakepit_worker.client import Client, DaemonUnavailable, Forbidden
 try:
     Client(sys.argv[1]).list_runs()
 except Forbidden as e:
     print(e.code, e.status)
+except DaemonUnavailable as e:
+    print("unavailable", "permission denied" in str(e))
 """
+
+
+def probe_as_nobody(socket_path: str) -> list[str]:
+    res = subprocess.run([PYTHON, "-c", FORBIDDEN_PROBE, socket_path], env=dict(os.environ, PYTHONPATH=PYROOT),
+                         user=65534, group=65534, extra_groups=[], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
 
 
 def test_forbidden_and_limit_reached(start_daemon):
@@ -198,9 +207,12 @@ def test_forbidden_and_limit_reached(start_daemon):
         assert [r["id"] for r in c.list_runs()] == [rid]
         c.teardown(rid, grace=0)
         # nobody (not root, not in --group) may connect (mode 0666) but not use it.
-        res = subprocess.run([PYTHON, "-c", FORBIDDEN_PROBE, d.socket], env=dict(os.environ, PYTHONPATH=PYROOT),
-                             user=65534, group=65534, extra_groups=[], capture_output=True, text=True, timeout=60)
-        assert res.stdout.split() == ["forbidden", "403"], res.stdout + res.stderr
+        assert probe_as_nobody(d.socket) == ["forbidden", "403"]
+
+
+def test_socket_permission(daemon):
+    """The default socket (root:root 0600) refuses others at connect(2)."""
+    assert probe_as_nobody(daemon.socket) == ["unavailable", "True"]
 
 
 def test_no_daemon(tmp_path):
