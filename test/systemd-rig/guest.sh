@@ -58,7 +58,9 @@ for f in /usr/bin/snakepit /usr/bin/snakepitd /lib/systemd/system/snakepit.servi
   [ -e "$f" ] || fail "$f (of the package) missing"
 done
 [ "$(command -v snakepit)" = /usr/bin/snakepit ] || fail "snakepit on PATH is $(command -v snakepit), not the package's"
-ok "package snakepit $want installed (dpkg), binaries, unit and Python modules in place"
+ls /usr/lib/python3/dist-packages/snakepit_worker/__pycache__/client.cpython-*.pyc >/dev/null 2>&1 ||
+  fail "postinst did not byte-compile the Python modules (py3compile -p snakepit)"
+ok "package snakepit $want installed (dpkg), binaries, unit and Python modules in place, byte-compiled"
 [ "$(prop snakepit LoadState)" = loaded ] || fail "snakepit.service not loaded: $(prop snakepit LoadState)"
 frag=$(prop snakepit FragmentPath)
 case "$frag" in /lib/systemd/system/snakepit.service|/usr/lib/systemd/system/snakepit.service) ;; *) fail "unit loaded from $frag, not the package's";; esac
@@ -234,4 +236,15 @@ wait_for 10 'test "$(alive $all)" = 0' || fail "survivors of the hand-started da
 wait_for 5 '! systemctl is-active -q $SCOPE' || fail "$SCOPE still active"
 wait_for 5 'test ! -d "/sys/fs/cgroup/system.slice/$SCOPE"' || fail "$SCOPE cgroup left"
 ok "hand-started daemon: SIGTERM -> exit 0, nothing left, scope gone"
+
+# --- the package comes off cleanly ------------------------------------------
+files=$(dpkg -L snakepit | grep -v '^/\.$')
+out=$(dpkg -r snakepit 2>&1) || fail "dpkg -r snakepit: $out"
+case "$out" in *warning*) fail "dpkg -r snakepit warned: $out";; esac
+[ "$(dpkg-query -W -f='${Status}' snakepit 2>/dev/null)" != "install ok installed" ] || fail "still installed"
+for f in $files; do
+  [ -f "$f" ] && fail "$f left after dpkg -r"
+done
+[ ! -e /usr/lib/python3/dist-packages/snakepit_worker ] || fail "dist-packages/snakepit_worker left (byte-code?): $(ls -R /usr/lib/python3/dist-packages/snakepit_worker)"
+ok "dpkg -r snakepit: no file of the package left (byte-code removed by prerm)"
 echo "guest: all checks passed"
