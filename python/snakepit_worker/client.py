@@ -292,33 +292,41 @@ class Client:
         if data is not None:
             headers["Content-Type"] = "application/json"
         with self._lock:
-            conn = self._conn
-            if conn is not None and not conn.still_open():
-                conn.close()
-                conn = None
-            if conn is None:
-                conn = _UnixConnection(self.socket, self.timeout)
-            conn.timeout = self.timeout if timeout is None else timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(conn.timeout)
-            self._conn = None
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                resp = conn.getresponse()
-                payload = resp.read()
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
-                conn.close()
-                raise _unavailable(self.socket, exc) from exc
-            except (http.client.HTTPException, ConnectionError) as exc:
-                conn.close()
-                raise DaemonUnavailable(f"{method} {path} on {self.socket}: connection failed: {exc!r}") from exc
-            except BaseException:
-                conn.close()
-                raise
-            if resp.will_close:
-                conn.close()
-            else:
-                self._conn = conn
+            # A kept-alive connection the daemon closed just after the
+            # still_open() check fails at once; a GET (which changes
+            # nothing) is then sent again on a fresh connection.
+            for attempt in (1, 2):
+                conn = self._conn
+                self._conn = None
+                reused = conn is not None
+                if conn is not None and not conn.still_open():
+                    conn.close()
+                    conn, reused = None, False
+                if conn is None:
+                    conn = _UnixConnection(self.socket, self.timeout)
+                conn.timeout = self.timeout if timeout is None else timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(conn.timeout)
+                try:
+                    conn.request(method, path, body=data, headers=headers)
+                    resp = conn.getresponse()
+                    payload = resp.read()
+                except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+                    conn.close()
+                    raise _unavailable(self.socket, exc) from exc
+                except (http.client.HTTPException, ConnectionError) as exc:
+                    conn.close()
+                    if reused and attempt == 1 and method == "GET":
+                        continue
+                    raise DaemonUnavailable(f"{method} {path} on {self.socket}: connection failed: {exc!r}") from exc
+                except BaseException:
+                    conn.close()
+                    raise
+                if resp.will_close:
+                    conn.close()
+                else:
+                    self._conn = conn
+                break
         if resp.status not in expect:
             raise _api_error(resp.status, payload, method, path)
         try:

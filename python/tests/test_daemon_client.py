@@ -274,3 +274,29 @@ def test_one_client_many_threads(client):
     assert not errors, errors
     assert sorted(started) == list(range(1, 41))
     assert len(client.get_run(rid)["workers"]) == 40
+
+
+def test_dead_kept_connection(start_daemon, monkeypatch):
+    """A kept-alive connection that dies after the reuse check: a GET is
+    sent again on a fresh connection, a POST (which may have been acted on)
+    is not: it raises, and the next call connects afresh."""
+    import snakepit_worker.client as sc
+
+    monkeypatch.setattr(sc._UnixConnection, "still_open", lambda self: True)  # the check misses it
+    a = start_daemon()
+    c = Client(a.socket)
+    try:
+        assert c.status()["pid"] == a.proc.pid
+        assert not a.stop()
+        b = start_daemon(socket_dir=a.dir)
+        assert c.status()["pid"] == b.proc.pid  # retried
+        assert not b.stop()
+        b2 = start_daemon(socket_dir=a.dir)
+        with pytest.raises(DaemonUnavailable, match="connection failed"):
+            c.create_run()
+        assert c.list_runs() == []  # the POST was not resent
+        rid = c.create_run()["id"]
+        assert [r["id"] for r in c.list_runs()] == [rid]
+        assert c.status()["pid"] == b2.proc.pid
+    finally:
+        c.close()
