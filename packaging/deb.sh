@@ -62,7 +62,8 @@ SNAKEPITD=$bindir/snakepitd "$bindir/snakepit" daemon --print-unit > "$unit.in"
 grep -q '^ExecStart=/usr/local/bin/snakepit daemon' "$unit.in" ||
   { log "the unit's ExecStart is not /usr/local/bin/snakepit daemon ...: update deb.sh"; grep -n ExecStart "$unit.in" >&2; exit 1; }
 sed -e 's|^ExecStart=/usr/local/bin/snakepit |ExecStart=/usr/bin/snakepit |' \
-    -e 's|^#   snakepit daemon --print-unit > /etc/systemd/system/snakepit.service$|#   (installed by the snakepit package; override with systemctl edit snakepit)|' \
+    -e 's|^# snakepit host daemon. Install with$|# snakepit host daemon, from the snakepit package (override: systemctl edit snakepit). Enable with|' \
+    -e '\|^#   snakepit daemon --print-unit > /etc/systemd/system/snakepit.service$|d' \
     "$unit.in" > "$unit"
 rm "$unit.in"
 chmod 0644 "$unit"
