@@ -5,7 +5,9 @@ stopped and checked empty at teardown, failure or not."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -191,8 +193,21 @@ except DaemonUnavailable as e:
 
 
 def probe_as_nobody(socket_path: str) -> list[str]:
-    res = subprocess.run([PYTHON, "-c", FORBIDDEN_PROBE, socket_path], env=dict(os.environ, PYTHONPATH=PYROOT),
-                         user=65534, group=65534, extra_groups=[], capture_output=True, text=True, timeout=60)
+    # nobody may not be able to read the checkout (a CI checkout under
+    # /root): it gets a world-readable copy of the package.
+    lib = tempfile.mkdtemp(prefix="sp-pyprobe-")
+    try:
+        shutil.copytree(os.path.join(PYROOT, "snakepit_worker"), os.path.join(lib, "snakepit_worker"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dirpath, dirnames, filenames in os.walk(lib):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        res = subprocess.run([PYTHON, "-c", FORBIDDEN_PROBE, socket_path], cwd="/",
+                             env=dict(os.environ, PYTHONPATH=lib, PYTHONDONTWRITEBYTECODE="1"),
+                             user=65534, group=65534, extra_groups=[], capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(lib, ignore_errors=True)
     assert res.returncode == 0, res.stderr
     return res.stdout.split()
 
