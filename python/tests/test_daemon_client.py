@@ -95,6 +95,9 @@ def test_run_lifecycle(client, daemon):
             assert [(w["id"], w["pid"], w["state"]) for w in got["workers"]] == \
                 [(1, w1["pid"], "running"), (2, w2["pid"], "running")]
 
+            # cpu.usage_usec comes from the cgroup core: always there (docs/API.md).
+            assert isinstance(client.run_stats(rid)["cpu"]["usage_usec"], int)
+
             stopped = client.stop_worker(rid, 2, grace=1)
             assert stopped["state"] == "exited"
             assert stopped["exit"] == {"code": 143, "signal": 15, "signal_name": "SIGTERM"}
