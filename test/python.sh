@@ -5,8 +5,10 @@
 #
 #   bash test/python.sh [PYTEST ARGS...]
 #
-# Installs python3-grpcio python3-protobuf python3-pytest from Debian when
-# missing; builds cmd/snakepit into a temp dir unless SNAKEPIT_BIN is set;
+# Installs python3-grpcio python3-protobuf python3-pytest (and setuptools,
+# pip, wheel for the offline install test) from Debian when missing; builds
+# cmd/snakepit (and snakepitd, the daemon build, which must sit next to it)
+# into a temp dir unless SNAKEPIT_BIN is set;
 # runs /usr/bin/python3 -m pytest (never the `python3` on PATH, which may be a
 # pyenv shim). Exits non-zero on any failure, including "no tests collected".
 # With CI=true a missing prerequisite (root, cgroup2, binary) fails instead of
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
-for p in python3-grpcio python3-protobuf python3-pytest; do
+for p in python3-grpcio python3-protobuf python3-pytest python3-setuptools python3-pip python3-wheel; do
   have_deb "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,8 +32,11 @@ cleanup() { if [ -n "$tmp" ]; then rm -rf "$tmp"; fi; }
 trap cleanup EXIT
 if [ -z "${SNAKEPIT_BIN:-}" ]; then
   tmp=$(mktemp -d /tmp/snakepit-python.XXXXXX)
-  echo "python.sh: building snakepit into $tmp"
+  echo "python.sh: building snakepit and snakepitd into $tmp"
   CGO_ENABLED=0 go build -o "$tmp/snakepit" ./cmd/snakepit
+  # The daemon client's tests start `snakepit daemon`, which execs the full
+  # build next to it.
+  CGO_ENABLED=0 go build -tags snakepitd -o "$tmp/snakepitd" ./cmd/snakepit
   export SNAKEPIT_BIN="$tmp/snakepit"
 fi
 

@@ -5,14 +5,18 @@
 #
 #   bash test/setup.sh              # what snakepit and the Python examples need
 #   bash test/setup.sh --for-tests  # and the test tools (test/all.sh)
+#   bash test/setup.sh --deb        # and a Debian package in bin/ (packaging/deb.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for_tests=false
-case ${1:-} in
-  --for-tests) for_tests=true ;;
-  "") ;;
-  *) echo "usage: setup.sh [--for-tests]" >&2; exit 2 ;;
-esac
+deb=false
+for a in "$@"; do
+  case $a in
+    --for-tests) for_tests=true ;;
+    --deb) deb=true ;;
+    *) echo "usage: setup.sh [--for-tests] [--deb]" >&2; exit 2 ;;
+  esac
+done
 
 # Go comes with this machine kind (/usr/local/go); Debian's golang is too
 # old for go.mod, so say so rather than fail obscurely later.
@@ -24,10 +28,11 @@ fi
 
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-# The examples' gRPC workers; the tests add pytest and bwrap (a benchmark
-# baseline).
+# The examples' gRPC workers; the tests add pytest, bwrap (a benchmark
+# baseline) and the offline build of the Python package (setuptools as the
+# backend, pip, wheel: python/tests/test_packaging.py).
 pkgs="python3-grpcio python3-protobuf"
-$for_tests && pkgs="$pkgs python3-pytest bubblewrap"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel"
 for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done
@@ -48,7 +53,22 @@ mkdir -p bin
 # about 4 ms more in ld.so and libc start-up on every `snakepit run` here;
 # os/user and net have pure-Go implementations (docs/DESIGN.md).
 export CGO_ENABLED=0
-go build -o bin/snakepit ./cmd/snakepit
+# Version stamping: the version (CHANGELOG.md's newest release) and the
+# source revision (git describe, "unknown" outside a checkout) are linked
+# into main.version and main.revision, so `snakepit version` names them
+# whatever the Go toolchain's own VCS stamping does (-buildvcs=false, or
+# a worktree it cannot read).
+eval "$(bash packaging/version.sh)"
+ldflags="-X main.version=$version -X main.revision=$revision"
+go build -ldflags "$ldflags" -o bin/snakepit ./cmd/snakepit
 # The daemon lives in the full build; `snakepit daemon` execs it.
-go build -tags snakepitd -o bin/snakepitd ./cmd/snakepit
-echo "setup: done (bin/snakepit and bin/snakepitd built)"
+go build -tags snakepitd -ldflags "$ldflags" -o bin/snakepitd ./cmd/snakepit
+# The linker ignores -X for a variable the program lacks: say so.
+case "$(bin/snakepit version)" in
+  *"$revision"*) ;;
+  *) echo "setup: note: 'snakepit version' does not show revision $revision (cmd/snakepit lacks main.version/main.revision)" >&2 ;;
+esac
+echo "setup: done (bin/snakepit and bin/snakepitd built, $version $revision)"
+if $deb; then
+  bash packaging/deb.sh
+fi

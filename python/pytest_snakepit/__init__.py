@@ -1,4 +1,4 @@
-"""pytest_snakepit: every test gets its own snakepit run; leaked processes fail it.
+"""pytest_snakepit: every test gets its own snakepit run; leaked processes are an error.
 
 Enable with ``-p pytest_snakepit`` (PYTHONPATH must contain python/) or by
 installing python/ (pyproject.toml declares the pytest11 entry point).
@@ -15,11 +15,14 @@ including daemons that setsid() away, stays in the run's cgroup.
 
 At teardown the plugin lists every live process of the run, tears the run
 down with ``snakepit kill`` (nothing survives, the cgroup is removed) and,
-if any process was still alive, FAILS the test listing PID and command line
+if any process was still alive, raises an error listing PID and command line
 of each leak (a process that is already exiting, e.g. SIGKILLed by the test
-just before, gets 100 ms to disappear and is not a leak). The failure happens in the fixture's teardown (after every
-fixture that depends on snakepit_run has been torn down, so fixtures may
-stop their own workers); it is reported as FAILED, not ERROR.
+just before, gets 100 ms to disappear and is not a leak). The error happens
+in the fixture's teardown (after every fixture that depends on snakepit_run
+has been torn down, so fixtures may stop their own workers), and pytest
+reports it as such: ``ERROR at teardown of test_x``, counted as ``1 error``
+in the summary, next to the test body's own outcome (pytest's convention
+for any fixture whose teardown fails; the body's assertions are FAILED).
 
 The binary: ``--snakepit-bin``, else $SNAKEPIT_BIN, else ``snakepit`` on
 PATH. When it or its prerequisites (root, cgroup2) are missing the test is
@@ -148,7 +151,7 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture
 def snakepit_run(request):
-    """A fresh snakepit run for this test; leaked processes fail the test."""
+    """A fresh snakepit run for this test; leaked processes are an error at teardown."""
     marker = request.node.get_closest_marker("snakepit")
     opts = dict(marker.kwargs) if marker else {}
     allow_leaks = bool(opts.get("allow_leaks", False))
@@ -253,14 +256,10 @@ def _teardown(run: SnakepitRun, allow_leaks: bool, grace) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    # Marks the teardown report of a leak (report.snakepit_leak) for other
+    # plugins; pytest itself reports it as an error at teardown.
     outcome = yield
     if call.when == "teardown" and call.excinfo is not None \
             and isinstance(call.excinfo.value, SnakepitLeak):
         rep = outcome.get_result()
         rep.snakepit_leak = True
-
-
-def pytest_report_teststatus(report, config):
-    if getattr(report, "snakepit_leak", False) and report.failed:
-        return "failed", "F", "FAILED"
-    return None

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Runs INSIDE the rig's guest (systemd is PID 1): installs the snakepit
-# unit, drives the daemon through its API and systemctl, and checks that
-# nothing outlives it. $1 is the shared directory holding the binary.
+# Runs INSIDE the rig's guest (systemd is PID 1): checks the snakepit .deb
+# that preboot.sh installed, drives the packaged daemon through its API (curl
+# and the packaged Python client) and systemctl, and checks that nothing
+# outlives it. $1 is the shared directory (the .deb's version, pidwait.py).
 # Prints "ok: ..." per check; exits non-zero on the first failure.
 set -euo pipefail
 SHARE=$1
@@ -47,9 +48,28 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # wait_for SECONDS 'SHELL CONDITION': re-evaluates the condition every 20 ms
 wait_for() { local end=$(( $(now_ms) + $1*1000 )); until eval "$2"; do [ "$(now_ms)" -lt "$end" ] || return 1; sleep 0.02; done; }
 
-# --- installed before boot (preboot.sh) -------------------------------------
+# --- the .deb, installed before boot (preboot.sh) ----------------------------
+want=$(cat "$SHARE/deb.version")
+got=$(dpkg-query -W -f='${Status} ${Version}' snakepit 2>&1) || fail "dpkg-query: $got"
+[ "$got" = "install ok installed $want" ] || fail "package snakepit: '$got', want 'install ok installed $want'"
+for f in /usr/bin/snakepit /usr/bin/snakepitd /lib/systemd/system/snakepit.service \
+         /usr/lib/python3/dist-packages/snakepit_worker/client.py /usr/lib/python3/dist-packages/pytest_snakepit/__init__.py; do
+  dpkg -L snakepit | grep -qx "$f" || fail "$f not in the package"
+  [ -e "$f" ] || fail "$f (of the package) missing"
+done
+[ "$(command -v snakepit)" = /usr/bin/snakepit ] || fail "snakepit on PATH is $(command -v snakepit), not the package's"
+ls /usr/lib/python3/dist-packages/snakepit_worker/__pycache__/client.cpython-*.pyc >/dev/null 2>&1 ||
+  fail "postinst did not byte-compile the Python modules (py3compile -p snakepit)"
+ok "package snakepit $want installed (dpkg), binaries, unit and Python modules in place, byte-compiled"
 [ "$(prop snakepit LoadState)" = loaded ] || fail "snakepit.service not loaded: $(prop snakepit LoadState)"
-cmp -s "$SHARE/snakepit.service" /etc/systemd/system/snakepit.service || fail "installed unit differs from --print-unit"
+frag=$(prop snakepit FragmentPath)
+case "$frag" in /lib/systemd/system/snakepit.service|/usr/lib/systemd/system/snakepit.service) ;; *) fail "unit loaded from $frag, not the package's";; esac
+# The packaged unit is the binary's own (--print-unit), started from /usr/bin.
+d=$(diff <(snakepit daemon --print-unit | sed 's|^ExecStart=/usr/local/bin/snakepit |ExecStart=/usr/bin/snakepit |') "$frag" | grep '^[<>]' | grep -v '^[<>] #' || true)
+[ -z "$d" ] || fail "packaged unit differs from --print-unit beyond ExecStart and comments: $d"
+grep -qx 'ExecStart=/usr/bin/snakepit daemon --grace 10s' "$frag" || fail "packaged unit's ExecStart: $(grep ExecStart "$frag")"
+case "$(prop snakepit ExecStart)" in *"path=/usr/bin/snakepit ;"*) ;; *) fail "ExecStart: $(prop snakepit ExecStart)";; esac
+ok "unit $frag: --print-unit with ExecStart=/usr/bin/snakepit (rig drop-in: --grace 1s)"
 # Type=notify: start returns once the daemon sent READY=1.
 sc start snakepit || fail "systemctl start"
 [ "$(prop snakepit ActiveState)" = active ] || fail "not active after start"
@@ -57,6 +77,8 @@ MAIN=$(prop snakepit MainPID)
 status=$(prop snakepit StatusText)
 case "$status" in "runs: 0, workers: 0; stale runs removed at start: 0; runs under $SVC (delegated)") ;; *) fail "STATUS=$status";; esac
 ok "Type=notify service READY; STATUS=$status"
+[ "$(readlink /proc/$MAIN/exe)" = /usr/bin/snakepitd ] || fail "daemon $MAIN runs $(readlink /proc/$MAIN/exe), not the package's /usr/bin/snakepitd"
+ok "the daemon is the package's: /usr/bin/snakepit exec'd /usr/bin/snakepitd (pid $MAIN)"
 [ "$(prop snakepit Delegate)" = yes ] || fail "Delegate"
 grep -qx "$MAIN" "$SVC/supervisor/cgroup.procs" || fail "daemon $MAIN not in $SVC/supervisor"
 [ -z "$(cat "$SVC/cgroup.procs")" ] || fail "processes left in the delegated root: $(cat "$SVC/cgroup.procs")"
@@ -64,6 +86,51 @@ $PY -c "import os; assert os.getxattr('$SVC','trusted.delegate')==b'1'" || fail 
 ok "delegated: daemon in $SVC/supervisor, root empty, trusted.delegate=1"
 [ "$(prop snakepit NoNewPrivileges)" = yes ] && [ "$(prop snakepit ProtectSystem)" = full ] || fail "hardening not applied"
 ok "hardening active (NoNewPrivileges, ProtectSystem=full, ...)"
+
+# --- the package's Python client drives the packaged daemon --------------------
+# From /, without PYTHONPATH: the modules dpkg put in dist-packages.
+out=$(cd / && env -u PYTHONPATH $PY - "$MAIN" <<'PYEOF' 2>&1
+import importlib.metadata as md, os, sys, time
+import snakepit_worker.client as sc
+assert sc.__file__ == "/usr/lib/python3/dist-packages/snakepit_worker/client.py", sc.__file__
+assert [e.value for e in md.entry_points(group="pytest11") if e.name == "pytest_snakepit"] == ["pytest_snakepit"]
+c = sc.Client()  # the default socket, /run/snakepit/snakepit.sock
+st = c.status()
+assert st["pid"] == int(sys.argv[1]) and st["mode"] == "delegated", st
+with c.events(timeout=20) as ev:
+    run = c.create_run()
+    w = c.start_worker(run["id"], ["/bin/sh", "-c", "setsid sleep 1000 & exec sleep 1001"])
+    deadline = time.monotonic() + 10
+    while len(open(run["cgroup"] + "/cgroup.procs").read().split()) < 2:
+        assert time.monotonic() < deadline, "worker and its setsid child not both in the run"
+        time.sleep(0.01)
+    td = c.teardown(run["id"], grace="1s")
+    assert td["terminated"] >= 2 and not os.path.exists(run["cgroup"]), td
+    seen = []
+    while not seen or seen[-1] != "run_torn_down":
+        e = ev.next()
+        if e.get("run") == run["id"]:
+            seen.append(e["type"])
+try:
+    c.get_run(run["id"])
+    raise AssertionError("run still there")
+except sc.NotFound as e:
+    assert e.code == "not_found"
+print(f"run {run['id']}: worker {w['pid']}, teardown terminated {td['terminated']}, events {seen}")
+PYEOF
+) || fail "Python client against the packaged daemon: $out"
+ok "installed Python client (dist-packages, pytest11 entry point): $out"
+# Man page and completions: in the package only when the build made them.
+for f in $(dpkg -L snakepit | grep -E '^/usr/share/bash-completion/completions/'); do
+  bash -c "source $f" || fail "completion $f does not load in bash"
+  ok "bash completion $f loads"
+done
+for f in $(dpkg -L snakepit | grep -E '^/usr/share/man/man[1-8]/.*\.gz$'); do
+  if command -v man >/dev/null; then
+    man -l "$f" >/dev/null 2>&1 || fail "man -l $f"
+    ok "man page $f renders"
+  fi
+done
 
 # --- drive the API ----------------------------------------------------------
 ST=$(api GET /v1/status)
@@ -169,4 +236,15 @@ wait_for 10 'test "$(alive $all)" = 0' || fail "survivors of the hand-started da
 wait_for 5 '! systemctl is-active -q $SCOPE' || fail "$SCOPE still active"
 wait_for 5 'test ! -d "/sys/fs/cgroup/system.slice/$SCOPE"' || fail "$SCOPE cgroup left"
 ok "hand-started daemon: SIGTERM -> exit 0, nothing left, scope gone"
+
+# --- the package comes off cleanly ------------------------------------------
+files=$(dpkg -L snakepit | grep -v '^/\.$')
+out=$(dpkg -r snakepit 2>&1) || fail "dpkg -r snakepit: $out"
+case "$out" in *warning*) fail "dpkg -r snakepit warned: $out";; esac
+[ "$(dpkg-query -W -f='${Status}' snakepit 2>/dev/null)" != "install ok installed" ] || fail "still installed"
+for f in $files; do
+  [ -f "$f" ] && fail "$f left after dpkg -r"
+done
+[ ! -e /usr/lib/python3/dist-packages/snakepit_worker ] || fail "dist-packages/snakepit_worker left (byte-code?): $(ls -R /usr/lib/python3/dist-packages/snakepit_worker)"
+ok "dpkg -r snakepit: no file of the package left (byte-code removed by prerm)"
 echo "guest: all checks passed"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The systemd rig: boots a real systemd as PID 1 in fresh namespaces
-# (up.sh), then runs guest.sh inside it: the snakepit unit as a Type=notify
+# (up.sh) with the snakepit .deb installed (packaging/deb.sh, preboot.sh),
+# then runs guest.sh inside it: the packaged unit as a Type=notify
 # service with Delegate=yes, the API, systemctl stop / kill, a restart with
 # gc, and a daemon started by hand that asks for its own transient scope.
 # Always tears down (trap), leaving no cgroup and no process.
@@ -34,19 +35,26 @@ SHARE=$STATE/share
 mkdir -p "$SHARE"
 trap 'bash "$RIG/down.sh"' EXIT
 # snakepit (the default build) and snakepitd (-tags snakepitd: the daemon),
-# installed side by side: `snakepit daemon` execs snakepitd.
+# side by side (`snakepit daemon` execs snakepitd), packaged as the .deb
+# that the guest installs (packaging/deb.sh): the daemon runs from the
+# package, so the package is proven, not just built.
 if [ -n "${SNAKEPIT_BIN:-}" ]; then
-  cp "$SNAKEPIT_BIN" "$SHARE/snakepit"
-  cp "$(dirname "$SNAKEPIT_BIN")/snakepitd" "$SHARE/snakepitd"
+  bindir=$(dirname "$SNAKEPIT_BIN")
+  [ "$(basename "$SNAKEPIT_BIN")" = snakepit ] || { echo "systemd rig: SNAKEPIT_BIN must name a file called snakepit (deb.sh takes its directory)" >&2; exit 1; }
 else
-  CGO_ENABLED=0 go build -o "$SHARE/snakepit" ./cmd/snakepit
-  CGO_ENABLED=0 go build -tags snakepitd -o "$SHARE/snakepitd" ./cmd/snakepit
+  bindir=$STATE/bin
+  mkdir -p "$bindir"
+  eval "$(bash packaging/version.sh)"
+  ldflags="-X main.version=$version -X main.revision=$revision"
+  CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$bindir/snakepit" ./cmd/snakepit
+  CGO_ENABLED=0 go build -tags snakepitd -ldflags "$ldflags" -o "$bindir/snakepitd" ./cmd/snakepit
 fi
+DEB=$(bash packaging/deb.sh --bindir "$bindir" --out "$SHARE")
+dpkg-deb -f "$DEB" Version > "$SHARE/deb.version"
 cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
-# The unit is installed before the guest boots (preboot.sh), so the guest
-# never needs a daemon-reload: on a loaded CI host one failed with
-# "Transport endpoint is not connected".
-"$SHARE/snakepit" daemon --print-unit > "$SHARE/snakepit.service"
+# The package (and so the unit) is installed before the guest boots
+# (preboot.sh), so the guest never needs a daemon-reload: on a loaded CI
+# host one failed with "Transport endpoint is not connected".
 BINDS=$SHARE PREBOOT=$RIG/preboot.sh bash "$RIG/up.sh"
 echo "systemd rig: guest up after $(( ($(date +%s%N) - start) / 1000000 )) ms"
 # On failure, show what the guest's PID 1 said (the guest is still up: the
