@@ -63,10 +63,10 @@ ldflags="-X main.version=$version -X main.revision=$revision"
 go build -ldflags "$ldflags" -o bin/snakepit ./cmd/snakepit
 # The daemon lives in the full build; `snakepit daemon` execs it.
 go build -tags snakepitd -ldflags "$ldflags" -o bin/snakepitd ./cmd/snakepit
-# The linker ignores -X for a variable the program lacks: say so.
+# The linker ignores -X for a variable the program lacks: check it took.
 case "$(bin/snakepit version)" in
-  *"$revision"*) ;;
-  *) echo "setup: note: 'snakepit version' does not show revision $revision (cmd/snakepit lacks main.version/main.revision)" >&2 ;;
+  *"$version rev $revision"*) ;;
+  *) echo "setup: 'snakepit version' does not show $version rev $revision (main.version/main.revision not linked)" >&2; exit 1 ;;
 esac
 echo "setup: done (bin/snakepit and bin/snakepitd built, $version $revision)"
 if $deb; then

@@ -26,6 +26,11 @@ func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return err
 }
 
+// Stamped by test/setup.sh (-ldflags "-X main.version=0.1.0 -X
+// main.revision=68160c8a1b2c-dirty"): with -buildvcs=false, or outside a
+// checkout, the toolchain embeds no revision of its own.
+var version, revision string
+
 // versionString describes this binary from the build information the Go
 // toolchain embeds: "snakepit (devel) rev 394a091e1f2c+dirty 2026-11-28T22:02:11Z go1.26.0".
 func versionString() string {
@@ -34,6 +39,9 @@ func versionString() string {
 		return "snakepit (no build information)"
 	}
 	s := "snakepit " + bi.Main.Version
+	if version != "" {
+		s = "snakepit " + version
+	}
 	var rev, when, dirty string
 	for _, kv := range bi.Settings {
 		switch kv.Key {
@@ -49,6 +57,9 @@ func versionString() string {
 	}
 	if len(rev) > 12 {
 		rev = rev[:12]
+	}
+	if rev == "" {
+		rev, dirty = revision, ""
 	}
 	if rev != "" {
 		s += " rev " + rev + dirty
