@@ -174,12 +174,3 @@ func openAs(p peer, path string) (*os.File, error) {
 	r := <-rc
 	return r.f, r.err
 }
-
-// credential returns the credentials a worker of peer p runs with.
-func (p peer) credential() *syscall.Credential {
-	groups := make([]uint32, len(p.groups))
-	for i, g := range p.groups {
-		groups[i] = uint32(g)
-	}
-	return &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.gid), Groups: groups}
-}
