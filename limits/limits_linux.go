@@ -42,8 +42,8 @@ import (
 // guardian) and cost more than the whole start of a wrapped command.
 // Its ToggleControllers also writes every ancestor's subtree_control from
 // the mount root down keeping only the last error, and its Memory.Max
-// writes "-1" where the kernel wants "max". The daemon, which is
-// long-lived, still uses it for per-run statistics ().
+// writes "-1" where the kernel wants "max"; its Stat reads 0 for a
+// missing file, so it cannot say "not available" (ReadStats can).
 
 // enableStep adds controllers to one cgroup's subtree_control.
 type enableStep struct {
