@@ -134,4 +134,3 @@ func (o Owner) Alive() bool {
 	a, _ := o.Check()
 	return a
 }
-
