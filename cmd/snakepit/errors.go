@@ -12,6 +12,7 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/runid"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // Exit statuses of snakepit's own failures. A wrapped command's own status
@@ -117,3 +118,10 @@ func sortedCommands() []string {
 	sort.Strings(names)
 	return names
 }
+
+// specError is a bad setting: exit status 2 unless its sentinel has a
+// status of its own (an invalid run ID).
+type specError struct{ fe *spec.FieldError }
+
+func (e specError) Error() string { return e.fe.FlagError() }
+func (e specError) Unwrap() error { return e.fe }

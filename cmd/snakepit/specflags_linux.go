@@ -211,10 +211,3 @@ func usageFor(err error) error {
 	}
 	return err
 }
-
-// specError is a bad setting: exit status 2 unless its sentinel has a
-// status of its own (an invalid run ID).
-type specError struct{ fe *spec.FieldError }
-
-func (e specError) Error() string { return e.fe.FlagError() }
-func (e specError) Unwrap() error { return e.fe }
