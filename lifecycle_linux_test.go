@@ -5,6 +5,7 @@ package snakepit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -348,27 +349,22 @@ func TestRunGuardianWatchesOwner(t *testing.T) {
 	t.Logf("owner killed -> %d processes gone and run removed in %v", len(fds), took)
 }
 
-// waitLockHeld waits (bounded re-read: flock has no notification) until
-// someone holds the flock on path.
+// waitLockHeld waits (flock has no notification) until someone holds the
+// flock on path.
 func waitLockHeld(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
-			err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-			if err == nil {
-				_ = unix.Flock(fd, unix.LOCK_UN)
-			}
-			unix.Close(fd)
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return
-			}
+	testenv.Eventually(t, 30*time.Second, "someone holds the guardian lock "+path, func() bool {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nobody took the guardian lock %s", path)
+		defer unix.Close(fd)
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			_ = unix.Flock(fd, unix.LOCK_UN)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return errors.Is(err, unix.EWOULDBLOCK)
+	})
 }
 
 func TestRunGuardianStopsOnCancel(t *testing.T) {
@@ -522,16 +518,10 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 
 func waitComm(t *testing.T, pid int, comm string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if st, err := reaper.ReadStat(pid); err == nil && st.Comm == comm {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d never ran %s", pid, comm)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("pid %d runs %s", pid, comm), func() bool {
+		st, err := reaper.ReadStat(pid)
+		return err == nil && st.Comm == comm
+	})
 }
 
 // TestGCRacingLiveSupervisor runs gc in a loop while a live supervisor keeps
@@ -547,7 +537,8 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 	}
 	var passes atomic.Int64
 	stop := make(chan struct{})
-	var gcErr error
+	var gcErr error // read once gcErrSet is, or after wg.Wait
+	var gcErrSet atomic.Bool
 	var bad []inventory.GCItem
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -562,6 +553,7 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 			rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond})
 			if err != nil {
 				gcErr = err
+				gcErrSet.Store(true)
 				return
 			}
 			bad = append(bad, rep.Items...)
@@ -583,17 +575,17 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 		}
 		// Both processes up (the setsid'd one is forked after Start
 		// returns), then at least two full gc passes see the run.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-			if procs, _ := r.Cgroup().ProcsRecursive(); len(procs) == 2 {
-				break
-			}
-			if time.Now().After(deadline) {
-				_, _ = r.Teardown(ctx, 0)
-				t.Fatal("the worker and its setsid'd child did not both appear within 10 s")
-			}
+		if !testenv.Within(10*time.Second, func() bool {
+			procs, _ := r.Cgroup().ProcsRecursive()
+			return len(procs) == 2
+		}) {
+			_, _ = r.Teardown(ctx, 0)
+			t.Fatal("the worker and its setsid'd child did not both appear within 10 s")
 		}
-		for p := passes.Load(); passes.Load() < p+2 && gcErr == nil; {
-			time.Sleep(time.Millisecond)
+		p := passes.Load()
+		if !testenv.Within(60*time.Second, func() bool { return passes.Load() >= p+2 || gcErrSet.Load() }) {
+			_, _ = r.Teardown(ctx, 0)
+			t.Fatal("gc made no two passes within 60 s")
 		}
 		hurt := false
 		select {
@@ -694,7 +686,7 @@ func TestListRuns(t *testing.T) {
 	// exec has finished: until then its cmdline is still being replaced.
 	// Re-list (bounded) until the exec is visible.
 	var got *inventory.RunInfo
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.Within(10*time.Second, func() bool {
 		runs, err := inventory.ListRuns(context.Background(), inventory.ListOptions{Tree: true, Parents: []string{parent}})
 		if err != nil {
 			t.Fatal(err)
@@ -708,11 +700,8 @@ func TestListRuns(t *testing.T) {
 		if got == nil {
 			t.Fatalf("run %s not listed in %+v", r.ID(), runs)
 		}
-		if len(got.Processes) == 1 && got.Processes[0].Cmdline == "sleep 300" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return len(got.Processes) == 1 && got.Processes[0].Cmdline == "sleep 300"
+	})
 	if got.Mechanism != record.MechanismCgroup || got.Cgroup != r.CgroupPath() || got.OwnerPID != os.Getpid() ||
 		!got.OwnerAlive || !got.HasRecord || got.Procs != 1 || got.AgeSeconds < 0 || got.AgeSeconds > 60 {
 		t.Fatalf("run info %+v", got)

@@ -83,24 +83,18 @@ func alive(fds map[int]int) []int {
 	return out
 }
 
-// waitProcs waits (inotify-free: there is no event for "n processes") with a
-// bounded re-read until the run holds at least n processes.
+// waitProcs waits (there is no event for "n processes") until the run
+// holds at least n processes.
 func waitProcs(t testing.TB, g *cgroup.Group, n int) {
 	t.Helper()
-	deadline := time.Now().Add(120 * time.Second)
-	for {
-		pids, err := g.ProcsRecursive()
-		if err != nil {
+	var pids []int
+	testenv.Eventually(t, 120*time.Second, fmt.Sprintf("run holds >= %d processes", n), func() bool {
+		var err error
+		if pids, err = g.ProcsRecursive(); err != nil {
 			t.Fatalf("procs: %v", err)
 		}
-		if len(pids) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run has %d processes, want >= %d", len(pids), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return len(pids) >= n
+	})
 }
 
 func TestCreateRejectsInvalidIDsBeforeFilesystem(t *testing.T) {

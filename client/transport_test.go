@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/internal/testenv"
 )
 
 // testServer serves h on a unix socket in a temp dir and counts accepted
@@ -71,23 +72,12 @@ func TestTransportDropsClosedIdle(t *testing.T) {
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// The server's idle timeout closes it.
+	testenv.Eventually(t, 5*time.Second, "the server closes the idle connection", func() bool {
 		c.tr.mu.Lock()
-		idle := len(c.tr.idle)
-		var alive bool
-		if idle == 1 {
-			alive = open(c.tr.idle[0].Conn)
-		}
-		c.tr.mu.Unlock()
-		if idle == 1 && !alive {
-			break // the server's idle timeout closed it
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server never closed the idle connection")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer c.tr.mu.Unlock()
+		return len(c.tr.idle) == 1 && !open(c.tr.idle[0].Conn)
+	})
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatalf("call after the server closed the idle connection: %v", err)
 	}

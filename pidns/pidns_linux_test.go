@@ -292,14 +292,11 @@ func TestKilledInitEndsNamespace(t *testing.T) {
 
 func waitFile(t *testing.T, p string) {
 	t.Helper()
-	// Bounded short poll: the file is made by a shell in another namespace.
-	for i := 0; i < 2000; i++ {
-		if _, err := os.Stat(p); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("%s never appeared", p)
+	// The file is made by a shell in another namespace.
+	testenv.Eventually(t, 10*time.Second, p+" appears", func() bool {
+		_, err := os.Stat(p)
+		return err == nil
+	})
 }
 
 // TestUserNS runs the wrap as an unprivileged user: CLONE_NEWUSER with the

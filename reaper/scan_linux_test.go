@@ -92,28 +92,24 @@ func identityOf(t *testing.T, pid int) Identity {
 	return id
 }
 
-// waitStarted waits until pid has exec'd a program named comm (a bounded
-// re-read: the kernel has no event for exec).
+// waitStarted waits until pid has exec'd a program named comm (the kernel
+// has no event for exec).
 func waitStarted(t *testing.T, pid int, comm string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := ReadStat(pid)
-		if err == nil && st.Comm == comm {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d never became %s (%+v, %v)", pid, comm, st, err)
-		}
-		time.Sleep(time.Millisecond)
+	var st Stat
+	var err error
+	if !testenv.Within(30*time.Second, func() bool {
+		st, err = ReadStat(pid)
+		return err == nil && st.Comm == comm
+	}) {
+		t.Fatalf("pid %d never became %s (%+v, %v)", pid, comm, st, err)
 	}
 }
 
 // waitIgnores waits until pid ignores sig (SigIgn in /proc/PID/status).
 func waitIgnores(t *testing.T, pid int, sig unix.Signal) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("pid %d ignores %v", pid, sig), func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			t.Fatalf("pid %d: %v", pid, err)
@@ -121,16 +117,11 @@ func waitIgnores(t *testing.T, pid int, sig unix.Signal) {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
 				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-				if err == nil && mask&(1<<(uint(sig)-1)) != 0 {
-					return
-				}
+				return err == nil && mask&(1<<(uint(sig)-1)) != 0
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d never ignored %v", pid, sig)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return false
+	})
 }
 
 // startWithPID starts args so that the new process gets PID pid, by setting
@@ -145,8 +136,8 @@ func startWithPID(t *testing.T, pid int, avoidStart uint64, env []string, args .
 	testenv.RequireRoot(t)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	deadline := time.Now().Add(30 * time.Second)
-	for try := 0; time.Now().Before(deadline); try++ {
+	var got *exec.Cmd
+	testenv.Within(30*time.Second, func() bool {
 		f, err := os.OpenFile("/proc/sys/kernel/ns_last_pid", os.O_WRONLY, 0)
 		if err != nil {
 			testenv.Missing(t, "cannot set ns_last_pid: %v", err)
@@ -166,12 +157,14 @@ func startWithPID(t *testing.T, pid int, avoidStart uint64, env []string, args .
 		}
 		if st, err := ReadStat(cmd.Process.Pid); cmd.Process.Pid == pid && err == nil && st.Start != avoidStart {
 			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			return cmd
+			got = cmd
+			return true
 		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-	}
-	return nil
+		return false
+	})
+	return got
 }
 
 func TestPinRefusesReusedPID(t *testing.T) {
@@ -332,8 +325,9 @@ func TestSweepStopsForkStorm(t *testing.T) {
 	storm := `i=0; while [ $i -lt 200 ]; do if [ $((i%2)) = 0 ]; then sleep 300 & else setsid sleep 300 & fi; i=$((i+1)); done; read x`
 	startProc(t, []string{runid.EnvVar + "=" + id}, "sh", "-c", storm)
 	t.Cleanup(func() { killMarkedForTest(t, id) })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// The sweep is to start while the storm is under way: once 20 are up
+	// (or after the bound, as the storm may have been fast).
+	testenv.Within(30*time.Second, func() bool {
 		ms, _ := ListMarked(context.Background())
 		n := 0
 		for _, m := range ms {
@@ -341,11 +335,8 @@ func TestSweepStopsForkStorm(t *testing.T) {
 				n++
 			}
 		}
-		if n >= 20 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return n >= 20
+	})
 	t0 := time.Now()
 	res, err := Sweep(context.Background(), func(m *Marked) bool { return m.RunID == id }, 200*time.Millisecond)
 	took := time.Since(t0)

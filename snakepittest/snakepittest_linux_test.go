@@ -77,21 +77,19 @@ func TestSelfClean(t *testing.T) {
 	fmt.Printf("CGROUP=%s\n", r.CgroupPath())
 }
 
-// waitFor waits (bounded re-read: no event exists for exec) until a process
-// with command line cmdline is in the run.
+// waitFor waits (no event exists for exec) until a process with command
+// line cmdline is in the run.
 func waitFor(t *testing.T, r *snakepittest.Run, cmdline string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testenv.Within(30*time.Second, func() bool {
 		for _, p := range r.Procs() {
 			if p.Cmdline == cmdline {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the run: %v", cmdline, r.Procs())
-		}
-		time.Sleep(time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no %q in the run: %v", cmdline, r.Procs())
 	}
 }
 

@@ -47,6 +47,15 @@ func TestFastGuardianHoldsNothing(t *testing.T) {
 	g := lcWaitRun(t, id, 1)
 	gd := lcGuardian(t, g)
 	pid := strconv.Itoa(gd.PID)
+	// The guardian is recorded as soon as it is cloned; it names itself,
+	// drops the wrapper's descriptors and starts its session only then.
+	// Wait for all that to be done (the assertions below say what is not).
+	testenv.Within(10*time.Second, func() bool {
+		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+		ents, _ := os.ReadDir("/proc/" + pid + "/fd")
+		sid, _ := unix.Getsid(gd.PID)
+		return strings.TrimSpace(string(comm)) == guardian.FastName && len(ents) == 7 && sid == gd.PID
+	})
 
 	comm, err := os.ReadFile("/proc/" + pid + "/comm")
 	if err != nil {
@@ -156,16 +165,10 @@ func TestFastGuardianChildCgroups(t *testing.T) {
 mkdir "$m$d/inner" && echo $$ > "$m$d/inner/cgroup.procs" && setsid sleep 300 & exec sleep 301`
 	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", script)
 	g := lcWaitRun(t, id, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(g.Path() + "/inner"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the worker made no child cgroup")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "the worker makes a child cgroup", func() bool {
+		_, err := os.Stat(g.Path() + "/inner")
+		return err == nil
+	})
 	procs := lcPin(t, g)
 	gd := lcGuardian(t, g)
 	t0 := time.Now()

@@ -56,41 +56,24 @@ func lcStart(t *testing.T, id string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// lcWaitGone waits until run id is removed (bounded re-read: rmdir has no
-// notification we can watch from here); if it is not, it removes it and
-// fails the test.
+// lcWaitGone waits until run id is removed (rmdir has no notification we
+// can watch from here); if it is not, it removes it and fails the test.
 func lcWaitGone(t *testing.T, id string, d time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		if _, err := inventory.Lookup(id); errors.Is(err, snakepit.ErrUnknownRun) {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			if removeRun(id) {
-				t.Errorf("run %s still there after %v (removed now)", id, d)
-			}
-			return time.Since(start)
-		}
-		time.Sleep(time.Millisecond)
+	if !testenv.Within(d, func() bool {
+		_, err := inventory.Lookup(id)
+		return errors.Is(err, snakepit.ErrUnknownRun)
+	}) && removeRun(id) {
+		t.Errorf("run %s still there after %v (removed now)", id, d)
 	}
+	return time.Since(start)
 }
 
 // lcWaitRun waits until run id exists and holds at least n processes.
 func lcWaitRun(t *testing.T, id string, n int) *cgroup.Group {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if g, err := inventory.Lookup(id); err == nil {
-			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
-				return g
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s never had %d processes", id, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return lcWaitRunIn(t, "", id, n)
 }
 
 // lcPin pins every process of g (pidfd + start time).
@@ -268,6 +251,8 @@ func TestKillCommandBadInput(t *testing.T) {
 	id := runid.Generate()
 	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sleep", "300")
 	g := lcWaitRun(t, id, 1)
+	// Its exit status is asserted below as that of a SIGTERMed sleep.
+	lcWaitCmdlines(t, g, "sleep 300")
 	procs := lcPin(t, g)
 
 	for _, c := range []struct {
@@ -311,20 +296,30 @@ func TestPsJSONTree(t *testing.T) {
 	id := runid.Generate()
 	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
 	lcWaitRun(t, id, 2)
-	out, stderr, status := lcRun(t, "ps", "--json", "--tree")
-	if status != 0 {
-		t.Fatalf("ps: %d %s", status, stderr)
-	}
-	var runs []map[string]any
-	if err := json.Unmarshal([]byte(out), &runs); err != nil {
-		t.Fatalf("ps --json: %v\n%s", err, out)
-	}
+	// The run holds both processes from their forks on, before setsid and
+	// sh have exec'd sleep: re-list until ps shows what is asserted below
+	// (or the bound passes, and the assertions report what it showed).
+	var out string
 	var got map[string]any
-	for _, r := range runs {
-		if r["id"] == id {
-			got = r
+	testenv.Within(30*time.Second, func() bool {
+		var stderr string
+		var status int
+		out, stderr, status = lcRun(t, "ps", "--json", "--tree")
+		if status != 0 {
+			t.Fatalf("ps: %d %s", status, stderr)
 		}
-	}
+		var runs []map[string]any
+		if err := json.Unmarshal([]byte(out), &runs); err != nil {
+			t.Fatalf("ps --json: %v\n%s", err, out)
+		}
+		got = nil
+		for _, r := range runs {
+			if r["id"] == id {
+				got = r
+			}
+		}
+		return got != nil && strings.Join(psCmdlines(got), "|") == "sleep 300|sleep 301"
+	})
 	if got == nil {
 		t.Fatalf("run %s not in ps:\n%s", id, out)
 	}
@@ -336,16 +331,12 @@ func TestPsJSONTree(t *testing.T) {
 	if got["mechanism"] != "cgroup" || got["owner_alive"] != true || got["owner_pid"] != float64(cmd.Process.Pid) || got["procs"] != float64(2) {
 		t.Errorf("ps entry %v (wrapper pid %d)", got, cmd.Process.Pid)
 	}
-	var cmdlines []string
 	for _, p := range got["processes"].([]any) {
-		pm := p.(map[string]any)
-		if pm["pid"].(float64) <= 0 {
+		if pm := p.(map[string]any); pm["pid"].(float64) <= 0 {
 			t.Errorf("bad pid in %v", pm)
 		}
-		cmdlines = append(cmdlines, pm["cmdline"].(string))
 	}
-	sort.Strings(cmdlines)
-	if strings.Join(cmdlines, "|") != "sleep 300|sleep 301" {
+	if cmdlines := psCmdlines(got); strings.Join(cmdlines, "|") != "sleep 300|sleep 301" {
 		t.Errorf("processes %q", cmdlines)
 	}
 	text, _, _ := lcRun(t, "ps", "--tree")
@@ -361,6 +352,20 @@ func TestPsJSONTree(t *testing.T) {
 	}
 }
 
+// psCmdlines returns the sorted command lines of the processes of a run as
+// `ps --json --tree` lists it.
+func psCmdlines(run map[string]any) []string {
+	ps, _ := run["processes"].([]any)
+	var out []string
+	for _, p := range ps {
+		pm, _ := p.(map[string]any)
+		c, _ := pm["cmdline"].(string)
+		out = append(out, c)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func TestGCCommandSparesLiveRun(t *testing.T) {
 	m := testenv.RequireCgroup2(t)
 	// A private parent and an unmarked stale run: another developer's global
@@ -372,11 +377,10 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 	t.Cleanup(func() {
 		// The live wrapper was SIGKILLed by lcStart's cleanup just before:
 		// its guardian removes its run.
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-			if runs, _ := inventory.ListRunCgroups(parent); len(runs) == 0 {
-				break
-			}
-		}
+		testenv.Within(10*time.Second, func() bool {
+			runs, _ := inventory.ListRunCgroups(parent)
+			return len(runs) == 0
+		})
 		if runs, _ := inventory.ListRunCgroups(parent); len(runs) > 0 {
 			t.Errorf("runs left under %s: %v", parent, runs)
 			for _, p := range runs {
@@ -450,21 +454,55 @@ func TestGCCommandSparesLiveRun(t *testing.T) {
 	}
 }
 
-// lcWaitRunIn is lcWaitRun for a run under parent.
+// lcWaitRunIn waits until run id exists under parent (any known parent if
+// "") and holds at least n processes.
 func lcWaitRunIn(t *testing.T, parent, id string, n int) *cgroup.Group {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if g, err := inventory.Lookup(id, parent); err == nil {
-			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
-				return g
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s never had %d processes", id, n)
-		}
-		time.Sleep(time.Millisecond)
+	var parents []string
+	if parent != "" {
+		parents = []string{parent}
 	}
+	var g *cgroup.Group
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("run %s has %d processes", id, n), func() bool {
+		var err error
+		if g, err = inventory.Lookup(id, parents...); err != nil {
+			return false
+		}
+		pids, err := g.ProcsRecursive()
+		return err == nil && len(pids) >= n
+	})
+	return g
+}
+
+// lcWaitCmdlines waits until the processes of run g have exactly the
+// command lines want (in any order): a process is in the run from its fork
+// on, before its exec has replaced its command line.
+func lcWaitCmdlines(t *testing.T, g *cgroup.Group, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	var got []string
+	if !testenv.Within(30*time.Second, func() bool {
+		got = cmdlinesOf(g)
+		return strings.Join(got, "|") == strings.Join(want, "|")
+	}) {
+		t.Fatalf("run %s: processes %q, want %q", g.Path(), got, want)
+	}
+}
+
+// cmdlinesOf returns the sorted command lines of g's processes (spaces
+// between arguments).
+func cmdlinesOf(g *cgroup.Group) []string {
+	pids, _ := g.ProcsRecursive()
+	var out []string
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		out = append(out, strings.Join(strings.FieldsFunc(string(b), func(r rune) bool { return r == 0 }), " "))
+	}
+	sort.Strings(out)
+	return out
 }
 
 func TestDoctor(t *testing.T) {
@@ -592,18 +630,17 @@ func BenchmarkGuardianSIGKILL(b *testing.B) {
 }
 
 func benchWaitRun(b *testing.B, id string, n int) *cgroup.Group {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if g, err := inventory.Lookup(id); err == nil {
-			if pids, err := g.ProcsRecursive(); err == nil && len(pids) >= n {
-				return g
-			}
+	b.Helper()
+	var g *cgroup.Group
+	testenv.Eventually(b, 60*time.Second, fmt.Sprintf("run %s has %d processes", id, n), func() bool {
+		var err error
+		if g, err = inventory.Lookup(id); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("run %s never had %d processes", id, n)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
+		pids, err := g.ProcsRecursive()
+		return err == nil && len(pids) >= n
+	})
+	return g
 }
 
 func medianDur(d []time.Duration) time.Duration {

@@ -110,15 +110,17 @@ func pinTree(t *testing.T, pid int) []*reaper.Pinned {
 
 func allExit(t *testing.T, pins []*reaper.Pinned, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for _, p := range pins {
-		for !p.Exited() {
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still alive %v later", p.PID, d)
+	var left []int
+	if !testenv.Within(d, func() bool {
+		left = left[:0]
+		for _, p := range pins {
+			if !p.Exited() {
+				left = append(left, p.PID)
 			}
-			pfd := []unix.PollFd{{Fd: int32(p.FD()), Events: unix.POLLIN}}
-			_, _ = unix.Poll(pfd, 10)
 		}
+		return len(left) == 0
+	}) {
+		t.Fatalf("pids %v still alive %v later", left, d)
 	}
 }
 

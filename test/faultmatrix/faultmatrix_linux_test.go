@@ -448,26 +448,22 @@ func (st *cellState) waitReady(t *testing.T) {
 // in-process one for cgroup runs, `snakepit __guardian` for POSIX runs),
 // pinned. The record is written just after the guardian starts.
 func findGuardian(st *cellState) (*reaper.Pinned, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var rec *record.Record
-		var err error
+	var rec *record.Record
+	var err error
+	if !testenv.Within(10*time.Second, func() bool {
 		if st.cgPath != "" {
 			rec, err = record.ReadCgroup(st.cgPath)
 		} else {
 			rec, err = record.Read(st.id)
 		}
-		if err == nil && rec.Guardian != nil {
-			if rec.Owner.PID != st.sup.Process.Pid {
-				return nil, fmt.Errorf("run %s: owner %d, want the supervisor %d", st.id, rec.Owner.PID, st.sup.Process.Pid)
-			}
-			return reaper.Pin(*rec.Guardian)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("run %s: no guardian recorded (%v)", st.id, err)
-		}
-		time.Sleep(time.Millisecond)
+		return err == nil && rec.Guardian != nil
+	}) {
+		return nil, fmt.Errorf("run %s: no guardian recorded (%v)", st.id, err)
 	}
+	if rec.Owner.PID != st.sup.Process.Pid {
+		return nil, fmt.Errorf("run %s: owner %d, want the supervisor %d", st.id, rec.Owner.PID, st.sup.Process.Pid)
+	}
+	return reaper.Pin(*rec.Guardian)
 }
 
 // collect pins every live process of the run: the supervisor's descendants

@@ -344,23 +344,17 @@ func TestVMCPUMaxThrottles(t *testing.T) {
 	if _, err := r.Start(ctx, snakepit.Command{Args: []string{"sh", "-c", "while :; do :; done"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s, err := r.Stats()
-		if err != nil {
+	var s snakepit.Stats
+	if !testenv.Within(60*time.Second, func() bool {
+		var err error
+		if s, err = r.Stats(); err != nil {
 			t.Fatal(err)
 		}
-		if s.CPUThrottled != nil && *s.CPUThrottled > 0 {
-			t.Logf("nr_throttled %d, throttled %d us, usage %d us", *s.CPUThrottled, deref(s.CPUThrottledUsec), deref(s.CPUUsageUsec))
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not throttled after 60 s: cpu.stat %s", readFile(t, filepath.Join(r.CgroupPath(), "cpu.stat")))
-		}
-		<-tick.C
+		return s.CPUThrottled != nil && *s.CPUThrottled > 0
+	}) {
+		t.Fatalf("not throttled after 60 s: cpu.stat %s", readFile(t, filepath.Join(r.CgroupPath(), "cpu.stat")))
 	}
+	t.Logf("nr_throttled %d, throttled %d us, usage %d us", *s.CPUThrottled, deref(s.CPUThrottledUsec), deref(s.CPUUsageUsec))
 }
 
 func deref(p *uint64) uint64 {
