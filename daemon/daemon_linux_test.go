@@ -384,6 +384,26 @@ func TestAuthz(t *testing.T) {
 		t.Errorf("daemon created a file in a root-only directory for a non-root client")
 	}
 
+	// A member may name only itself: another user or group is 403, its own
+	// numeric identity is fine (and changes nothing).
+	id := strconv.Itoa(memberUID)
+	who := asUser(t, d.socket, memberUID, memberGID, []int{testGroup},
+		helperReq{"POST", mr + "/workers", `{"argv":["true"],"user":"nobody"}`},
+		helperReq{"POST", mr + "/workers", `{"argv":["true"],"user":"0"}`},
+		helperReq{"POST", mr + "/workers", `{"argv":["true"],"group":"0"}`},
+		helperReq{"POST", mr + "/workers", `{"argv":["true"],"groups":["0"]}`},
+		helperReq{"POST", mr + "/workers", `{"argv":["sleep","300"],"user":"` + id + `","groups":["` + strconv.Itoa(testGroup) + `"]}`},
+	)
+	for i, what := range []string{"user nobody", "user 0", "group 0", "groups [0]"} {
+		wantStatus(t, "member names "+what, who[i], 403)
+	}
+	wantStatus(t, "member names itself", who[4], 201)
+	var self api.Worker
+	_ = json.Unmarshal([]byte(who[4].Body), &self)
+	if uid, gid := procIDs(t, self.PID); uid != memberUID || gid != memberGID {
+		t.Errorf("member's self-named worker runs as uid %d gid %d, want %d %d", uid, gid, memberUID, memberGID)
+	}
+
 	// Root sees and may manage the member's run.
 	all, err := d.c.ListRuns(ctx)
 	if err != nil || len(all) != 2 {

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/snakepit/snakepit/internal/testenv"
+)
+
+// --setenv adds to the command's environment (ours is kept) and --chdir
+// sets its directory, as systemd-run and bwrap do.
+func TestRunSetenvChdir(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	t.Setenv("SP_KEPT", "kept")
+	out, stderr, status := lcRun(t, "run", "--setenv", "SP_A=1", "--setenv", "SP_B=two words", "--chdir", "/usr",
+		"--", "/bin/sh", "-c", `echo "$SP_A|$SP_B|$SP_KEPT|$(pwd)"`)
+	if status != 0 || strings.TrimSpace(out) != "1|two words|kept|/usr" {
+		t.Fatalf("status %d, stdout %q, stderr %q", status, out, stderr)
+	}
+	for _, bad := range [][]string{{"--setenv", "NOEQUALS"}, {"--setenv", "=x"}} {
+		_, stderr, status := lcRun(t, append(append([]string{"run"}, bad...), "--", "true")...)
+		if status != exitUsage || !strings.Contains(stderr, "--setenv") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: status %d, stderr %q; want one line naming --setenv, exit 2", bad, status, stderr)
+		}
+	}
+	if _, stderr, status := lcRun(t, "run", "--chdir", "/nonexistent-sp", "--", "true"); status == 0 {
+		t.Errorf("--chdir to a missing directory: exit 0 (%s)", stderr)
+	}
+}
