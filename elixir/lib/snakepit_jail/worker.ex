@@ -448,7 +448,7 @@ defmodule SnakepitJail.Worker do
       {^port, {:exit_status, status}} ->
         st = flush_partial(%{st | port: nil})
         notify(st, {:exit, status})
-        {:error, Error.from_exit(status, Enum.reverse(st.snakepit_lines), Enum.reverse(st.last_lines))}
+        {:error, Error.from_exit(status, Enum.reverse(st.snakepit_lines), Enum.reverse(st.last_lines), st.run_id)}
     after
       remaining ->
         teardown(st, "0s")
@@ -457,6 +457,7 @@ defmodule SnakepitJail.Worker do
          %Error{
            reason: :start_timeout,
            message: "not ready within #{st.start_timeout} ms (start_timeout); run #{st.run_id} torn down",
+           run_id: st.run_id,
            output: Enum.reverse(st.last_lines)
          }}
     end

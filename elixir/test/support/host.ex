@@ -126,6 +126,9 @@ defmodule SnakepitJail.Test.Host do
       end
   end
 
+  @doc "PIDs of the live processes marked with this run ID."
+  def marked_pids(run_id), do: for({pid, _, _} <- procs_by_run_ids([run_id]), do: pid)
+
   def cmdline(pid) do
     case File.read("/proc/#{pid}/cmdline") do
       {:ok, c} -> c |> String.trim_trailing("\0") |> String.replace("\0", " ")
