@@ -147,11 +147,15 @@ defmodule SnakepitJail.Worker do
   defp do_start(fun, opts) do
     owner = Keyword.get(opts, :owner, self())
     gen_opts = if opts[:name], do: [name: opts[:name]], else: []
+    ref = make_ref()
 
-    case apply(GenServer, fun, [__MODULE__, {opts, owner}, [{:timeout, :infinity} | gen_opts]]) do
+    case apply(GenServer, fun, [__MODULE__, {opts, owner, {self(), ref}}, [{:timeout, :infinity} | gen_opts]]) do
       {:ok, pid} ->
-        # The state is there: init/1 returned only once ready.
-        {:ok, pid, GenServer.call(pid, :info)}
+        # init/1 sent the info before it returned, so it is here already
+        # (no call: the worker may be gone by now, e.g. killed at once).
+        receive do
+          {^ref, info} -> {:ok, pid, info}
+        end
 
       other ->
         other
@@ -190,13 +194,15 @@ defmodule SnakepitJail.Worker do
   # ---------------------------------------------------------------- server
 
   @impl true
-  def init({opts, owner}) do
+  def init({opts, owner, {caller, ref}}) do
     Process.flag(:trap_exit, true)
 
     with {:ok, st} <- build(opts, owner),
          {:ok, st} <- open(st),
          {:ok, st} <- await_ready(st) do
-      notify(st, {:ready, public_info(st)})
+      info = public_info(st)
+      send(caller, {ref, info})
+      notify(st, {:ready, info})
       {:ok, st}
     else
       {:error, err} -> {:stop, err}

@@ -5,7 +5,8 @@ defmodule SnakepitJail.Test.Figures do
 
   def start, do: Agent.start_link(fn -> [] end, name: __MODULE__)
 
-  def add(mode, what, ms), do: Agent.update(__MODULE__, &(&1 ++ [{mode, what, ms}]))
+  def add(mode, what, value, unit \\ "ms"),
+    do: Agent.update(__MODULE__, &(&1 ++ [{mode, what, value, unit}]))
 
   def all, do: Agent.get(__MODULE__, & &1)
 
@@ -13,10 +14,10 @@ defmodule SnakepitJail.Test.Figures do
     figures = all()
 
     if figures != [] do
-      IO.puts("\nBEAM pool scenario: time from the kill to all gone")
+      IO.puts("\nBEAM pool scenario (figures measured by this run)")
 
-      for {mode, what, ms} <- figures do
-        IO.puts("  #{String.pad_trailing(mode, 7)} #{String.pad_trailing(what, 40)} #{:erlang.float_to_binary(ms / 1, decimals: 1)} ms")
+      for {mode, what, v, unit} <- figures do
+        IO.puts("  #{String.pad_trailing(mode, 7)} #{String.pad_trailing(what, 44)} #{:erlang.float_to_binary(v / 1, decimals: 1)} #{unit}")
       end
 
       case System.get_env("SNAKEPIT_BEAM_REPORT") do
@@ -29,8 +30,8 @@ defmodule SnakepitJail.Test.Figures do
 
   defp json(figures) do
     rows =
-      Enum.map(figures, fn {mode, what, ms} ->
-        ~s(  {"mode": #{inspect(mode)}, "what": #{inspect(what)}, "ms": #{:erlang.float_to_binary(ms / 1, decimals: 2)}})
+      Enum.map(figures, fn {mode, what, v, unit} ->
+        ~s(  {"mode": #{inspect(mode)}, "what": #{inspect(what)}, "value": #{:erlang.float_to_binary(v / 1, decimals: 2)}, "unit": #{inspect(unit)}})
       end)
 
     "[\n" <> Enum.join(rows, ",\n") <> "\n]\n"
