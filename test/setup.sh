@@ -24,10 +24,12 @@ fi
 
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-# The examples' gRPC workers; the tests add pytest and bwrap (a benchmark
-# baseline).
+# The examples' gRPC workers; the tests add pytest, bwrap (a benchmark
+# baseline), and Elixir with Erlang/OTP for the BEAM side (test/elixir.sh):
+# erlang-nox is all of OTP but the wx GUI (the erlang metapackage would add
+# GTK and WebKit, which nothing here needs).
 pkgs="python3-grpcio python3-protobuf"
-$for_tests && pkgs="$pkgs python3-pytest bubblewrap"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap elixir erlang-nox"
 for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done

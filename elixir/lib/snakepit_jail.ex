@@ -64,7 +64,11 @@ defmodule SnakepitJail do
   def duration(s) when is_binary(s), do: s
 
   def duration(other),
-    do: raise(ArgumentError, "a duration is milliseconds or a Go duration string, got: #{inspect(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "a duration is milliseconds or a Go duration string, got: #{inspect(other)}"
+      )
 
   @doc """
   Milliseconds of a duration given as `duration/1` accepts (a Go duration
@@ -75,7 +79,15 @@ defmodule SnakepitJail do
   def duration_ms(ms) when is_integer(ms), do: ms
 
   def duration_ms(s) when is_binary(s) do
-    units = %{"ns" => 1.0e-6, "us" => 1.0e-3, "µs" => 1.0e-3, "ms" => 1.0, "s" => 1.0e3, "m" => 6.0e4, "h" => 3.6e6}
+    units = %{
+      "ns" => 1.0e-6,
+      "us" => 1.0e-3,
+      "µs" => 1.0e-3,
+      "ms" => 1.0,
+      "s" => 1.0e3,
+      "m" => 6.0e4,
+      "h" => 3.6e6
+    }
 
     case Regex.scan(~r/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/u, s) do
       [] ->

@@ -127,7 +127,9 @@ defmodule SnakepitJail.SeedScenarioTest do
   # delayed by whatever the test does after it.
   defp watch_gone(workers) do
     dirs = for w <- workers, w.cgroup, do: Host.cgroup_dir(w.cgroup)
-    {run_ids(workers), Task.async(fn -> Host.wait_all_gone(idents(workers), run_ids(workers), dirs, 120_000) end)}
+
+    {run_ids(workers),
+     Task.async(fn -> Host.wait_all_gone(idents(workers), run_ids(workers), dirs, 120_000) end)}
   end
 
   defp record_gone(mode, {ids, watch}, t_kill, what) do

@@ -25,5 +25,11 @@ ExUnit.after_suite(fn _ -> Figures.report() end)
 # A real OOM kill needs the memory controller on the cgroup2 mount (a pure
 # cgroup v2 host; this project's VM rig): excluded elsewhere, with this reason.
 exclude = if "memory" in Host.root_controllers(), do: [], else: [memory_controller: true]
-if exclude != [], do: IO.puts("snakepit_jail tests: no memory controller on the cgroup2 mount: the real OOM test is excluded")
+
+if exclude != [],
+  do:
+    IO.puts(
+      "snakepit_jail tests: no memory controller on the cgroup2 mount: the real OOM test is excluded"
+    )
+
 ExUnit.start(capture_log: true, exclude: exclude)

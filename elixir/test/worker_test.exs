@@ -27,7 +27,9 @@ defmodule SnakepitJail.WorkerTest do
 
     describe "#{mode} mode, bad input:" do
       test "a bad run ID: the CLI's message, nothing left", ctx do
-        assert {:error, %Error{} = e} = start(ctx, @mode, cmd: ["sleep", "600"], run_id: "BAD-id!")
+        assert {:error, %Error{} = e} =
+                 start(ctx, @mode, cmd: ["sleep", "600"], run_id: "BAD-id!")
+
         assert e.reason == :invalid_run_id and e.status == 120
         assert e.message =~ ~s(snakepit: invalid run ID: "BAD-id!")
         assert Host.run_cgroups(["BAD-id!"]) == []
@@ -43,18 +45,23 @@ defmodule SnakepitJail.WorkerTest do
       end
 
       test "a bad limit value: the CLI's usage message, nothing left", ctx do
-        assert {:error, %Error{} = e} = start(ctx, @mode, cmd: ["sleep", "600"], limits: [memory_max: "64Q"])
+        assert {:error, %Error{} = e} =
+                 start(ctx, @mode, cmd: ["sleep", "600"], limits: [memory_max: "64Q"])
+
         assert e.reason == :usage and e.status == 2
         assert e.message =~ ~s(snakepit: --memory-max: invalid limit: size "64Q")
         assert_gone(e.run_id)
       end
 
       test "an unknown limit: refused before anything runs", ctx do
-        ports = length(Port.list())
-        assert {:error, %Error{} = e} = start(ctx, @mode, cmd: ["sleep", "600"], limits: [bogus_max: 3])
-        assert e.reason == :bad_option
+        rid = SnakepitJail.generate_run_id()
+
+        assert {:error, %Error{} = e} =
+                 start(ctx, @mode, cmd: ["sleep", "600"], run_id: rid, limits: [bogus_max: 3])
+
+        assert e.reason == :bad_option and e.status == nil
         assert e.message =~ "unknown limit :bogus_max"
-        assert length(Port.list()) == ports
+        assert Host.procs_by_run_ids([rid]) == [] and Host.run_cgroups([rid]) == []
       end
 
       test "a limit this host cannot enforce: the CLI's message, nothing left", ctx do
@@ -125,8 +132,10 @@ defmodule SnakepitJail.WorkerTest do
         assert info.ready_line == "UP"
         assert_received {:snakepit_jail, ^pid, {:output, "UP"}}
         assert_received {:snakepit_jail, ^pid, {:ready, ^info}}
-        # os_pid is the command (exec'd sleep), not the wrapper or the shell.
-        assert Host.cmdline(info.os_pid) == "sleep 600"
+        # os_pid is the command (the shell that execs sleep), not the wrapper.
+        assert Host.eventually(fn -> Host.cmdline(info.os_pid) == "sleep 600" end),
+               "pid #{info.os_pid}: #{Host.cmdline(info.os_pid)}"
+
         assert Host.cmdline(info.wrapper_pid) =~ ~r/snakepit run .*--run-id #{info.run_id}/
         assert Host.marked_pids(info.run_id) |> Enum.member?(info.os_pid)
 
@@ -141,10 +150,15 @@ defmodule SnakepitJail.WorkerTest do
         assert_gone(info.run_id)
       end
 
-      test "stop/1 (terminate with :shutdown) is graceful: SIGTERM, and the command exits by itself", ctx do
+      test "stop/1 (terminate with :shutdown) is graceful: SIGTERM, and the command exits by itself",
+           ctx do
         {:ok, pid, info} =
           start(ctx, @mode,
-            cmd: ["sh", "-c", "trap 'echo got-term; exit 0' TERM; #{@leaver} echo UP; while :; do sleep 0.05; done"],
+            cmd: [
+              "sh",
+              "-c",
+              "trap 'echo got-term; exit 0' TERM; #{@leaver} echo UP; while :; do sleep 0.05; done"
+            ],
             ready_line: "^UP$",
             grace: 5_000,
             output: :owner
@@ -179,7 +193,11 @@ defmodule SnakepitJail.WorkerTest do
       test "a crash (terminate with another reason) is immediate: SIGKILL, no grace", ctx do
         {:ok, pid, info} =
           start(ctx, @mode,
-            cmd: ["sh", "-c", "trap 'echo got-term; exit 0' TERM; #{@leaver} echo UP; while :; do sleep 0.05; done"],
+            cmd: [
+              "sh",
+              "-c",
+              "trap 'echo got-term; exit 0' TERM; #{@leaver} echo UP; while :; do sleep 0.05; done"
+            ],
             ready_line: "^UP$",
             grace: 10_000,
             output: :owner,
@@ -199,7 +217,11 @@ defmodule SnakepitJail.WorkerTest do
 
       test "kill/1 tears the run down at once", ctx do
         {:ok, pid, info} =
-          start(ctx, @mode, cmd: ["sh", "-c", "#{@leaver} exec sleep 600"], grace: 10_000, output: :owner)
+          start(ctx, @mode,
+            cmd: ["sh", "-c", "#{@leaver} exec sleep 600"],
+            grace: 10_000,
+            output: :owner
+          )
 
         :ok = Worker.kill(pid)
         assert_received {:snakepit_jail, ^pid, {:exit, 137}}
@@ -209,7 +231,11 @@ defmodule SnakepitJail.WorkerTest do
 
       test "Process.exit(pid, :kill): the Port closes, the wrapper tears the run down", ctx do
         {:ok, pid, info} =
-          start(ctx, @mode, cmd: ["sh", "-c", "#{@leaver} exec sleep 600"], grace: 2_000, link: false)
+          start(ctx, @mode,
+            cmd: ["sh", "-c", "#{@leaver} exec sleep 600"],
+            grace: 2_000,
+            link: false
+          )
 
         marked = Host.marked_pids(info.run_id)
         assert length(marked) >= 2, "the sleep and its setsid grandchild: #{inspect(marked)}"
@@ -238,7 +264,11 @@ defmodule SnakepitJail.WorkerTest do
       test "env and dir reach the command; stdin is the Port", ctx do
         {:ok, pid, info} =
           start(ctx, @mode,
-            cmd: ["sh", "-c", ~S|echo "env=$FOO dir=$(pwd) id=$SNAKEPIT_RUN_ID"; echo UP; read l; echo "got $l"; exec sleep 600|],
+            cmd: [
+              "sh",
+              "-c",
+              ~S|echo "env=$FOO dir=$(pwd) id=$SNAKEPIT_RUN_ID"; echo UP; read l; echo "got $l"; exec sleep 600|
+            ],
             env: [{"FOO", "bar baz"}],
             dir: "/tmp",
             ready_line: "^UP$",
@@ -265,7 +295,11 @@ defmodule SnakepitJail.WorkerTest do
         t0 = System.monotonic_time(:millisecond)
 
         {:ok, pid, info} =
-          start(ctx, @mode, cmd: ["/usr/bin/python3", "-c", script], ready: :notify, ready_timeout: 10_000)
+          start(ctx, @mode,
+            cmd: ["/usr/bin/python3", "-c", script],
+            ready: :notify,
+            ready_timeout: 10_000
+          )
 
         assert System.monotonic_time(:millisecond) - t0 >= 200
         assert Host.cmdline(info.os_pid) =~ "/usr/bin/python3 -c"
@@ -287,7 +321,11 @@ defmodule SnakepitJail.WorkerTest do
     {:ok, pid, _} =
       start(ctx, :cgroup,
         run_id: rid,
-        cmd: ["sh", "-c", "echo UP; echo '#{oom}' >&2; echo '#{pids}' >&2; echo '#{other}' >&2; exec sleep 600"],
+        cmd: [
+          "sh",
+          "-c",
+          "echo UP; echo '#{oom}' >&2; echo '#{pids}' >&2; echo '#{other}' >&2; exec sleep 600"
+        ],
         ready_line: "^UP$",
         output: :owner
       )
@@ -302,7 +340,11 @@ defmodule SnakepitJail.WorkerTest do
   test "a real OOM kill in the run becomes {:oom, line}", ctx do
     {:ok, pid, info} =
       start(ctx, :cgroup,
-        cmd: ["/usr/bin/python3", "-c", "print('UP', flush=True); import time; time.sleep(0.5); b = bytearray(256 << 20); time.sleep(600)"],
+        cmd: [
+          "/usr/bin/python3",
+          "-c",
+          "print('UP', flush=True); import time; time.sleep(0.5); b = bytearray(256 << 20); time.sleep(600)"
+        ],
         limits: [memory_max: "32M"],
         ready_line: "^UP$",
         output: :owner

@@ -42,6 +42,12 @@ defmodule SnakepitJail.Error do
         lines -> Enum.join(lines, "\n")
       end
 
-    %__MODULE__{reason: reason_for_status(status), status: status, message: msg, output: output, run_id: run_id}
+    %__MODULE__{
+      reason: reason_for_status(status),
+      status: status,
+      message: msg,
+      output: output,
+      run_id: run_id
+    }
   end
 end

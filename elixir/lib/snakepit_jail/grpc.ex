@@ -139,8 +139,12 @@ defmodule SnakepitJail.GRPC do
     if Bitwise.band(flags, @end_stream) != 0, do: {:done, data}, else: {:cont, data}
   end
 
-  defp handle(_sock, @rst_stream, _flags, 1, <<code::32>>, _data), do: {:error, {:rst_stream, code}}
-  defp handle(_sock, @goaway, _flags, 0, <<_::32, code::32, _::binary>>, _), do: {:error, {:goaway, code}}
+  defp handle(_sock, @rst_stream, _flags, 1, <<code::32>>, _data),
+    do: {:error, {:rst_stream, code}}
+
+  defp handle(_sock, @goaway, _flags, 0, <<_::32, code::32, _::binary>>, _),
+    do: {:error, {:goaway, code}}
+
   defp handle(_sock, _type, _flags, _stream, _payload, data), do: {:cont, data}
 
   # PADDED (0x8): first byte is the pad length.
@@ -154,8 +158,10 @@ defmodule SnakepitJail.GRPC do
   defp unwrap(""), do: {:error, :no_reply_message}
   defp unwrap(_), do: {:error, :malformed_reply}
 
-  defp next_frame(<<len::24, type, flags, _::1, stream::31, payload::binary-size(len), rest::binary>>),
-    do: {:ok, type, flags, stream, payload, rest}
+  defp next_frame(
+         <<len::24, type, flags, _::1, stream::31, payload::binary-size(len), rest::binary>>
+       ),
+       do: {:ok, type, flags, stream, payload, rest}
 
   defp next_frame(_), do: :more
 
@@ -180,7 +186,9 @@ defmodule SnakepitJail.GRPC do
   end
 
   defp hpack_int_rest(v) when v < 128, do: <<v>>
-  defp hpack_int_rest(v), do: <<Bitwise.bor(Bitwise.band(v, 127), 128)>> <> hpack_int_rest(Bitwise.bsr(v, 7))
+
+  defp hpack_int_rest(v),
+    do: <<Bitwise.bor(Bitwise.band(v, 127), 128)>> <> hpack_int_rest(Bitwise.bsr(v, 7))
 
   # Protocol buffers, the little the demo needs.
   defp field_bytes(n, s), do: varint(Bitwise.bsl(n, 3) + 2) <> varint(byte_size(s)) <> s

@@ -85,7 +85,8 @@ defmodule SnakepitJail.Pool do
   end
 
   @doc "The worker with this index (nil while it restarts)."
-  def worker_pid(pool, index), do: pool |> workers() |> List.keyfind(index, 0, {nil, nil}) |> elem(1)
+  def worker_pid(pool, index),
+    do: pool |> workers() |> List.keyfind(index, 0, {nil, nil}) |> elem(1)
 
   @doc "The gRPC port a worker reported (`GRPC_READY:N`)."
   def grpc_port(%{ready_line: "GRPC_READY:" <> n}), do: String.to_integer(n)

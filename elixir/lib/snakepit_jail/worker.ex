@@ -149,7 +149,11 @@ defmodule SnakepitJail.Worker do
     gen_opts = if opts[:name], do: [name: opts[:name]], else: []
     ref = make_ref()
 
-    case apply(GenServer, fun, [__MODULE__, {opts, owner, {self(), ref}}, [{:timeout, :infinity} | gen_opts]]) do
+    case apply(GenServer, fun, [
+           __MODULE__,
+           {opts, owner, {self(), ref}},
+           [{:timeout, :infinity} | gen_opts]
+         ]) do
       {:ok, pid} ->
         # init/1 sent the info before it returned, so it is here already
         # (no call: the worker may be gone by now, e.g. killed at once).
@@ -341,7 +345,8 @@ defmodule SnakepitJail.Worker do
       bin ->
         if File.regular?(bin),
           do: {:ok, bin},
-          else: {:error, %Error{reason: :no_snakepit, message: "snakepit binary #{bin}: not found"}}
+          else:
+            {:error, %Error{reason: :no_snakepit, message: "snakepit binary #{bin}: not found"}}
     end
   end
 
@@ -359,7 +364,8 @@ defmodule SnakepitJail.Worker do
     end)
   end
 
-  defp limit_flags(other), do: bad("option :limits must be a keyword list or map, got: #{inspect(other)}")
+  defp limit_flags(other),
+    do: bad("option :limits must be a keyword list or map, got: #{inspect(other)}")
 
   defp env_opt(nil), do: {:ok, []}
 
@@ -385,7 +391,9 @@ defmodule SnakepitJail.Worker do
   defp check_dir(other), do: bad("option :dir must be a string, got: #{inspect(other)}")
 
   defp output_opt(o) when o in [:log, :owner, :discard] or is_function(o, 1), do: {:ok, o}
-  defp output_opt(o), do: bad("option :output must be :log, :owner, :discard or a function, got: #{inspect(o)}")
+
+  defp output_opt(o),
+    do: bad("option :output must be :log, :owner, :discard or a function, got: #{inspect(o)}")
 
   defp ready_flags(opts) do
     ready =
@@ -432,7 +440,9 @@ defmodule SnakepitJail.Worker do
     try do
       port = Port.open({:spawn_executable, "/bin/sh"}, opts)
       {:os_pid, os_pid} = Port.info(port, :os_pid)
-      {:ok, %{st | port: port, wrapper_pid: os_pid, started_at: System.monotonic_time(:millisecond)}}
+
+      {:ok,
+       %{st | port: port, wrapper_pid: os_pid, started_at: System.monotonic_time(:millisecond)}}
     rescue
       e -> {:error, %Error{reason: :spawn_failed, message: Exception.message(e)}}
     end
@@ -454,7 +464,14 @@ defmodule SnakepitJail.Worker do
       {^port, {:exit_status, status}} ->
         st = flush_partial(%{st | port: nil})
         notify(st, {:exit, status})
-        {:error, Error.from_exit(status, Enum.reverse(st.snakepit_lines), Enum.reverse(st.last_lines), st.run_id)}
+
+        {:error,
+         Error.from_exit(
+           status,
+           Enum.reverse(st.snakepit_lines),
+           Enum.reverse(st.last_lines),
+           st.run_id
+         )}
     after
       remaining ->
         teardown(st, "0s")
@@ -462,7 +479,8 @@ defmodule SnakepitJail.Worker do
         {:error,
          %Error{
            reason: :start_timeout,
-           message: "not ready within #{st.start_timeout} ms (start_timeout); run #{st.run_id} torn down",
+           message:
+             "not ready within #{st.start_timeout} ms (start_timeout); run #{st.run_id} torn down",
            run_id: st.run_id,
            output: Enum.reverse(st.last_lines)
          }}
@@ -514,7 +532,10 @@ defmodule SnakepitJail.Worker do
         case Regex.run(ready_re(st.run_id), buf, return: :index) do
           [{at, len}, {pat, plen}] ->
             pid = String.to_integer(binary_part(buf, pat, plen))
-            rest = binary_part(buf, 0, at) <> binary_part(buf, at + len, byte_size(buf) - at - len)
+
+            rest =
+              binary_part(buf, 0, at) <> binary_part(buf, at + len, byte_size(buf) - at - len)
+
             {rest, %{st | os_pid: pid}}
 
           nil ->

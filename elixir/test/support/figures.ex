@@ -17,7 +17,9 @@ defmodule SnakepitJail.Test.Figures do
       IO.puts("\nBEAM pool scenario (figures measured by this run)")
 
       for {mode, what, v, unit} <- figures do
-        IO.puts("  #{String.pad_trailing(mode, 7)} #{String.pad_trailing(what, 44)} #{:erlang.float_to_binary(v / 1, decimals: 1)} #{unit}")
+        IO.puts(
+          "  #{String.pad_trailing(mode, 7)} #{String.pad_trailing(what, 44)} #{:erlang.float_to_binary(v / 1, decimals: 1)} #{unit}"
+        )
       end
 
       case System.get_env("SNAKEPIT_BEAM_REPORT") do

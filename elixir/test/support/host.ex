@@ -93,7 +93,11 @@ defmodule SnakepitJail.Test.Host do
     ids = MapSet.new(run_ids)
     pattern = :binary.compile_pattern(run_ids)
 
-    for pid <- all_pids(), pid != me, rid = marker(pid, ids, pattern), rid != nil, alive?(ident(pid)) do
+    for pid <- all_pids(),
+        pid != me,
+        rid = marker(pid, ids, pattern),
+        rid != nil,
+        alive?(ident(pid)) do
       {pid, rid, cmdline(pid)}
     end
   end
@@ -186,7 +190,7 @@ defmodule SnakepitJail.Test.Host do
   means all gone.
   """
   def leftovers(idents, run_ids) do
-    (for id <- idents, alive?(id), do: {:pid, id, cmdline(elem(id, 0))}) ++
+    for(id <- idents, alive?(id), do: {:pid, id, cmdline(elem(id, 0))}) ++
       for(p <- procs_by_run_ids(run_ids), do: {:marked, p}) ++
       for(c <- run_cgroups(run_ids), do: {:cgroup, c}) ++
       for r <- run_records(run_ids), do: {:record, r}
@@ -206,8 +210,7 @@ defmodule SnakepitJail.Test.Host do
   defp poll(idents, run_ids, dirs, deadline) do
     now = :os.system_time(:microsecond)
 
-    quick_gone =
-      not Enum.any?(idents, &alive?/1) and not Enum.any?(dirs, &File.exists?/1)
+    quick_gone = not Enum.any?(idents, &alive?/1) and not Enum.any?(dirs, &File.exists?/1)
 
     cond do
       quick_gone and leftovers(idents, run_ids) == [] ->

@@ -64,7 +64,8 @@ defmodule SnakepitJail.Test.Node do
           else: read_until(node, prefix, deadline, acc, "")
 
       {^port, {:exit_status, status}} ->
-        raise "node exited with status #{status} waiting for #{prefix}; output:\n" <> Enum.join(acc, "\n")
+        raise "node exited with status #{status} waiting for #{prefix}; output:\n" <>
+                Enum.join(acc, "\n")
     after
       remaining ->
         raise "node: no #{prefix} line in time; output:\n" <> Enum.join(acc, "\n")
@@ -79,7 +80,8 @@ defmodule SnakepitJail.Test.Node do
       run_id: run_id,
       wrapper: Host.ident(String.to_integer(wrapper)),
       worker: Host.ident(String.to_integer(os_pid)),
-      grandchild: if(grandchild == "none", do: nil, else: Host.ident(String.to_integer(grandchild))),
+      grandchild:
+        if(grandchild == "none", do: nil, else: Host.ident(String.to_integer(grandchild))),
       ping: ping,
       cgroup: if(cgroup == "-", do: nil, else: cgroup),
       gen: gen
@@ -101,7 +103,9 @@ defmodule SnakepitJail.Test.Node do
 
   @doc "SIGKILLs the node's BEAM if it is still that process."
   def kill9(%{beam: {pid, _} = id}) do
-    if Host.alive?(id), do: System.cmd("kill", ["-KILL", Integer.to_string(pid)], stderr_to_stdout: true)
+    if Host.alive?(id),
+      do: System.cmd("kill", ["-KILL", Integer.to_string(pid)], stderr_to_stdout: true)
+
     :ok
   end
 end

@@ -33,12 +33,26 @@ defmodule PoolNode do
 
     ping =
       case SnakepitJail.GRPC.ping("127.0.0.1", SnakepitJail.Pool.grpc_port(info), payload) do
-        {:ok, %{pid: p, run_id: r, payload: ^payload}} when p == info.os_pid and r == info.run_id -> "ok"
-        other -> "bad:" <> String.replace(inspect(other), " ", "_")
+        {:ok, %{pid: p, run_id: r, payload: ^payload}}
+        when p == info.os_pid and r == info.run_id ->
+          "ok"
+
+        other ->
+          "bad:" <> String.replace(inspect(other), " ", "_")
       end
 
     Enum.join(
-      ["WORKER", i, info.run_id, info.wrapper_pid, info.os_pid, grandchild, ping, info.cgroup || "-", inspect(pid)],
+      [
+        "WORKER",
+        i,
+        info.run_id,
+        info.wrapper_pid,
+        info.os_pid,
+        grandchild,
+        ping,
+        info.cgroup || "-",
+        inspect(pid)
+      ],
       " "
     )
   end
@@ -61,8 +75,15 @@ defmodule PoolNode.App do
     opts = Application.get_env(:pool_node, :pool)
     # :temporary: Supervisor.stop(pool) in the test must not bring it back.
     children = [
-      %{id: :pool, start: {SnakepitJail.Pool, :start_link, [opts]}, type: :supervisor, shutdown: :infinity, restart: :temporary}
+      %{
+        id: :pool,
+        start: {SnakepitJail.Pool, :start_link, [opts]},
+        type: :supervisor,
+        shutdown: :infinity,
+        restart: :temporary
+      }
     ]
+
     Supervisor.start_link(children, strategy: :one_for_one, name: PoolNode.Top)
   end
 end
@@ -97,7 +118,9 @@ Application.put_env(:pool_node, :pool,
 {:ok, _} = Application.ensure_all_started(:pool_node)
 pool = Process.whereis(PoolNode.Pool)
 
-for {i, pid} <- SnakepitJail.Pool.workers(pool), do: PoolNode.say(PoolNode.worker_line(i, pid, self()))
+for {i, pid} <- SnakepitJail.Pool.workers(pool),
+    do: PoolNode.say(PoolNode.worker_line(i, pid, self()))
+
 PoolNode.say("NODE_READY #{System.pid()}")
 
 loop = fn loop ->
