@@ -9,6 +9,8 @@
 #
 # Needs Debian's elixir and Erlang/OTP (test/setup.sh --for-tests installs
 # them), python3-grpcio and python3-protobuf, root, and a cgroup2 mount.
+# Also tests the daemon client against a daemon it starts (own socket, own
+# cgroup parent), so it needs snakepitd next to snakepit (or $SNAKEPITD).
 # With CI=true a missing prerequisite fails; otherwise the script skips,
 # saying why. Builds cmd/snakepit into a temp dir unless SNAKEPIT_BIN is
 # set. Mix never goes to the network: there are no dependencies, MIX_HOME
@@ -36,14 +38,21 @@ awk '$3 == "cgroup2" { found = 1 } END { exit !found }' /proc/self/mounts ||
 
 tmp=$(mktemp -d /tmp/snakepit-elixir.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+[ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
 if [ -z "${SNAKEPIT_BIN:-}" ]; then
-  [ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin"
   echo "elixir.sh: building snakepit into $tmp"
   CGO_ENABLED=0 go build -o "$tmp/snakepit" ./cmd/snakepit
   export SNAKEPIT_BIN="$tmp/snakepit"
 fi
 SNAKEPIT_BIN=$(realpath "$SNAKEPIT_BIN")
 export SNAKEPIT_BIN
+# The daemon client's test starts a daemon of its own: `snakepit daemon`
+# execs the full build, snakepitd, found next to snakepit or in $SNAKEPITD.
+if [ -z "${SNAKEPITD:-}" ] && [ ! -x "$(dirname "$SNAKEPIT_BIN")/snakepitd" ]; then
+  echo "elixir.sh: building snakepitd into $tmp"
+  CGO_ENABLED=0 go build -tags snakepitd -o "$tmp/snakepitd" ./cmd/snakepit
+  export SNAKEPITD="$tmp/snakepitd"
+fi
 
 export MIX_HOME="$tmp/mix" HEX_HOME="$tmp/hex" HEX_OFFLINE=1 MIX_ENV=test
 cd elixir
