@@ -124,12 +124,26 @@ defmodule SnakepitJail.SeedScenarioTest do
   defp run_ids(workers), do: Enum.map(workers, & &1.run_id)
 
   # Polls from before the kill, so that the time to "all gone" is not
-  # delayed by whatever the test does after it.
+  # delayed by whatever the test does after it. Followed: the wrapper,
+  # worker and grandchild of each, and every process marked with their run
+  # IDs just before the kill (the guardians); then the run cgroups, or in
+  # POSIX mode the run records. A full scan by run ID confirms afterwards.
   defp watch_gone(workers) do
-    dirs = for w <- workers, w.cgroup, do: Host.cgroup_dir(w.cgroup)
+    ids = run_ids(workers)
+    marked = for {pid, _, _} <- Host.procs_by_run_ids(ids), do: Host.ident(pid)
+    followed = Enum.uniq(idents(workers) ++ marked)
 
-    {run_ids(workers),
-     Task.async(fn -> Host.wait_all_gone(idents(workers), run_ids(workers), dirs, 120_000) end)}
+    paths =
+      for w <- workers do
+        if w.cgroup,
+          do: Host.cgroup_dir(w.cgroup),
+          else: Path.join(Host.records_dir(), "#{w.run_id}.json")
+      end
+
+    # Each path is there to be watched (cgroup mode: the run cgroup; POSIX
+    # mode: the run record).
+    assert Enum.all?(paths, &File.exists?/1), "not there before the kill: #{inspect(paths)}"
+    {ids, Task.async(fn -> Host.wait_all_gone(followed, ids, paths, 120_000) end)}
   end
 
   defp record_gone(mode, {ids, watch}, t_kill, what) do

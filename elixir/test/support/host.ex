@@ -197,31 +197,45 @@ defmodule SnakepitJail.Test.Host do
   end
 
   @doc """
-  Polls until every followed PID has exited and every cgroup path is gone
-  (cheap, every millisecond), then confirms with a full scan (`leftovers/2`,
-  which also finds processes by run ID); returns `{:ok, system_time_us}` of
-  the first poll that saw all gone, or `{:error, leftovers}` at the deadline.
+  Polls (every millisecond) until every followed process has exited and
+  every path (run cgroup, POSIX record) is gone: that moment is the result,
+  `{:ok, system_time_us}`. Then confirms with full scans (`leftovers/2`,
+  which also finds any process marked with a run ID) until they find
+  nothing; `{:error, leftovers}` if something is still there at the
+  deadline.
   """
-  def wait_all_gone(idents, run_ids, cgroup_dirs, timeout_ms) do
+  def wait_all_gone(idents, run_ids, paths, timeout_ms) do
     deadline = System.monotonic_time(:millisecond) + timeout_ms
-    poll(idents, run_ids, Enum.reject(cgroup_dirs, &is_nil/1), deadline)
+    paths = Enum.reject(paths, &is_nil/1)
+
+    case poll_quick(idents, paths, deadline) do
+      {:ok, t} ->
+        case eventually(
+               fn -> leftovers(idents, run_ids) == [] end,
+               max(deadline - System.monotonic_time(:millisecond), 0)
+             ) do
+          true -> {:ok, t}
+          nil -> {:error, leftovers(idents, run_ids)}
+        end
+
+      :timeout ->
+        {:error, leftovers(idents, run_ids)}
+    end
   end
 
-  defp poll(idents, run_ids, dirs, deadline) do
+  defp poll_quick(idents, paths, deadline) do
     now = :os.system_time(:microsecond)
 
-    quick_gone = not Enum.any?(idents, &alive?/1) and not Enum.any?(dirs, &File.exists?/1)
-
     cond do
-      quick_gone and leftovers(idents, run_ids) == [] ->
+      not Enum.any?(idents, &alive?/1) and not Enum.any?(paths, &File.exists?/1) ->
         {:ok, now}
 
       System.monotonic_time(:millisecond) > deadline ->
-        {:error, leftovers(idents, run_ids)}
+        :timeout
 
       true ->
         Process.sleep(1)
-        poll(idents, run_ids, dirs, deadline)
+        poll_quick(idents, paths, deadline)
     end
   end
 
