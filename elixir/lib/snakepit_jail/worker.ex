@@ -189,12 +189,6 @@ defmodule SnakepitJail.Worker do
     end
   end
 
-  @doc false
-  # The argv of the Port for these options (for tests and the curious).
-  def port_argv(opts) do
-    with {:ok, st} <- build(opts, nil), do: {:ok, ["/bin/sh" | port_args(st)]}
-  end
-
   # ---------------------------------------------------------------- server
 
   @impl true
