@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's whole test suite: static checks, Go tests (unit and, as root,
-# integration on the real cgroupfs), Python tests and the rigs. README.md
+# integration on the real cgroupfs), Python and Elixir tests and the rigs. README.md
 # names this script; .ci/run calls it. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,9 @@ go test -p 1 -count=1 ./... 2>&1 | tee /tmp/snakepit-gotest.log
 
 step "Python: worker helper, pytest plugin, gRPC pool end to end"
 SNAKEPIT_BIN=$PWD/bin/snakepit bash test/python.sh
+
+step "Elixir: snakepit_jail library, BEAM pool scenario end to end"
+SNAKEPIT_BIN=$PWD/bin/snakepit bash test/elixir.sh
 
 step "VM rig (pure cgroup v2 guest: memory/pids/cpu limit tests)"; SNAKEPIT_BIN=$PWD/bin/snakepit bash test/vm-rig/run.sh
 

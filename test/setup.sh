@@ -29,10 +29,13 @@ fi
 need_apt=()
 have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # The examples' gRPC workers; the tests add pytest, bwrap (a benchmark
-# baseline) and the offline build of the Python package (setuptools as the
-# backend, pip, wheel: python/tests/test_packaging.py).
+# baseline), the offline build of the Python package (setuptools as the
+# backend, pip, wheel: python/tests/test_packaging.py), and Elixir with
+# Erlang/OTP for the BEAM side (test/elixir.sh): erlang-nox is all of OTP
+# but the wx GUI (the erlang metapackage would add GTK and WebKit, which
+# nothing here needs).
 pkgs="python3-grpcio python3-protobuf"
-$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel elixir erlang-nox"
 for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done

@@ -1,0 +1,53 @@
+defmodule SnakepitJail.Error do
+  @moduledoc """
+  Why a worker could not be started, or why it stopped.
+
+  * `:reason`: an atom naming the case (see below);
+  * `:status`: the exit status of `snakepit run`, when it exited;
+  * `:message`: snakepit's own message (its `snakepit: ...` lines on
+    stderr, verbatim), or ours for errors found before anything ran;
+  * `:output`: the last lines the wrapper and the command wrote;
+  * `:run_id`: the run ID the worker was given (nil when none was made up).
+
+  Reasons by exit status of `snakepit run` (see the snakepit README):
+  2 `:usage`, 119 `:not_ready`, 120 `:invalid_run_id`, 121 `:run_id_in_use`,
+  122 `:cgroup_permission`, 123 `:no_cgroup2`, 124 `:no_cgroup_kill`,
+  125 `:snakepit_failure`, 126 `:cannot_execute`, 127 `:not_found`; any
+  other status `:exited` (the command itself exited before it was ready).
+  Found on the BEAM side: `:bad_option`, `:no_snakepit`, `:start_timeout`.
+  """
+  defexception [:reason, :status, :message, :run_id, output: []]
+
+  @reasons %{
+    2 => :usage,
+    119 => :not_ready,
+    120 => :invalid_run_id,
+    121 => :run_id_in_use,
+    122 => :cgroup_permission,
+    123 => :no_cgroup2,
+    124 => :no_cgroup_kill,
+    125 => :snakepit_failure,
+    126 => :cannot_execute,
+    127 => :not_found
+  }
+
+  @doc false
+  def reason_for_status(status), do: Map.get(@reasons, status, :exited)
+
+  @doc false
+  def from_exit(status, snakepit_lines, output, run_id) do
+    msg =
+      case snakepit_lines do
+        [] -> "snakepit run exited with status #{status} before the worker was ready"
+        lines -> Enum.join(lines, "\n")
+      end
+
+    %__MODULE__{
+      reason: reason_for_status(status),
+      status: status,
+      message: msg,
+      output: output,
+      run_id: run_id
+    }
+  end
+end
