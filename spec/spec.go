@@ -262,7 +262,7 @@ func decodeStrict(data []byte, v any) error {
 			}
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return fieldErr(strings.Trim(name, `"`), "", fmt.Errorf("%w: %w", ErrInvalidJSON, ErrUnknownField))
+			return fmt.Errorf("%w: %w %s", ErrInvalidJSON, ErrUnknownField, name)
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {

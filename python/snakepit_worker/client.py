@@ -114,6 +114,12 @@ class NoProgram(BadRequest):
     """400 no_program: argv missing or empty."""
 
 
+class Unprocessable(APIError):
+    """422: the spec is valid but cannot be had here (controller_unavailable:
+    a limit's cgroup controller is missing) or the worker failed its
+    readiness (not_ready, exited_before_ready; it was killed, the run stays)."""
+
+
 class TooLarge(APIError):
     """413 too_large: request body over 64 KiB."""
 
@@ -159,6 +165,16 @@ _BY_CODE: dict[str, type[APIError]] = {
     "limit_reached": LimitReached,
     "unavailable": Unavailable,
     "internal": InternalError,
+    # A rejected run or worker spec: the CLI reports the same errors.
+    "invalid_limit": BadRequest,
+    "invalid_net": BadRequest,
+    "no_such_netns": BadRequest,
+    "invalid_duration": BadRequest,
+    "invalid_ready": BadRequest,
+    "unknown_user": BadRequest,
+    "controller_unavailable": Unprocessable,
+    "not_ready": Unprocessable,
+    "exited_before_ready": Unprocessable,
 }
 
 
@@ -352,7 +368,8 @@ class Client:
         return self.request("GET", _run_path(run_id))
 
     def run_stats(self, run_id: str) -> dict:
-        """GET /v1/runs/{id}/stats: cgroup statistics of the run."""
+        """GET /v1/runs/{id}/stats: {"id", "stats"}, the run cgroup's usage (the
+        same stats object as `snakepit ps --json`; absent where the host lacks it)."""
         return self.request("GET", _run_path(run_id) + "/stats")
 
     def teardown(self, run_id: str, grace: float | str | None = None) -> dict:

@@ -96,7 +96,8 @@ def test_run_lifecycle(client, daemon):
                 [(1, w1["pid"], "running"), (2, w2["pid"], "running")]
 
             # cpu.usage_usec comes from the cgroup core: always there (docs/API.md).
-            assert isinstance(client.run_stats(rid)["cpu"]["usage_usec"], int)
+            st = client.run_stats(rid)
+            assert st["id"] == rid and isinstance(st["stats"]["cpu_usage_usec"], int), st
 
             stopped = client.stop_worker(rid, 2, grace=1)
             assert stopped["state"] == "exited"
@@ -176,6 +177,12 @@ def test_extra_fields_go_on_the_wire(client):
     with pytest.raises(InvalidJSON) as ei:
         client.create_run(no_such_setting={"x": 1})
     assert ei.value.code == "invalid_json" and '"no_such_setting"' in ei.value.message
+    # The run spec's own fields pass through the same way.
+    spec_run = client.create_run(grace="2s", limits={"pids_max": 64}, best_effort_limits=True)
+    client.teardown(spec_run["id"], grace=0)
+    with pytest.raises(BadRequest) as ei:
+        client.create_run(limits={"memory_max": "12Q"})
+    assert ei.value.code == "invalid_limit" and 'size "12Q"' in ei.value.message
     rid = client.create_run()["id"]
     with pytest.raises(InvalidJSON) as ei:
         client.start_worker(rid, ["true"], no_such_worker_setting=True)
