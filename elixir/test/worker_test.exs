@@ -31,7 +31,7 @@ defmodule SnakepitJail.WorkerTest do
                  start(ctx, @mode, cmd: ["sleep", "600"], run_id: "BAD-id!")
 
         assert e.reason == :invalid_run_id and e.status == 120
-        assert e.message =~ ~s(snakepit: invalid run ID: "BAD-id!")
+        assert e.message =~ ~s(invalid run ID: "BAD-id!")
         assert Host.run_cgroups(["BAD-id!"]) == []
         assert Host.procs_by_run_ids(["BAD-id!"]) == []
       end
