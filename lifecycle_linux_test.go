@@ -479,40 +479,62 @@ func hasItem(rep inventory.GCReport, id, action string) bool {
 	return false
 }
 
+// TestGCKillsOrphanedMarkedProcesses: gc kills a marked process only when
+// snakepit knows its run ID and the run is stale: here a process outside
+// its run cgroup whose owner died. A marker alone is never enough: a
+// process marked with a run ID snakepit does not know (no cgroup, no
+// record), in its environment or argv, is spared, and so is one of a
+// live POSIX run.
 func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	testenv.RequireRoot(t)
-	orphanID, liveID := runid.Generate(), runid.Generate()
-	start := func(id string) *exec.Cmd {
-		c := exec.Command("sleep", "300")
-		c.Env = append(os.Environ(), runid.EnvVar+"="+id)
+	parent := privateParent(t)
+	ownerCmd, deadOwner := ownerProc(t)
+	stale := newTestRun(t, Options{CgroupParent: parent, Owner: deadOwner})
+	unknownID, liveID := runid.Generate(), runid.Generate()
+	start := func(env string, args ...string) *exec.Cmd {
+		c := exec.Command(args[0], args[1:]...)
+		if env != "" {
+			c.Env = append(os.Environ(), runid.EnvVar+"="+env)
+		}
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
 		return c
 	}
-	orphan := start(orphanID)
-	posixLive := start(liveID)
+	orphan := start(stale.ID(), "sleep", "300") // outside its run's cgroup
+	unknownEnv := start(unknownID, "sleep", "300")
+	unknownArgv := start("", "sh", "-c", "sleep 300; :", "--run-id", unknownID) // sh stays, marked
+
+	posixLive := start(liveID, "sleep", "300")
 	self, _ := record.Self()
 	if err := record.Write(&record.Record{ID: liveID, Mechanism: record.MechanismPOSIX, Owner: self, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	waitComm(t, orphan.Process.Pid, "sleep")
-	waitComm(t, posixLive.Process.Pid, "sleep")
-	rep, err := inventory.GC(context.Background(), inventory.GCOptions{OnlyParents: true, RunIDs: []string{orphanID, liveID}, Grace: 200 * time.Millisecond})
+	for _, c := range []*exec.Cmd{orphan, unknownEnv, posixLive} {
+		waitComm(t, c.Process.Pid, "sleep")
+	}
+	if m, err := reaper.ReadStat(unknownArgv.Process.Pid); err != nil || m.Dead() {
+		t.Fatalf("argv-marked sh: %+v, %v", m, err)
+	}
+	killOwner(ownerCmd)
+	rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true,
+		RunIDs: []string{stale.ID(), unknownID, liveID}, Grace: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hasItem(rep, orphanID, inventory.GCKilled) || hasItem(rep, liveID, inventory.GCKilled) {
+	if !hasItem(rep, stale.ID(), inventory.GCKilled) || hasItem(rep, unknownID, inventory.GCKilled) || hasItem(rep, liveID, inventory.GCKilled) {
 		t.Fatalf("gc report: %+v", rep.Items)
 	}
 	_ = orphan.Wait()
 	if ws := orphan.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGTERM {
 		t.Errorf("orphan ended by %v, want SIGTERM", ws.Signal())
 	}
-	if err := unix.Kill(posixLive.Process.Pid, 0); err != nil {
-		t.Fatalf("process of a live POSIX run was killed: %v", err)
+	for name, c := range map[string]*exec.Cmd{"unknown run ID in env": unknownEnv, "unknown run ID in argv": unknownArgv, "live POSIX run": posixLive} {
+		if err := unix.Kill(c.Process.Pid, 0); err != nil {
+			t.Errorf("%s: process killed: %v", name, err)
+		}
 	}
 }
 

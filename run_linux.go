@@ -345,8 +345,8 @@ type Worker struct {
 // PID returns the worker's process ID.
 func (w *Worker) PID() int { return w.proc.PID }
 
-// PidFD returns the worker's pidfd, or -1. It stays valid until the run is
-// torn down.
+// PidFD returns the worker's pidfd, or -1. It is closed once the worker
+// has been reaped.
 func (w *Worker) PidFD() int {
 	w.fdMu.Lock()
 	defer w.fdMu.Unlock()
@@ -481,7 +481,19 @@ func (w *Worker) wait() {
 			w.waitErr = err
 		}
 	}
+	// Reaped: its pidfd and the run's entry go now, not at teardown, so a
+	// long-lived run that restarts its workers holds no descriptor per
+	// exited worker. The Worker keeps its status for Wait.
+	w.fdMu.Lock()
+	if w.proc.PidFD >= 0 {
+		unix.Close(w.proc.PidFD)
+		w.proc.PidFD = -1
+	}
+	w.fdMu.Unlock()
 	close(w.done)
+	w.run.mu.Lock()
+	delete(w.run.workers, w.WID)
+	w.run.mu.Unlock()
 }
 
 func fromWaitStatus(ws unix.WaitStatus) ExitStatus {
@@ -499,6 +511,26 @@ func (w *Worker) Wait(ctx context.Context) (ExitStatus, error) {
 	case <-ctx.Done():
 		return ExitStatus{}, ctx.Err()
 	}
+}
+
+// kill SIGKILLs a worker that has not exited, through its pidfd (never a
+// recycled PID), and reports whether it had to.
+func (w *Worker) kill() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+	}
+	w.fdMu.Lock()
+	defer w.fdMu.Unlock()
+	if w.proc.PidFD < 0 {
+		return false
+	}
+	p := []unix.PollFd{{Fd: int32(w.proc.PidFD), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(p, 0); n > 0 {
+		return false // exited, not yet reaped
+	}
+	return unix.PidfdSendSignal(w.proc.PidFD, unix.SIGKILL, nil, 0) == nil
 }
 
 // Signal sends sig to the worker through its pidfd, so a recycled PID can
@@ -521,7 +553,8 @@ func (w *Worker) Signal(sig syscall.Signal) error {
 	return w.proc.Cmd.Process.Signal(sig)
 }
 
-// Workers returns the run's workers, in start order.
+// Workers returns the run's workers that have not been reaped yet, in
+// start order (an exited worker keeps its status: Worker.Wait).
 func (r *Run) Workers() []*Worker {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -534,7 +567,7 @@ func (r *Run) Workers() []*Worker {
 	return out
 }
 
-// Worker returns the worker with number wid, or nil.
+// Worker returns the running worker with number wid, or nil.
 func (r *Run) Worker(wid int) *Worker {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -562,6 +595,13 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 	rep, err := r.box.Teardown(ctx, grace)
 	if err == nil && r.fileRecord {
 		err = record.Remove(r.id)
+	}
+	// A worker still alive now left its containment (root may move itself
+	// out of the run cgroup): its pidfd still names it, whatever it did.
+	for _, w := range r.Workers() {
+		if w.kill() {
+			rep.Escaped++
+		}
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.

@@ -20,6 +20,7 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -358,5 +359,89 @@ func TestStartRacingTeardown(t *testing.T) {
 		if _, err := os.Stat(r.CgroupPath()); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("round %d: cgroup left: %v", round, err)
 		}
+	}
+}
+
+// A reaped worker's pidfd is closed at once, and the run forgets it: a run
+// whose workers come and go holds no descriptor per exited worker.
+func TestReapedWorkerReleasesPidfd(t *testing.T) {
+	r := newTestRun(t, Options{})
+	ctx := context.Background()
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// One worker first: the run's lazily opened descriptors are in the
+	// baseline.
+	if w, err := r.Start(ctx, Command{Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	} else if _, err := w.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := fds()
+	for i := 0; i < 50; i++ {
+		w, err := r.Start(ctx, Command{Args: []string{"true"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := w.Wait(ctx); err != nil || st.Code != 0 {
+			t.Fatalf("worker %d: %v, %v", i, st, err)
+		}
+		if fd := w.PidFD(); fd != -1 {
+			t.Fatalf("worker %d: pidfd %d still open after it was reaped", i, fd)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "the run forgets its reaped workers", func() bool { return len(r.Workers()) == 0 })
+	if after := fds(); after > before+2 {
+		t.Fatalf("open fds %d after 50 reaped workers, %d before", after, before)
+	}
+}
+
+// A privileged worker that moves itself out of the run cgroup does not
+// outlive the teardown: its pidfd still names it, it is SIGKILLed and
+// reported as escaped.
+func TestTeardownKillsEscapedWorker(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	out := filepath.Join(parent, "elsewhere")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if g, err := cgroup.Open(out); err == nil {
+			_, _ = g.Kill(context.Background())
+			_ = g.Remove(context.Background())
+		}
+	})
+	r, err := Create(context.Background(), Options{CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := r.Start(context.Background(), Command{Args: []string{"sh", "-c", "echo $$ > " + out + "/cgroup.procs && exec sleep 300"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := cgroup.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the worker moved itself out and exec'd sleep", func() bool {
+		pids, _ := g.Procs()
+		st, err := reaper.ReadStat(w.PID())
+		return len(pids) == 1 && pids[0] == w.PID() && err == nil && st.Comm == "sleep"
+	})
+	rep, err := r.Teardown(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Escaped != 1 {
+		t.Fatalf("report %+v, want Escaped 1", rep)
+	}
+	st, err := w.Wait(context.Background())
+	if err != nil || st.Signal != unix.SIGKILL {
+		t.Fatalf("escaped worker: %v, %v; want killed by SIGKILL", st, err)
 	}
 }

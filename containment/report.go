@@ -15,4 +15,8 @@ type Report struct {
 	// Vanished is true when the run cgroup was already gone (removed by
 	// someone else while in use).
 	Vanished bool
+	// Escaped counts workers still alive once their containment was torn
+	// down (a privileged worker that moved itself out of the run cgroup):
+	// each was then killed through its pidfd.
+	Escaped int
 }

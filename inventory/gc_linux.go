@@ -188,9 +188,9 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			continue
 		}
 		it.Reason = why
+		doomed[id] = true // known and stale: its marked processes go too
 		if o.DryRun {
 			it.Action = GCWouldRemove
-			doomed[id] = true
 			if cg, err := cgroup.Open(path); err == nil {
 				if pids, err := cg.ProcsRecursive(); err == nil {
 					it.Procs = len(pids)
@@ -256,9 +256,9 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			continue
 		}
 		it.Reason = why
+		doomed[rec.ID] = true
 		if o.DryRun {
 			it.Action = GCWouldRemove
-			doomed[rec.ID] = true
 			add(it)
 			continue
 		}
@@ -385,6 +385,7 @@ func gcTeardownStale(ctx context.Context, it GCItem, path string, rec *record.Re
 // owner. Answers are cached for one gc.
 type runLiveness struct {
 	parents []string
+	stale   map[string]bool // runs this gc found stale (and tore down)
 	mu      sync.Mutex
 	cache   map[string]bool
 }
@@ -417,7 +418,14 @@ func (l *runLiveness) liveProc(m *reaper.Marked) bool {
 	return l.live(m.RunID)
 }
 
+// judge says whether run id is live, or not ours to judge. A marker alone
+// is never evidence: a process whose run ID snakepit does not know (no
+// run cgroup, no record, not a run this gc found stale) is left alone,
+// whatever its argv or environment say.
 func (l *runLiveness) judge(id string) bool {
+	if l.stale[id] {
+		return false
+	}
 	if g, err := Lookup(id, l.parents...); err == nil {
 		rec, err := record.ReadCgroup(g.Path())
 		if err != nil {
@@ -431,15 +439,15 @@ func (l *runLiveness) judge(id string) bool {
 	if err == nil {
 		return rec.Owner.Alive()
 	}
-	return !errors.Is(err, record.ErrNoRecord) // unreadable record: assume live
+	return true // unknown or unreadable: not ours to judge
 }
 
 func gcMarked(ctx context.Context, o GCOptions, parents []string, only func(string) bool, doomed map[string]bool, rep *GCReport) error {
-	lv := &runLiveness{parents: parents, cache: map[string]bool{}}
+	lv := &runLiveness{parents: parents, stale: doomed, cache: map[string]bool{}}
 	match := func(m *reaper.Marked) bool {
 		return only(m.RunID) && !isSnakepitCLI(m) && !lv.liveProc(m)
 	}
-	reason := func(id string) string { return fmt.Sprintf("marked with run %s, which is not live", id) }
+	reason := func(id string) string { return fmt.Sprintf("marked with run %s, which is stale", id) }
 	if o.DryRun {
 		ms, err := reaper.ListMarked(ctx)
 		if err != nil {
