@@ -121,7 +121,7 @@ func (d *Daemon) lookup(id string) (*runState, *httpError) {
 	rs := d.runs[id]
 	d.mu.Unlock()
 	if rs == nil {
-		return nil, errf(http.StatusNotFound, api.CodeNotFound, "no such run: %s", id)
+		return nil, errNoRun(id)
 	}
 	return rs, nil
 }
@@ -138,9 +138,10 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	case d.closing:
 		d.mu.Unlock()
 		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "daemon is shutting down")
-	case len(d.runs)+d.creating >= d.maxRuns:
+	}
+	if herr := d.takeRun(uid); herr != nil {
 		d.mu.Unlock()
-		return nil, errf(http.StatusTooManyRequests, api.CodeLimit, "too many runs (limit %d)", d.maxRuns)
+		return nil, herr
 	}
 	d.creating++
 	d.inflight.Add(1)
@@ -176,6 +177,7 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		d.mu.Lock()
 		d.creating--
 		d.mu.Unlock()
+		d.releaseRun(uid)
 		switch {
 		case errors.Is(err, cgroup.ErrExists):
 			return nil, errf(http.StatusConflict, api.CodeConflict, "run %s already exists", req.ID)
@@ -238,9 +240,10 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	case rs.stopping:
 		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
-	case rs.running+rs.starting >= d.maxWorkers:
+	}
+	if herr := d.takeWorker(rs.owner); herr != nil {
 		rs.mu.Unlock()
-		return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "too many workers in run (limit %d)", d.maxWorkers)
+		return api.Worker{}, herr
 	}
 	rs.starting++
 	rs.mu.Unlock()
@@ -250,6 +253,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 			rs.mu.Lock()
 			rs.starting--
 			rs.mu.Unlock()
+			d.releaseWorker(rs.owner)
 		}
 	}()
 
@@ -264,7 +268,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 		if path == nil {
 			return nil, nil
 		}
-		f, err := openAs(p, *path)
+		f, err := openAs(ctx, p, *path)
 		if err != nil {
 			return nil, errf(http.StatusBadRequest, api.CodeBadRequest, "%s: %v", name, err)
 		}
@@ -299,9 +303,11 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 		cred := p.credential()
 		c.Modify = func(cmd *exec.Cmd) { cmd.SysProcAttr.Credential = cred }
 	}
-	w, err := rs.run.Start(ctx, c)
+	w, err := d.startBounded(ctx, rs, c)
 	if err != nil {
 		switch {
+		case errors.Is(err, ErrStartTimeout):
+			return api.Worker{}, errf(http.StatusGatewayTimeout, api.CodeInternal, "%v", err)
 		case errors.Is(err, snakepit.ErrClosed):
 			return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
 		case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission),
@@ -338,6 +344,7 @@ func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
 	rs.running--
 	rs.pruneExitedLocked(d.maxWorkers)
 	rs.mu.Unlock()
+	d.releaseWorker(rs.owner)
 	d.workers.Add(-1)
 	d.publish(rs, api.Event{Type: api.EventWorkerExited, Run: rs.run.ID(), Worker: ws.w.WID, PID: ws.w.PID(), Exit: e})
 	d.kickStatus()
@@ -436,7 +443,7 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		rs.stopping = true
 		rs.mu.Unlock()
 		// The teardown must finish even if the client goes away.
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+30*time.Second)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout(grace))
 		defer cancel()
 		rep, err := rs.run.Teardown(tctx, grace)
 		td := api.Teardown{
@@ -463,6 +470,7 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
 		d.mu.Unlock()
+		d.releaseRun(rs.owner)
 		d.publish(rs, api.Event{Type: api.EventRunTornDown, Run: rs.run.ID(), Teardown: &td})
 		d.kickStatus()
 	})

@@ -1,0 +1,46 @@
+//go:build linux
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	snakepit "github.com/snakepit/snakepit"
+)
+
+// startTimeout bounds a worker's start, which waits for the child's exec.
+// A child stopped before exec (kill(-1, SIGSTOP) by its own user) never
+// gets there; once the time is up the run's cgroup is killed, which ends
+// it (clone3 put it there at clone time) and frees the spawn thread.
+const startTimeout = 10 * time.Second
+
+// ErrStartTimeout is returned for a start that did not finish within
+// startTimeout; the run's processes were killed.
+var ErrStartTimeout = errors.New("worker start did not finish in time; the run's processes were killed")
+
+// startBounded is rs.run.Start with startTimeout.
+func (d *Daemon) startBounded(ctx context.Context, rs *runState, c snakepit.Command) (*snakepit.Worker, error) {
+	var fired atomic.Bool
+	t := time.AfterFunc(startTimeout, func() {
+		fired.Store(true)
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, err := rs.run.Cgroup().Kill(kctx)
+		d.log.Warn("worker start timed out: run cgroup killed", "run", rs.run.ID(), "after", startTimeout, "kill_err", err)
+	})
+	w, err := rs.run.Start(ctx, c)
+	if t.Stop() || !fired.Load() {
+		return w, err
+	}
+	// The child was killed before (or as) it exec'd. A Start that still
+	// reported success handed back a dead worker: the run keeps and reaps
+	// it, the daemon does not list it.
+	if err != nil {
+		return nil, fmt.Errorf("%w (after %v): %w", ErrStartTimeout, startTimeout, err)
+	}
+	return nil, fmt.Errorf("%w (after %v)", ErrStartTimeout, startTimeout)
+}
