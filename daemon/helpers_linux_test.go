@@ -176,8 +176,8 @@ type daemonProc struct {
 
 type daemonOpts struct {
 	args   []string
-	parent string // reuse a parent (restart); empty makes a fresh one
-	dir    string // reuse a socket dir
+	parent string     // reuse a parent (restart); empty makes a fresh one
+	dir    string     // reuse a socket dir
 	files  []*os.File // inherited by the daemon as fds 3, 4, ...
 }
 
