@@ -216,5 +216,14 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		rows[i].HigherIsBetter = true
 	}
 	out.Results = append(out.Results, rows...)
+	d.stop()
+	scale, err := daemonScale(ctx, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		scale = []Result{{Group: "daemon", Case: "scale", Method: "runs x 1 worker", Unit: "ms", Error: err.Error()}}
+	}
+	out.Results = append(out.Results, scale...)
 	return out, nil
 }
