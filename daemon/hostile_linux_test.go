@@ -865,3 +865,54 @@ func TestHostileLoad(t *testing.T) {
 		t.Errorf("guardian %d did not exit", st.Guardian)
 	}
 }
+
+// Finding 6 (the daemon's part): a root worker that moved itself out of
+// its run cgroup keeps the teardown waiting for it until the teardown's
+// own time is up; the DELETE's response outlives that and reports it (it
+// shared the teardown's bound, and the client got an empty reply).
+func TestHostileEscapedWorker(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, daemonOpts{})
+	ctx := ctxT(t, 120*time.Second)
+	escape := filepath.Join(d.parent, "escape")
+	if err := os.Mkdir(escape, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	esc := cgroup.At(escape)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = esc.Kill(cctx)
+		_ = esc.WaitEmpty(cctx)
+		_ = esc.Remove(cctx)
+	})
+	run, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := d.c.StartWorker(ctx, run.ID, api.StartWorkerRequest{
+		Argv: []string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec sleep 300`, escape},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pids, _ := esc.Procs()
+		if slices.Contains(pids, w.PID) {
+			break
+		}
+		if !alive(w.PID) {
+			t.Fatal("worker died before it escaped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t0 := time.Now()
+	td, err := d.c.DeleteRun(ctx, run.ID, 0)
+	t.Logf("DELETE of a run whose worker escaped: %v, %+v, %v", time.Since(t0), td, err)
+	if err != nil {
+		t.Fatalf("DELETE got no answer: %v", err)
+	}
+	if td.ID != run.ID {
+		t.Errorf("teardown report %+v", td)
+	}
+}

@@ -178,13 +178,6 @@ func (l *peerListener) release(key int) {
 	}
 }
 
-// conns returns the open connections: all, and those of uid.
-func (l *peerListener) conns(uid int) (total, ofUID int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.total, l.byUID[uid]
-}
-
 // refuse answers a connection over its share with a 503 and closes it.
 // The write fits the socket buffer of a fresh connection; the short
 // deadline only guards the accept loop against the unexpected.

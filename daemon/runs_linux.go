@@ -466,6 +466,8 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		select {
 		case <-wdone:
 		case <-tctx.Done():
+			// A worker outside the run's cgroup (it moved itself) lives on.
+			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "after", teardownTimeout(grace))
 		}
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
