@@ -357,33 +357,7 @@ func TestHostileConnections(t *testing.T) {
 			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", api.PathRuns)
 		}
 	}
-	// Each refused connection was answered 503 and closed at accept;
-	// which ones is in their first bytes.
-	var refused, held atomic.Int32
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.SetReadDeadline(time.Now().Add(time.Second))
-			br := bufio.NewReader(c)
-			line, err := br.ReadString('\n')
-			switch {
-			case strings.HasPrefix(line, "HTTP/1.1 503"):
-				refused.Add(1)
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				held.Add(1)
-			default:
-				t.Errorf("connection: %q, %v", line, err)
-			}
-		}()
-	}
-	wg.Wait()
-	t.Logf("member's 700 connections: %d held, %d refused", held.Load(), refused.Load())
-	if held.Load() > 128 {
-		t.Errorf("one member holds %d connections, want at most 128", held.Load())
-	}
-	// Root is answered, and another member can still connect.
+	// Root is answered meanwhile, and another member can connect.
 	var lat []time.Duration
 	for range 11 {
 		t0 := time.Now()
@@ -401,6 +375,33 @@ func TestHostileConnections(t *testing.T) {
 	defer other.close()
 	if err := other.do(ctx, "GET", api.PathStatus, "", 200, nil); err != nil {
 		t.Errorf("another member while one holds its share: %v", err)
+	}
+	// Which of the idle ones the daemon holds: a request on each is
+	// answered 200 there; a refused one got a 503 at accept, or is closed
+	// (as is a held one the header timeout closed meanwhile).
+	var answered, refused, closed atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range conns[:600] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			_, _ = io.WriteString(c, "GET "+api.PathStatus+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			switch {
+			case strings.HasPrefix(line, "HTTP/1.1 200"):
+				answered.Add(1)
+			case strings.HasPrefix(line, "HTTP/1.1 503"):
+				refused.Add(1)
+			default:
+				closed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("member's 600 idle connections: %d held (answered), %d refused with 503, %d closed", answered.Load(), refused.Load(), closed.Load())
+	if answered.Load() > 128 {
+		t.Errorf("one member held %d connections, want at most 128", answered.Load())
 	}
 	for _, c := range conns {
 		c.Close()
@@ -667,10 +668,27 @@ func TestHostileMassTeardown(t *testing.T) {
 	if st.Runs != n {
 		t.Fatalf("status: %d runs, want %d", st.Runs, n)
 	}
-	stN := statusMedian()
-	t.Logf("GET /v1/status median: %v at 1 run, %v at %d runs", st1, stN, n)
-	if stN > 3*st1+2*time.Millisecond {
-		t.Errorf("status is not flat in runs: %v at 1, %v at %d", st1, stN, n)
+	// At n runs, status against GET of one run (a map lookup), taken
+	// in turn: a status that read /proc/self/fd cost ~4 ms at 1000 runs.
+	var sl, gl []time.Duration
+	for range 21 {
+		t0 := time.Now()
+		if _, err := d.c.Status(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sl = append(sl, time.Since(t0))
+		t0 = time.Now()
+		if _, err := d.c.GetRun(ctx, r0.ID); err != nil {
+			t.Fatal(err)
+		}
+		gl = append(gl, time.Since(t0))
+	}
+	slices.Sort(sl)
+	slices.Sort(gl)
+	stN, getN := sl[len(sl)/2], gl[len(gl)/2]
+	t.Logf("GET /v1/status median: %v at 1 run, %v at %d runs (GET of one run then: %v)", st1, stN, n, getN)
+	if stN > 2*getN+time.Millisecond {
+		t.Errorf("status is not flat in runs: %v at %d runs, against %v for GET of one run", stN, n, getN)
 	}
 	rss := procStatusKB(t, d.cmd.Process.Pid, "VmRSS:")
 	t.Logf("daemon RSS at %d runs: %d kB", n, rss)

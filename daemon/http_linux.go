@@ -338,7 +338,9 @@ func (d *Daemon) handleStartWorker(w http.ResponseWriter, r *http.Request, p pee
 		writeErr(w, herr)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	// The start's own bound (startTimeout) and then the kill fit in.
+	extendDeadlines(w, startTimeout+requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), startTimeout+requestTimeout)
 	defer cancel()
 	wv, herr := d.startWorker(ctx, p, rs, req)
 	if herr != nil {

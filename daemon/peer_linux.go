@@ -179,13 +179,18 @@ func (l *peerListener) release(key int) {
 }
 
 // refuse answers a connection over its share with a 503 and closes it.
-// The write fits the socket buffer of a fresh connection; the short
-// deadline only guards the accept loop against the unexpected.
+// One non-blocking write, which a fresh connection's socket buffer takes
+// whole; should it not, the connection is closed all the same. The accept
+// loop never waits on it.
 func refuse(c *net.UnixConn, why string) {
 	body, _ := json.Marshal(api.Error{Error: why, Code: api.CodeLimit})
-	body = append(body, '\n')
-	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-	_, _ = fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	msg := fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n", len(body)+1, body)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Write(func(fd uintptr) bool {
+			_, _ = unix.Write(int(fd), msg)
+			return true
+		})
+	}
 	_ = c.Close()
 }
 

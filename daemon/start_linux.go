@@ -16,7 +16,8 @@ import (
 // A child stopped before exec (kill(-1, SIGSTOP) by its own user) never
 // gets there; once the time is up the run's cgroup is killed, which ends
 // it (clone3 put it there at clone time) and frees the spawn thread.
-const startTimeout = 10 * time.Second
+// It is generous: a start on a host with a load of 50 took 13 s.
+const startTimeout = 20 * time.Second
 
 // ErrStartTimeout is returned for a start that did not finish within
 // startTimeout; the run's processes were killed.
