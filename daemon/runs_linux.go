@@ -306,6 +306,8 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	w, err := d.startBounded(ctx, rs, c)
 	if err != nil {
 		switch {
+		case errors.Is(err, ErrTooManyStarts):
+			return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "%v", err)
 		case errors.Is(err, ErrStartTimeout):
 			return api.Worker{}, errf(http.StatusGatewayTimeout, api.CodeInternal, "%v", err)
 		case errors.Is(err, snakepit.ErrClosed):

@@ -23,8 +23,22 @@ const startTimeout = 20 * time.Second
 // startTimeout; the run's processes were killed.
 var ErrStartTimeout = errors.New("worker start did not finish in time; the run's processes were killed")
 
+// maxStartsPerUID bounds the starts of one UID in progress at once: each
+// holds a spawn thread until its child has exec'd, and a UID whose
+// children are stopped before exec must leave threads for the others
+// (spawn.MaxThreads in all).
+const maxStartsPerUID = 8
+
+// ErrTooManyStarts is returned when the run owner's UID has
+// maxStartsPerUID starts in progress.
+var ErrTooManyStarts = errors.New("too many worker starts in progress")
+
 // startBounded is rs.run.Start with startTimeout.
 func (d *Daemon) startBounded(ctx context.Context, rs *runState, c snakepit.Command) (*snakepit.Worker, error) {
+	if !d.takeStart(rs.owner) {
+		return nil, fmt.Errorf("%w for uid %d (limit %d per uid)", ErrTooManyStarts, rs.owner, maxStartsPerUID)
+	}
+	defer d.doneStart(rs.owner)
 	var fired atomic.Bool
 	t := time.AfterFunc(startTimeout, func() {
 		fired.Store(true)

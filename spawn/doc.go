@@ -7,7 +7,7 @@
 // thread exit kill a worker. A Spawner has one such thread, and more (up to
 // MaxThreads) while all are busy: a start waits for its child's exec, and a
 // child stopped before exec would otherwise hold up every other start.
-// Extra threads go back to the scheduler when idle, which never ends them. Children are placed in their cgroup by clone3
+// Threads are kept until Close, idle or not (see loop). Children are placed in their cgroup by clone3
 // CLONE_INTO_CGROUP, so they are inside it from their first instruction; when
 // the kernel refuses that (ENOSYS/EINVAL: too old; EBUSY: the target's parent
 // has domain controllers enabled) the child is started through /bin/sh, which

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -58,12 +57,6 @@ type Spawner struct {
 // at once make the next one wait (for its context) until one ends.
 const MaxThreads = 32
 
-// idleThread is how long a thread beyond the first waits for work before
-// it is handed back to the scheduler. Handing back does not end the
-// thread (the runtime never ends an unlocked one), so its children keep
-// their Pdeathsig parent; pinned threads are never handed back.
-const idleThread = 5 * time.Second
-
 // New makes a Spawner; its first thread starts on first use.
 func New() *Spawner {
 	return &Spawner{reqs: make(chan func())}
@@ -86,7 +79,7 @@ func (s *Spawner) grow() error {
 	}
 	ready := make(chan error, 1)
 	s.loops.Add(1)
-	go s.loop(ready, s.threads > 0)
+	go s.loop(ready)
 	if err := <-ready; err != nil {
 		return err
 	}
@@ -94,7 +87,11 @@ func (s *Spawner) grow() error {
 	return nil
 }
 
-func (s *Spawner) loop(ready chan error, extra bool) {
+// loop serves requests on a locked thread. Threads are kept, idle or not,
+// until Close: one handed back to the scheduler lives on, but a goroutine
+// that later locks it and exits locked (as a member's file open does)
+// ends it, and its children's Pdeathsig would fire.
+func (s *Spawner) loop(ready chan error) {
 	defer s.loops.Done()
 	// Never unlocked while children may exist: a goroutine that exits while
 	// locked terminates its thread, which would fire Pdeathsig. Close unlocks
@@ -109,33 +106,11 @@ func (s *Spawner) loop(ready chan error, extra bool) {
 		}
 	}
 	ready <- nil
-	var idle <-chan time.Time
-	var t *time.Timer
-	if extra && !s.pinned {
-		t = time.NewTimer(idleThread)
-		defer t.Stop()
-		idle = t.C
-	}
-loop:
-	for {
-		select {
-		case f, ok := <-s.reqs:
-			if !ok {
-				break loop
-			}
-			f()
-			if s.Err() != nil {
-				// This thread (or a sibling) could not be restored: park it.
-				break loop
-			}
-			if t != nil {
-				t.Reset(idleThread)
-			}
-		case <-idle:
-			s.tmu.Lock()
-			s.threads--
-			s.tmu.Unlock()
-			break loop
+	for f := range s.reqs {
+		f()
+		if s.Err() != nil {
+			// This thread (or a sibling) could not be restored: park it.
+			break
 		}
 	}
 	if s.pinned || s.Err() != nil {
