@@ -47,8 +47,9 @@ type Daemon struct {
 
 	fds fdCount // for GET /v1/status
 
-	qmu   sync.Mutex // guards usage; taken inside mu and runState.mu, never around them
-	usage map[int]*usage
+	qmu    sync.Mutex // guards usage, starts; taken inside mu and runState.mu, never around them
+	usage  map[int]*usage
+	starts map[int]chan struct{} // per non-root UID: its starts in progress (start_linux.go)
 
 	mu       sync.Mutex
 	runs     map[string]*runState

@@ -11,7 +11,7 @@ import (
 // usage is what one UID holds: runs (made or being made) and workers
 // (running or being started). --max-runs and --max-workers bound each
 // UID's own, so a member cannot use up root's share or another member's.
-type usage struct{ runs, workers, starts int }
+type usage struct{ runs, workers int }
 
 func (d *Daemon) usageLocked(uid int) *usage {
 	u := d.usage[uid]
@@ -24,7 +24,7 @@ func (d *Daemon) usageLocked(uid int) *usage {
 
 // putLocked forgets a UID that holds nothing.
 func (d *Daemon) putLocked(uid int, u *usage) {
-	if u.runs <= 0 && u.workers <= 0 && u.starts <= 0 {
+	if u.runs <= 0 && u.workers <= 0 {
 		delete(d.usage, uid)
 	}
 }
@@ -71,23 +71,3 @@ func (d *Daemon) releaseWorker(uid int) {
 	d.putLocked(uid, u)
 }
 
-// takeStart counts a start in progress against uid's maxStartsPerUID.
-func (d *Daemon) takeStart(uid int) bool {
-	d.qmu.Lock()
-	defer d.qmu.Unlock()
-	u := d.usageLocked(uid)
-	if u.starts >= maxStartsPerUID {
-		d.putLocked(uid, u)
-		return false
-	}
-	u.starts++
-	return true
-}
-
-func (d *Daemon) doneStart(uid int) {
-	d.qmu.Lock()
-	defer d.qmu.Unlock()
-	u := d.usageLocked(uid)
-	u.starts--
-	d.putLocked(uid, u)
-}

@@ -23,22 +23,28 @@ const startTimeout = 20 * time.Second
 // startTimeout; the run's processes were killed.
 var ErrStartTimeout = errors.New("worker start did not finish in time; the run's processes were killed")
 
-// maxStartsPerUID bounds the starts of one UID in progress at once: each
-// holds a spawn thread until its child has exec'd, and a UID whose
-// children are stopped before exec must leave threads for the others
-// (spawn.MaxThreads in all).
-const maxStartsPerUID = 8
+// maxStartsPerUID bounds the starts of one non-root UID in progress at
+// once; more wait for their turn. Each start holds a spawn thread until
+// its child has exec'd, and a UID whose children are stopped before exec
+// must leave threads (spawn.MaxThreads in all) to the others. Root's
+// children can be stopped only by root.
+const maxStartsPerUID = 16
 
-// ErrTooManyStarts is returned when the run owner's UID has
-// maxStartsPerUID starts in progress.
+// ErrTooManyStarts is returned when a start waited for its turn among its
+// UID's starts in progress until its context ended.
 var ErrTooManyStarts = errors.New("too many worker starts in progress")
 
 // startBounded is rs.run.Start with startTimeout.
 func (d *Daemon) startBounded(ctx context.Context, rs *runState, c snakepit.Command) (*snakepit.Worker, error) {
-	if !d.takeStart(rs.owner) {
-		return nil, fmt.Errorf("%w for uid %d (limit %d per uid)", ErrTooManyStarts, rs.owner, maxStartsPerUID)
+	if rs.owner != 0 {
+		sem := d.startSlots(rs.owner)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w for uid %d (%d at once): %w", ErrTooManyStarts, rs.owner, maxStartsPerUID, ctx.Err())
+		}
+		defer func() { <-sem }()
 	}
-	defer d.doneStart(rs.owner)
 	var fired atomic.Bool
 	t := time.AfterFunc(startTimeout, func() {
 		fired.Store(true)
@@ -58,4 +64,19 @@ func (d *Daemon) startBounded(ctx context.Context, rs *runState, c snakepit.Comm
 		return nil, fmt.Errorf("%w (after %v): %w", ErrStartTimeout, startTimeout, err)
 	}
 	return nil, fmt.Errorf("%w (after %v)", ErrStartTimeout, startTimeout)
+}
+
+// startSlots returns uid's semaphore of starts in progress.
+func (d *Daemon) startSlots(uid int) chan struct{} {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	if d.starts == nil {
+		d.starts = make(map[int]chan struct{})
+	}
+	c := d.starts[uid]
+	if c == nil {
+		c = make(chan struct{}, maxStartsPerUID)
+		d.starts[uid] = c
+	}
+	return c
 }
