@@ -70,4 +70,3 @@ func (d *Daemon) releaseWorker(uid int) {
 	u.workers--
 	d.putLocked(uid, u)
 }
-
