@@ -28,7 +28,7 @@ type daemonProc struct {
 	client *client.Client
 }
 
-func startDaemon(ctx context.Context, c *config, name string) (*daemonProc, error) {
+func startDaemon(ctx context.Context, c *config, name string, args ...string) (*daemonProc, error) {
 	d := &daemonProc{
 		socket: filepath.Join(c.tmp, name+".sock"),
 		parent: filepath.Join(c.daemonDir(), name),
@@ -38,7 +38,7 @@ func startDaemon(ctx context.Context, c *config, name string) (*daemonProc, erro
 		return nil, err
 	}
 	d.log = lf
-	d.cmd = exec.Command(c.snakepit, "daemon", "--socket", d.socket, "--cgroup-parent", d.parent, "--grace", "2s")
+	d.cmd = exec.Command(c.snakepit, append([]string{"daemon", "--socket", d.socket, "--cgroup-parent", d.parent, "--grace", "2s"}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	if err := d.cmd.Start(); err != nil {
 		lf.Close()

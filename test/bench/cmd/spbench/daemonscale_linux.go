@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,8 @@ import (
 // time until it has exited, every run torn down, and its errors= count.
 func daemonScale(ctx context.Context, c *config) ([]Result, error) {
 	n, m := c.pick(1000, 200), c.pick(2000, 400)
-	d, err := startDaemon(ctx, c, "scale")
+	// All runs are root's: --max-workers counts per UID.
+	d, err := startDaemon(ctx, c, "scale", "--max-workers", strconv.Itoa(m+10))
 	if err != nil {
 		return nil, err
 	}
