@@ -411,37 +411,47 @@ func (g *Group) freezeKill(ctx context.Context) error {
 }
 
 // WaitEmpty blocks until the group has no processes (cgroup.events
-// "populated 0") or ctx ends. Kernel notifications on cgroup.events are
-// rate-limited (~10-15 ms), so inotify is paired with short re-reads: every
-// 1 ms for the first 50 ms, then every 20 ms; inotify wakes us earlier.
+// "populated 0") or ctx ends. It needs no inotify instance (they are
+// limited per user, fs.inotify.max_user_instances, 128 by default, and a
+// mass teardown ran out of them): it polls the open cgroup.events file for
+// POLLPRI, which is how kernfs delivers its change notifications. Those are
+// rate-limited (~10-15 ms), so the wait is paired with short re-reads:
+// every 1 ms for the first 50 ms, then every 20 ms; POLLPRI wakes us
+// earlier.
 func (g *Group) WaitEmpty(ctx context.Context) error {
 	return g.waitEvents(ctx, func(e Events) bool { return !e.Populated })
 }
 
 func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
-	e, err := g.ReadEvents()
+	fd, err := unix.Open(filepath.Join(g.path, "cgroup.events"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
-	}
-	if done(e) {
-		return nil
-	}
-	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return fmt.Errorf("inotify_init1: %w", err)
-	}
-	defer unix.Close(ifd)
-	if _, err := unix.InotifyAddWatch(ifd, filepath.Join(g.path, "cgroup.events"), unix.IN_MODIFY); err != nil {
-		if errors.Is(err, unix.ENOENT) {
+		if gone(err) {
 			return fmt.Errorf("%w: %s", ErrNotExist, g.path)
 		}
-		return fmt.Errorf("inotify_add_watch: %w", err)
+		return fmt.Errorf("open %s: %w", filepath.Join(g.path, "cgroup.events"), err)
+	}
+	defer unix.Close(fd)
+	var buf [128]byte
+	// Each read from offset 0 re-arms POLLPRI for the next change.
+	read := func() (Events, error) {
+		for {
+			n, err := unix.Pread(fd, buf[:], 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if gone(err) {
+					return Events{}, fmt.Errorf("%w: %s", ErrNotExist, g.path)
+				}
+				return Events{}, fmt.Errorf("read %s/cgroup.events: %w", g.path, err)
+			}
+			return parseEvents(buf[:n]), nil
+		}
 	}
 	start := time.Now()
-	pfd := []unix.PollFd{{Fd: int32(ifd), Events: unix.POLLIN}}
-	var drain [4096]byte
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}
 	for {
-		e, err := g.ReadEvents()
+		e, err := read()
 		if err != nil {
 			return err
 		}
@@ -460,12 +470,8 @@ func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
 				timeout = max(ms, 0) // a passed deadline must not become poll's -1 (forever)
 			}
 		}
-		n, err := unix.Poll(pfd, timeout)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		if _, err := unix.Poll(pfd, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("poll: %w", err)
-		}
-		if n > 0 {
-			_, _ = unix.Read(ifd, drain[:])
 		}
 	}
 }

@@ -46,9 +46,15 @@ type Daemon struct {
 	orphans      atomic.Int64 // reaped processes nobody waited for
 	sockInfo     fs.FileInfo  // our socket file, to remove only ours
 
+	fds fdCount // for GET /v1/status
+
+	qmu    sync.Mutex // guards usage, starts; taken inside mu and runState.mu, never around them
+	usage  map[int]*usage
+	starts map[int]chan struct{} // per non-root UID: its starts in progress (start_linux.go)
+
 	mu       sync.Mutex
 	runs     map[string]*runState
-	creating int // runs being created (count against MaxRuns)
+	creating int // runs being created
 	closing  bool
 	inflight sync.WaitGroup // createRun calls
 	watchers sync.WaitGroup // watchWorker goroutines
@@ -66,6 +72,7 @@ func newDaemon(cfg Config) (*Daemon, error) {
 		events:     newBus(),
 		statusKick: make(chan struct{}, 1),
 		runs:       make(map[string]*runState),
+		usage:      make(map[int]*usage),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -121,6 +128,10 @@ func lookupGroup(name string) (int, error) {
 // every run down (SIGTERM, Config.Grace, cgroup.kill, rmdir) and returns.
 // A nil error means a clean shutdown.
 func Run(ctx context.Context, cfg Config) error {
+	// Before anything else opens (or starts) something.
+	if err := markInheritedCloexec(); err != nil {
+		return fmt.Errorf("mark inherited descriptors close-on-exec: %w", err)
+	}
 	d, err := newDaemon(cfg)
 	if err != nil {
 		return err
@@ -237,10 +248,16 @@ func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var errs []error
+	// Teardowns in flight are bounded: each holds descriptors (the
+	// cgroup's, its workers' pidfds) and a goroutine or two, and all of
+	// them share one grace anyway.
+	sem := make(chan struct{}, maxTeardowns)
 	for _, rs := range list {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
+			defer func() { <-sem }()
 			td := d.teardownRun(ctx, rs, d.grace)
 			if td.Error != "" {
 				errMu.Lock()
@@ -266,6 +283,9 @@ func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
 	d.log.Info("stopped", "runs", len(list), "errors", len(errs))
 	return errors.Join(errs...)
 }
+
+// maxTeardowns bounds the teardowns in flight at shutdown.
+const maxTeardowns = 64
 
 // healthy is the watchdog's check: the daemon's main lock can be taken.
 func (d *Daemon) healthy(ctx context.Context) bool {
@@ -379,7 +399,7 @@ func (d *Daemon) listen() (*peerListener, error) {
 		return nil, err
 	}
 	d.sockInfo = st
-	return newPeerListener(l, maxConns), nil
+	return newPeerListener(l, maxConns, maxConnsPerUID, rootConns), nil
 }
 
 // removeSocket unlinks the socket if it is still ours.

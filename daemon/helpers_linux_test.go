@@ -176,8 +176,9 @@ type daemonProc struct {
 
 type daemonOpts struct {
 	args   []string
-	parent string // reuse a parent (restart); empty makes a fresh one
-	dir    string // reuse a socket dir
+	parent string     // reuse a parent (restart); empty makes a fresh one
+	dir    string     // reuse a socket dir
+	files  []*os.File // inherited by the daemon as fds 3, 4, ...
 }
 
 // startDaemon starts `snakepit daemon` with a private socket and cgroup
@@ -214,6 +215,7 @@ func startDaemon(t testing.TB, o daemonOpts) *daemonProc {
 	d.cmd = exec.Command(binary, args...)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.ExtraFiles = o.files
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -16,21 +16,30 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/spec"
 )
 
-// Limits of the HTTP layer.
+// Limits of the HTTP layer (docs/API.md lists them).
 const (
 	maxBody        = 64 << 10
 	maxHeader      = 16 << 10
-	maxConns       = 512
+	maxConns       = 512              // open connections in all
+	maxConnsPerUID = 128              // of any one UID but root
+	rootConns      = 64               // of the maxConns, kept free for root
 	readTimeout    = 10 * time.Second // headers and body
+	idleTimeout    = 30 * time.Second // a kept-alive connection between requests
 	requestTimeout = 30 * time.Second // everything but teardowns and streams
+	responseSlack  = 10 * time.Second // a teardown's response outlives the teardown by this
 	eventWriteWait = 10 * time.Second // a stream reader that stalls longer is dropped
 )
+
+// teardownTimeout bounds a teardown with grace: SIGTERM, grace, SIGKILL,
+// the wait until empty and rmdir.
+func teardownTimeout(grace time.Duration) time.Duration { return grace + 30*time.Second }
 
 type peerKey struct{}
 
@@ -69,7 +78,8 @@ func (d *Daemon) newServer() *http.Server {
 	return &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readTimeout,
-		IdleTimeout:       60 * time.Second,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeader,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
@@ -103,14 +113,26 @@ func (d *Daemon) guard(min role, f func(http.ResponseWriter, *http.Request, peer
 		}
 		rc := http.NewResponseController(w)
 		// Handlers that may legitimately take longer (teardowns, event
-		// streams) move this deadline themselves.
-		_ = rc.SetWriteDeadline(time.Now().Add(requestTimeout))
-		if r.Method == http.MethodPost {
-			// Headers are bounded by ReadHeaderTimeout; the body by this.
-			// decode clears it once the body is in.
-			_ = rc.SetReadDeadline(time.Now().Add(readTimeout))
+		// streams) move these deadlines themselves. The read deadline is
+		// never cleared: the server's background read (which notices a
+		// client going away) runs while the handler does, and after it
+		// the server reads what is left of the body.
+		now := time.Now()
+		_ = rc.SetWriteDeadline(now.Add(requestTimeout))
+		if r.ContentLength != 0 {
+			// The body must be in within this; decode then moves it.
+			_ = rc.SetReadDeadline(now.Add(readTimeout))
+		} else {
+			_ = rc.SetReadDeadline(now.Add(requestTimeout))
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		defer func() {
+			if w.Header().Get("Connection") == "close" {
+				// An error reply closes the connection: do not wait for
+				// the rest of a body that may never come.
+				_ = rc.SetReadDeadline(time.Now())
+			}
+		}()
 		f(w, r, p)
 	})
 }
@@ -144,7 +166,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
+// writeErr replies with an error and closes the connection after it: a
+// client that erred (or is hostile) starts afresh, and whatever it has not
+// sent of its body is never waited for.
 func writeErr(w http.ResponseWriter, e *httpError) {
+	w.Header().Set("Connection", "close")
 	writeJSON(w, e.status, api.Error{Error: e.err.Error(), Code: e.code})
 }
 
@@ -152,10 +178,14 @@ func writeErr(w http.ResponseWriter, e *httpError) {
 // decoder of package spec). An empty body decodes as {} when emptyOK.
 func decode(w http.ResponseWriter, r *http.Request, parse func([]byte) error, emptyOK bool) *httpError {
 	data, err := io.ReadAll(r.Body)
-	// The body is in. Clear the deadline: the server's background read
-	// (which notices a client going away) would otherwise cancel the
-	// request's context when it fires.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	// The body is in. Move the deadline past the handler's own bound: the
+	// server's background read (which notices a client going away) would
+	// otherwise cancel the request's context when it fires.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(requestTimeout + responseSlack))
+	return decodeData(data, err, parse, emptyOK)
+}
+
+func decodeData(data []byte, err error, parse func([]byte) error, emptyOK bool) *httpError {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -185,7 +215,8 @@ func (d *Daemon) runFor(w http.ResponseWriter, r *http.Request, p peer) *runStat
 		return nil
 	}
 	if !d.mayManage(p, rs) {
-		writeErr(w, errf(http.StatusForbidden, api.CodeForbidden, "run %s belongs to another user", rs.run.ID()))
+		// The same answer as for a missing run: run IDs are no oracle.
+		writeErr(w, errNoRun(rs.run.ID()))
 		return nil
 	}
 	return rs
@@ -243,16 +274,23 @@ func (d *Daemon) graceParam(r *http.Request, def time.Duration) (time.Duration, 
 	if v == "" {
 		return def, nil
 	}
+	outOfRange := errf(http.StatusBadRequest, api.CodeBadRequest, "grace %q: must be between 0 and %v", truncate(v), d.maxGrace)
 	g, err := time.ParseDuration(v)
 	if err != nil {
 		secs, ferr := strconv.ParseFloat(v, 64)
 		if ferr != nil {
-			return 0, errf(http.StatusBadRequest, api.CodeBadRequest, "grace %q: want a duration like 2s", truncate(v))
+			// Not a duration, or one that overflows: time says the same.
+			return 0, errf(http.StatusBadRequest, api.CodeBadRequest, "grace %q: want a duration like 2s, between 0 and %v", truncate(v), d.maxGrace)
+		}
+		// Compared in seconds first: a huge float would wrap around in
+		// the conversion (NaN compares false both ways).
+		if !(secs >= 0 && secs <= d.maxGrace.Seconds()) {
+			return 0, outOfRange
 		}
 		g = time.Duration(secs * float64(time.Second))
 	}
 	if g < 0 || g > d.maxGrace {
-		return 0, errf(http.StatusBadRequest, api.CodeBadRequest, "grace %v: must be between 0 and %v", g, d.maxGrace)
+		return 0, outOfRange
 	}
 	return g, nil
 }
@@ -267,7 +305,8 @@ func (d *Daemon) handleDeleteRun(w http.ResponseWriter, r *http.Request, p peer)
 		writeErr(w, herr)
 		return
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(grace + requestTimeout))
+	// The response outlives the teardown, whose own bound is shorter.
+	extendDeadlines(w, teardownTimeout(grace)+responseSlack)
 	writeJSON(w, http.StatusOK, d.teardownRun(r.Context(), rs, grace))
 }
 
@@ -281,13 +320,14 @@ func (d *Daemon) handleStartWorker(w http.ResponseWriter, r *http.Request, p pee
 		writeErr(w, herr)
 		return
 	}
-	// A worker with readiness is answered once it is ready: the request
-	// lives as long as that wait (bounded: readyBound).
-	timeout := requestTimeout
+	// The start's own bound (startTimeout) and then the kill fit in; a
+	// worker with readiness is answered once it is ready, so its request
+	// lives as long as that wait too (bounded: readyBound).
+	timeout := startTimeout + requestTimeout
 	if !req.Ready.IsZero() {
 		timeout += readyBound(req)
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + time.Second))
 	}
+	extendDeadlines(w, timeout)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	wv, herr := d.startWorker(ctx, p, rs, req)
@@ -318,7 +358,7 @@ func (d *Daemon) handleStopWorker(w http.ResponseWriter, r *http.Request, p peer
 		writeErr(w, herr)
 		return
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(grace + requestTimeout))
+	extendDeadlines(w, grace+requestTimeout+responseSlack)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), grace+requestTimeout)
 	defer cancel()
 	writeJSON(w, http.StatusOK, d.stopWorker(ctx, rs, ws, grace))
@@ -332,6 +372,9 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request, p peer) {
 	s := d.events.subscribe(uid)
 	defer d.events.unsubscribe(s)
 	rc := http.NewResponseController(w)
+	// A stream lasts until either end ends it; its connection counts
+	// against its UID's share meanwhile.
+	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -374,11 +417,53 @@ func (d *Daemon) status() api.Status {
 		RunParent:        d.parent,
 		Mode:             d.mode,
 		Goroutines:       runtime.NumGoroutine(),
-		OpenFDs:          countFDs(),
+		OpenFDs:          d.fds.get(),
 		RSSBytes:         rssBytes(),
 		Guardian:         d.guardian.PID,
 		EventStreams:     d.events.count(),
 	}
+}
+
+// extendDeadlines gives a long handler (teardowns) d from now to read
+// (the background read) and to write its response.
+func extendDeadlines(w http.ResponseWriter, d time.Duration) {
+	rc := http.NewResponseController(w)
+	t := time.Now().Add(d)
+	_ = rc.SetWriteDeadline(t)
+	_ = rc.SetReadDeadline(t)
+}
+
+func errNoRun(id string) *httpError {
+	return errf(http.StatusNotFound, api.CodeNotFound, "no such run: %s", id)
+}
+
+// fdCount is the daemon's open descriptor count for GET /v1/status.
+// Counting reads all of /proc/self/fd, O(runs); a status request gets the
+// last count at once and starts a recount when it is older than a second.
+type fdCount struct {
+	mu    sync.Mutex
+	n     int
+	at    time.Time
+	count bool // a recount is under way
+}
+
+func (c *fdCount) get() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		c.n, c.at = countFDs(), time.Now()
+		return c.n
+	}
+	if !c.count && time.Since(c.at) > time.Second {
+		c.count = true
+		go func() {
+			n := countFDs()
+			c.mu.Lock()
+			c.n, c.at, c.count = n, time.Now(), false
+			c.mu.Unlock()
+		}()
+	}
+	return c.n
 }
 
 func countFDs() int {

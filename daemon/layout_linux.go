@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/systemd"
 )
@@ -37,6 +38,12 @@ func (d *Daemon) chooseLayout(ctx context.Context) error {
 			return fmt.Errorf("cgroup parent %q: must be an absolute path", p)
 		}
 		d.parent, d.mode = filepath.Clean(p), ModeConfigured
+		if !cgroup.InCgroup2(d.parent) {
+			// Checked before anything is made: MkdirAll would create the
+			// path on whatever filesystem it names, and every create
+			// would then fail.
+			return fmt.Errorf("%w: %q is not inside a cgroup2 mount", snakepit.ErrBadParent, d.parent)
+		}
 		if _, err := os.Stat(d.parent); errors.Is(err, fs.ErrNotExist) {
 			d.madeParent = true
 		}

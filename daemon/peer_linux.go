@@ -3,6 +3,8 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,10 +12,12 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/api"
 )
 
 // peer is the credentials of a connection's other end at connect(2) time.
@@ -99,78 +103,192 @@ func (c *peerConn) Close() error {
 }
 
 // peerListener reads each connection's credentials at accept and bounds
-// the number of open connections.
+// the open connections: maxConns in all, of which a member's UID may hold
+// perUID, and members together all but rootConns, which stay free for
+// root. A connection over its share is answered 503 at once and closed.
 type peerListener struct {
 	*net.UnixListener
-	slots chan struct{}
-	quit  chan struct{}
-	qonce sync.Once
+	maxConns, perUID, rootConns int
+
+	mu     sync.Mutex
+	total  int
+	others int         // connections of UIDs other than root
+	byUID  map[int]int // open connections per non-root UID
 }
 
-func newPeerListener(l *net.UnixListener, maxConns int) *peerListener {
-	return &peerListener{UnixListener: l, slots: make(chan struct{}, maxConns), quit: make(chan struct{})}
+func newPeerListener(l *net.UnixListener, maxConns, perUID, rootConns int) *peerListener {
+	return &peerListener{UnixListener: l, maxConns: maxConns, perUID: perUID, rootConns: rootConns, byUID: make(map[int]int)}
+}
+
+// connKey is the UID a connection counts against; -1 for a peer whose
+// credentials could not be read.
+func connKey(p peer) int {
+	if p.err != nil {
+		return -1
+	}
+	return p.uid
 }
 
 func (l *peerListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.quit:
-		return nil, net.ErrClosed
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return nil, err
+		}
+		p := peerOf(c)
+		key := connKey(p)
+		if why := l.admit(key); why != "" {
+			refuse(c, why)
+			continue
+		}
+		return &peerConn{UnixConn: c, peer: p, done: func() { l.release(key) }}, nil
 	}
-	c, err := l.AcceptUnix()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return &peerConn{UnixConn: c, peer: peerOf(c), done: func() { <-l.slots }}, nil
 }
 
-func (l *peerListener) Close() error {
-	l.qonce.Do(func() { close(l.quit) })
-	return l.UnixListener.Close()
+// admit takes a slot for key, or says why there is none.
+func (l *peerListener) admit(key int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.total >= l.maxConns:
+		return fmt.Sprintf("too many connections (limit %d)", l.maxConns)
+	case key != 0 && l.byUID[key] >= l.perUID:
+		return fmt.Sprintf("too many connections from uid %d (limit %d per uid)", key, l.perUID)
+	case key != 0 && l.others >= l.maxConns-l.rootConns:
+		return fmt.Sprintf("too many connections from non-root users (limit %d)", l.maxConns-l.rootConns)
+	}
+	l.total++
+	if key != 0 {
+		l.others++
+		l.byUID[key]++
+	}
+	return ""
 }
+
+func (l *peerListener) release(key int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if key != 0 {
+		l.others--
+		if l.byUID[key]--; l.byUID[key] <= 0 {
+			delete(l.byUID, key)
+		}
+	}
+}
+
+// refuse answers a connection over its share with a 503 and closes it.
+// One non-blocking write, which a fresh connection's socket buffer takes
+// whole; should it not, the connection is closed all the same. The accept
+// loop never waits on it.
+func refuse(c *net.UnixConn, why string) {
+	body, _ := json.Marshal(api.Error{Error: why, Code: api.CodeLimit})
+	msg := fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n", len(body)+1, body)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Write(func(fd uintptr) bool {
+			_, _ = unix.Write(int(fd), msg)
+			return true
+		})
+	}
+	_ = c.Close()
+}
+
+// ErrNotFile is returned for a stdout or stderr that is neither a regular
+// file nor a character device (a FIFO, a socket, a directory): writing to
+// one could block the worker, and opening one the daemon.
+var ErrNotFile = errors.New("not a regular file or character device")
+
+// openWait bounds how long a request waits for the open of a caller's
+// file (a path on a hung network or FUSE mount blocks in open whatever
+// the flags); the open itself then finishes on its own thread, and what it
+// opened is closed.
+const openWait = 5 * time.Second
 
 // openAs opens path (O_WRONLY|O_CREATE|O_APPEND, mode 0644) with the
 // peer's filesystem credentials, so that a client can only name files it
-// could open itself. setfsuid/setfsgid/setgroups act on the calling thread
-// only (raw syscalls), so the open runs on a dedicated locked thread that
-// is never unlocked: the runtime then terminates the thread instead of
-// reusing it with foreign credentials.
-func openAs(p peer, path string) (*os.File, error) {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND | syscall.O_NOCTTY
-	if p.uid == 0 {
-		return os.OpenFile(path, flags, 0o644)
-	}
+// could open itself. It opens with O_NONBLOCK (a FIFO without a reader
+// would otherwise block the thread for ever) and refuses anything but a
+// regular file or a character device (ErrNotFile); the worker gets the
+// descriptor back in blocking mode. setfsuid/setfsgid/setgroups act on
+// the calling thread only (raw syscalls), so a member's open runs on a
+// dedicated locked thread that is never unlocked: the runtime then
+// terminates the thread instead of reusing it with foreign credentials.
+func openAs(ctx context.Context, p peer, path string) (*os.File, error) {
 	type result struct {
 		f   *os.File
 		err error
 	}
 	rc := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: see above.
-		groups := p.groups
-		if groups == nil {
-			groups = []int{}
+		if p.uid != 0 {
+			runtime.LockOSThread()
+			// No UnlockOSThread: see above.
+			if err := becomePeer(p); err != nil {
+				rc <- result{err: err}
+				return
+			}
 		}
-		if err := unix.Setgroups(groups); err != nil {
-			rc <- result{err: fmt.Errorf("setgroups: %w", err)}
-			return
-		}
-		_ = unix.Setfsgid(p.gid)
-		_ = unix.Setfsuid(p.uid)
-		// setfs[ug]id report no errors; read the values back.
-		if cur, _ := unix.SetfsuidRetUid(-1); cur != p.uid {
-			rc <- result{err: errors.New("setfsuid failed")}
-			return
-		}
-		if cur, _ := unix.SetfsgidRetGid(-1); cur != p.gid {
-			rc <- result{err: errors.New("setfsgid failed")}
-			return
-		}
-		f, err := os.OpenFile(path, flags, 0o644)
+		f, err := openOutput(path)
 		rc <- result{f, err}
 	}()
-	r := <-rc
-	return r.f, r.err
+	t := time.NewTimer(openWait)
+	defer t.Stop()
+	select {
+	case r := <-rc:
+		return r.f, r.err
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	go func() {
+		if r := <-rc; r.f != nil {
+			r.f.Close()
+		}
+	}()
+	return nil, fmt.Errorf("open %s: no answer within %v", path, openWait)
+}
+
+// becomePeer gives the calling (locked) thread p's filesystem credentials.
+func becomePeer(p peer) error {
+	groups := p.groups
+	if groups == nil {
+		groups = []int{}
+	}
+	if err := unix.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	_ = unix.Setfsgid(p.gid)
+	_ = unix.Setfsuid(p.uid)
+	// setfs[ug]id report no errors; read the values back.
+	if cur, _ := unix.SetfsuidRetUid(-1); cur != p.uid {
+		return errors.New("setfsuid failed")
+	}
+	if cur, _ := unix.SetfsgidRetGid(-1); cur != p.gid {
+		return errors.New("setfsgid failed")
+	}
+	return nil
+}
+
+// openOutput opens a worker's output file without ever blocking on it.
+// The raw syscalls keep the descriptor away from the runtime's poller.
+func openOutput(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFCHR {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", path, ErrNotFile)
+	}
+	// Blocking again for the worker, which shares the open file
+	// description.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }

@@ -129,7 +129,7 @@ func (d *Daemon) lookup(id string) (*runState, *httpError) {
 	rs := d.runs[id]
 	d.mu.Unlock()
 	if rs == nil {
-		return nil, errf(http.StatusNotFound, api.CodeNotFound, "no such run: %s", id)
+		return nil, errNoRun(id)
 	}
 	return rs, nil
 }
@@ -149,9 +149,10 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	case d.closing:
 		d.mu.Unlock()
 		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "daemon is shutting down")
-	case len(d.runs)+d.creating >= d.maxRuns:
+	}
+	if herr := d.takeRun(uid); herr != nil {
 		d.mu.Unlock()
-		return nil, errf(http.StatusTooManyRequests, api.CodeLimit, "too many runs (limit %d)", d.maxRuns)
+		return nil, herr
 	}
 	d.creating++
 	d.inflight.Add(1)
@@ -183,6 +184,7 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		d.mu.Lock()
 		d.creating--
 		d.mu.Unlock()
+		d.releaseRun(uid)
 		switch {
 		case errors.Is(err, cgroup.ErrExists):
 			return nil, errf(http.StatusConflict, api.CodeConflict, "run %s already exists", req.ID)
@@ -288,9 +290,10 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	case rs.stopping:
 		rs.mu.Unlock()
 		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
-	case rs.running+rs.starting >= d.maxWorkers:
+	}
+	if herr := d.takeWorker(rs.owner); herr != nil {
 		rs.mu.Unlock()
-		return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "too many workers in run (limit %d)", d.maxWorkers)
+		return api.Worker{}, herr
 	}
 	rs.starting++
 	rs.mu.Unlock()
@@ -300,6 +303,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 			rs.mu.Lock()
 			rs.starting--
 			rs.mu.Unlock()
+			d.releaseWorker(rs.owner)
 		}
 	}()
 
@@ -314,7 +318,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 		if path == nil {
 			return nil, nil
 		}
-		f, err := openAs(p, *path)
+		f, err := openAs(ctx, p, *path)
 		if err != nil {
 			return nil, errf(http.StatusBadRequest, api.CodeBadRequest, "%s: %v", name, err)
 		}
@@ -351,9 +355,13 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	if stderr != nil {
 		c.Stderr = stderr
 	}
-	w, err := rs.run.Start(ctx, c)
+	w, err := d.startBounded(ctx, rs, c)
 	if err != nil {
 		switch {
+		case errors.Is(err, ErrTooManyStarts):
+			return api.Worker{}, errf(http.StatusTooManyRequests, api.CodeLimit, "%v", err)
+		case errors.Is(err, ErrStartTimeout):
+			return api.Worker{}, errf(http.StatusGatewayTimeout, api.CodeInternal, "%v", err)
 		case errors.Is(err, snakepit.ErrClosed):
 			return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
 		}
@@ -425,6 +433,7 @@ func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
 	rs.running--
 	rs.pruneExitedLocked(d.maxWorkers)
 	rs.mu.Unlock()
+	d.releaseWorker(rs.owner)
 	d.workers.Add(-1)
 	d.publish(rs, api.Event{Type: api.EventWorkerExited, Run: rs.run.ID(), Worker: ws.w.WID, PID: ws.w.PID(), Exit: e})
 	d.kickStatus()
@@ -523,7 +532,7 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		rs.stopping = true
 		rs.mu.Unlock()
 		// The teardown must finish even if the client goes away.
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+30*time.Second)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout(grace))
 		defer cancel()
 		rep, err := rs.run.Teardown(tctx, grace)
 		td := api.Teardown{
@@ -546,10 +555,13 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		select {
 		case <-wdone:
 		case <-tctx.Done():
+			// A worker outside the run's cgroup (it moved itself) lives on.
+			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "after", teardownTimeout(grace))
 		}
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
 		d.mu.Unlock()
+		d.releaseRun(rs.owner)
 		d.publish(rs, api.Event{Type: api.EventRunTornDown, Run: rs.run.ID(), Teardown: &td})
 		d.kickStatus()
 	})

@@ -30,18 +30,23 @@ type Exit struct {
 
 // Reaper is the process's one wait4(-1) loop.
 type Reaper struct {
-	mu     sync.Mutex // held while reaping and while a subscriber starts a child
-	subs   map[int]chan Exit
-	orphan func(Exit)
-	sigc   chan os.Signal
-	done   chan struct{}
-	reaped uint64
+	mu   sync.Mutex // held while reaping; never across a subscriber's start
+	subs map[int]chan Exit
+	// starting counts Subscribe calls whose start runs; while any does, an
+	// exit nobody subscribed to may be theirs, so it is held, not yet an
+	// orphan.
+	starting int
+	held     map[int]heldExit
+	orphan   func(Exit)
+	sigc     chan os.Signal
+	done     chan struct{}
+	reaped   uint64
 }
 
 // New returns a Reaper; call Start to run it. orphan, if non-nil, is called
 // (without locks held) for each reaped process nobody subscribed to.
 func New(orphan func(Exit)) *Reaper {
-	return &Reaper{subs: make(map[int]chan Exit), orphan: orphan}
+	return &Reaper{subs: make(map[int]chan Exit), held: make(map[int]heldExit), orphan: orphan}
 }
 
 // Start begins reaping on SIGCHLD.
@@ -91,14 +96,33 @@ func (r *Reaper) Reap() {
 		if c, ok := r.subs[pid]; ok {
 			delete(r.subs, pid)
 			c <- e // buffered, never blocks
-		} else if r.orphan != nil {
+		} else if r.starting > 0 {
+			if old, ok := r.held[pid]; ok {
+				orphans = append(orphans, old.Exit) // its PID was reused
+			}
+			r.held[pid] = heldExit{Exit: e, seq: r.reaped}
+		} else {
 			orphans = append(orphans, e)
 		}
 	}
 	r.mu.Unlock()
+	r.report(orphans)
+}
+
+func (r *Reaper) report(orphans []Exit) {
+	if r.orphan == nil {
+		return
+	}
 	for _, e := range orphans {
 		r.orphan(e)
 	}
+}
+
+// heldExit is an exit reaped while a start ran; seq is the reap count at
+// that moment.
+type heldExit struct {
+	Exit
+	seq uint64
 }
 
 // Reaped returns how many processes the loop has reaped so far.
@@ -108,19 +132,41 @@ func (r *Reaper) Reaped() uint64 {
 	return r.reaped
 }
 
-// Subscribe runs start (which must start exactly one child and return its PID)
-// with reaping blocked, and subscribes to that child's exit. Holding the
-// lock across the start closes the window in which the child could exit and
-// be reaped before anyone listens, and keeps the loop away from exec's own
-// wait for a child whose exec failed.
+// Subscribe runs start (which must start exactly one child and return its
+// PID) and subscribes to that child's exit. The start runs without the
+// lock, so a start that never ends (a child stopped before exec) holds up
+// neither reaping nor other starts: an exit reaped meanwhile that nobody
+// subscribed to is held until the starts in progress have said their PIDs.
+// One reaped after this start began, with its PID, is its child's.
 func (r *Reaper) Subscribe(start func() (int, error)) (<-chan Exit, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.starting++
+	since := r.reaped
+	r.mu.Unlock()
 	pid, err := start()
+	var c chan Exit
+	var orphans []Exit
+	r.mu.Lock()
+	r.starting--
+	if err == nil {
+		c = make(chan Exit, 1)
+		if h, ok := r.held[pid]; ok && h.seq > since {
+			delete(r.held, pid)
+			c <- h.Exit
+		} else {
+			r.subs[pid] = c
+		}
+	}
+	if r.starting == 0 {
+		for pid, h := range r.held {
+			orphans = append(orphans, h.Exit)
+			delete(r.held, pid)
+		}
+	}
+	r.mu.Unlock()
+	r.report(orphans)
 	if err != nil {
 		return nil, err
 	}
-	c := make(chan Exit, 1)
-	r.subs[pid] = c
 	return c, nil
 }

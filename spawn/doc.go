@@ -1,10 +1,13 @@
 // Package spawn starts worker processes straight into a run cgroup.
 //
-// Every child is forked from one dedicated, locked OS thread (a Spawner) that
-// lives as long as the children: Linux delivers Pdeathsig when the creating
-// thread exits, not the process (golang/go#27505), so forking from whatever
-// thread a goroutine happens to run on would let an unrelated thread exit
-// kill a worker. Children are placed in their cgroup by clone3
+// Every child is forked from a dedicated, locked OS thread of a Spawner, and
+// that thread lives as long as the children: Linux delivers Pdeathsig when
+// the creating thread exits, not the process (golang/go#27505), so forking
+// from whatever thread a goroutine happens to run on would let an unrelated
+// thread exit kill a worker. A Spawner has one such thread, and more (up to
+// MaxThreads) while all are busy: a start waits for its child's exec, and a
+// child stopped before exec would otherwise hold up every other start.
+// Threads are kept until Close, idle or not (see loop). Children are placed in their cgroup by clone3
 // CLONE_INTO_CGROUP, so they are inside it from their first instruction; when
 // the kernel refuses that (ENOSYS/EINVAL: too old; EBUSY: the target's parent
 // has domain controllers enabled) the child is started through /bin/sh, which

@@ -47,11 +47,15 @@ func (s *Spawner) noNewPrivs(ctx context.Context) (*Spawner, error) {
 	if s.nnp != nil {
 		s.nnp.Close() // parks the broken thread
 	}
-	c := &Spawner{reqs: make(chan func()), stopped: make(chan struct{}), pinned: true}
-	err := c.Do(ctx, func() error { return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-	if err != nil {
+	c := &Spawner{reqs: make(chan func()), pinned: true, initThread: func() error {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("spawn: prctl(PR_SET_NO_NEW_PRIVS): %w", err)
+		}
+		return nil
+	}}
+	if err := c.run(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("spawn: prctl(PR_SET_NO_NEW_PRIVS): %w", err)
+		return nil, err
 	}
 	s.nnp = c
 	return c, nil

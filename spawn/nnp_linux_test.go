@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -155,5 +156,29 @@ func TestWarm(t *testing.T) {
 	plain.Close()
 	if err := plain.Warm(ctx, false); !errors.Is(err, ErrClosed) {
 		t.Errorf("Warm on a closed Spawner: %v, want ErrClosed", err)
+	}
+}
+
+// A start that never ends (here a Do whose function blocks, as a child
+// stopped before exec holds its thread) does not hold up other starts: the
+// Spawner adds a thread.
+func TestStuckStartDoesNotBlockOthers(t *testing.T) {
+	s := New()
+	release := make(chan struct{})
+	stuck := make(chan struct{})
+	go func() {
+		_ = s.Do(context.Background(), func() error { close(stuck); <-release; return nil })
+	}()
+	<-stuck
+	t.Cleanup(func() { close(release); s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := s.Start(ctx, func() *exec.Cmd { return exec.Command("true") }, Options{})
+	if err != nil {
+		t.Fatalf("Start while another start is stuck: %v", err)
+	}
+	_ = p.Cmd.Wait()
+	if p.PidFD >= 0 {
+		unix.Close(p.PidFD)
 	}
 }

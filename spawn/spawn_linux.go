@@ -21,17 +21,27 @@ import (
 	"github.com/snakepit/snakepit/internal/kfile"
 )
 
-// Spawner forks children from one locked OS thread.
+// Spawner forks children from locked OS threads of its own. It starts
+// with one and adds another (up to MaxThreads) whenever every thread is
+// busy: a start waits for its child's exec, and a child stopped before
+// exec (SIGSTOP from its own user) holds that thread until the child dies,
+// so one caller's stuck start must not hold up the others'. Threads are
+// never ended while the Spawner is open (Pdeathsig).
 type Spawner struct {
-	reqs    chan func()
-	mu      sync.RWMutex // write-held only by Close, which closes reqs
-	closed  bool
-	stopped chan struct{}
-	// started starts the thread on first use (run): with no_new_privs, the
-	// CLI's default, every child comes from the companion thread, and a
-	// thread made for nothing costs a clone and a scheduler hand-off at
-	// every `snakepit run`.
+	reqs   chan func()
+	mu     sync.RWMutex // write-held only by Close, which closes reqs
+	closed bool
+	loops  sync.WaitGroup // running threads; Close waits for them
+	// started starts the first thread on first use (run): with
+	// no_new_privs, the CLI's default, every child comes from the
+	// companion, and a thread made for nothing costs a clone and a
+	// scheduler hand-off at every `snakepit run`.
 	started sync.Once
+	tmu     sync.Mutex // guards threads
+	threads int
+	// initThread, if set, runs first on every new thread (the companion
+	// sets no_new_privs); a thread whose init fails is parked.
+	initThread func() error
 
 	// broken is set when an Around undo failed: the thread is in an unknown
 	// state (nnp_linux.go).
@@ -43,38 +53,74 @@ type Spawner struct {
 	nnp    *Spawner // companion with no_new_privs set, made on first use
 }
 
-// New makes a Spawner; its thread starts on first use.
+// MaxThreads bounds the threads of one Spawner: that many starts stuck
+// at once make the next one wait (for its context) until one ends.
+const MaxThreads = 32
+
+// New makes a Spawner; its first thread starts on first use.
 func New() *Spawner {
-	return &Spawner{reqs: make(chan func()), stopped: make(chan struct{})}
+	return &Spawner{reqs: make(chan func())}
 }
 
-// run starts the Spawner's thread unless it is running already.
-func (s *Spawner) run() {
-	s.started.Do(func() {
-		ready := make(chan struct{})
-		go s.loop(ready)
-		<-ready
-	})
+// run starts the Spawner's first thread unless it is running already.
+func (s *Spawner) run() error {
+	var err error
+	s.started.Do(func() { err = s.grow() })
+	return err
 }
 
-func (s *Spawner) loop(ready chan struct{}) {
+// grow starts one more thread unless MaxThreads run already, and returns
+// once it is ready to receive.
+func (s *Spawner) grow() error {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if s.threads >= MaxThreads {
+		return nil
+	}
+	ready := make(chan error, 1)
+	s.loops.Add(1)
+	go s.loop(ready)
+	if err := <-ready; err != nil {
+		return err
+	}
+	s.threads++
+	return nil
+}
+
+// loop serves requests on a locked thread. Threads are kept, idle or not,
+// until Close: one handed back to the scheduler lives on, but a goroutine
+// that later locks it and exits locked (as a member's file open does)
+// ends it, and its children's Pdeathsig would fire.
+func (s *Spawner) loop(ready chan error) {
+	defer s.loops.Done()
 	// Never unlocked while children may exist: a goroutine that exits while
 	// locked terminates its thread, which would fire Pdeathsig. Close unlocks
 	// before returning so the thread goes back to the pool and lives on.
 	runtime.LockOSThread()
-	close(ready)
+	if s.initThread != nil {
+		if err := s.initThread(); err != nil {
+			ready <- err
+			// Its state is unknown: parked, never reused nor ended.
+			s.loops.Done()
+			select {}
+		}
+	}
+	ready <- nil
 	for f := range s.reqs {
 		f()
+		if s.Err() != nil {
+			// This thread (or a sibling) could not be restored: park it.
+			break
+		}
 	}
 	if s.pinned || s.Err() != nil {
 		// Handing this thread back would let any goroutine run in its
 		// changed state; ending it would fire its children's Pdeathsig.
 		// It stays parked for the life of the process.
-		close(s.stopped)
+		s.loops.Done()
 		select {}
 	}
 	runtime.UnlockOSThread()
-	close(s.stopped)
 }
 
 var (
@@ -109,26 +155,43 @@ func (s *Spawner) Do(ctx context.Context, f func() error) error {
 	}
 	// The read lock is held across the send: Close cannot close reqs
 	// between our check and the send, while other senders are not held
-	// up behind one that waits. The loop takes no lock, so it keeps
+	// up behind one that waits. The loops take no lock, so they keep
 	// receiving meanwhile.
+	if err := s.Err(); err != nil {
+		return err
+	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return ErrClosed
 	}
-	s.run()
+	if err := s.run(); err != nil {
+		s.mu.RUnlock()
+		return err
+	}
 	select {
 	case s.reqs <- req:
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
+	default:
+		// Every thread is busy, maybe with a start that will not end:
+		// add one, then take whichever thread is free first.
+		if err := s.grow(); err != nil {
+			s.mu.RUnlock()
+			return err
+		}
+		select {
+		case s.reqs <- req:
+		case <-ctx.Done():
+			s.mu.RUnlock()
+			return ctx.Err()
+		}
 	}
 	s.mu.RUnlock()
 	return <-errc
 }
 
-// Close stops the Spawner. Its thread is returned to the Go scheduler (not
-// terminated), so children it started keep their Pdeathsig parent alive.
+// Close stops the Spawner. Its threads are returned to the Go scheduler
+// (not terminated), so children they started keep their Pdeathsig parent
+// alive. It waits for starts in progress.
 func (s *Spawner) Close() {
 	s.mu.Lock()
 	if !s.closed {
@@ -136,9 +199,7 @@ func (s *Spawner) Close() {
 		close(s.reqs)
 	}
 	s.mu.Unlock()
-	// A thread never started has nothing to stop.
-	s.started.Do(func() { close(s.stopped) })
-	<-s.stopped
+	s.loops.Wait()
 	s.nnpMu.Lock()
 	if s.nnp != nil {
 		s.nnp.Close()

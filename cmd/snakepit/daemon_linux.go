@@ -36,8 +36,8 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	parent := fs.String("cgroup-parent", "", "create runs under this cgroup directory (default: delegated cgroup or transient scope under systemd, else <cgroup2>/snakepit)")
 	noScope := fs.Bool("no-scope", false, "never ask systemd for a transient scope; without delegation use <cgroup2>/snakepit")
 	noGuardian := fs.Bool("no-guardian", false, "do not start a guardian (runs then survive a SIGKILLed daemon until gc)")
-	maxRuns := fs.Int("max-runs", 0, "refuse to create runs beyond this many (default 4096)")
-	maxWorkers := fs.Int("max-workers", 0, "refuse to start workers beyond this many per run (default 1024)")
+	maxRuns := fs.Int("max-runs", 0, "refuse to create runs beyond this many per UID (default 4096)")
+	maxWorkers := fs.Int("max-workers", 0, "refuse to start workers beyond this many running per UID (default 1024)")
 	printUnit := fs.Bool("print-unit", false, "print the systemd unit file and exit")
 	debug := fs.Bool("debug", false, "log at debug level")
 	if err := parse(fs, args); err != nil {

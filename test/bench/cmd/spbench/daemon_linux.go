@@ -28,7 +28,7 @@ type daemonProc struct {
 	client *client.Client
 }
 
-func startDaemon(ctx context.Context, c *config, name string) (*daemonProc, error) {
+func startDaemon(ctx context.Context, c *config, name string, args ...string) (*daemonProc, error) {
 	d := &daemonProc{
 		socket: filepath.Join(c.tmp, name+".sock"),
 		parent: filepath.Join(c.daemonDir(), name),
@@ -38,7 +38,7 @@ func startDaemon(ctx context.Context, c *config, name string) (*daemonProc, erro
 		return nil, err
 	}
 	d.log = lf
-	d.cmd = exec.Command(c.snakepit, "daemon", "--socket", d.socket, "--cgroup-parent", d.parent, "--grace", "2s")
+	d.cmd = exec.Command(c.snakepit, append([]string{"daemon", "--socket", d.socket, "--cgroup-parent", d.parent, "--grace", "2s"}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	if err := d.cmd.Start(); err != nil {
 		lf.Close()
@@ -216,5 +216,14 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		rows[i].HigherIsBetter = true
 	}
 	out.Results = append(out.Results, rows...)
+	d.stop()
+	scale, err := daemonScale(ctx, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		scale = []Result{{Group: "daemon", Case: "scale", Method: "runs x 1 worker", Unit: "ms", Error: err.Error()}}
+	}
+	out.Results = append(out.Results, scale...)
 	return out, nil
 }
