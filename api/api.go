@@ -107,6 +107,10 @@ type Teardown struct {
 	KillMechanism string `json:"kill_mechanism,omitempty"`
 	// DurationMS is how long the teardown took, in milliseconds.
 	DurationMS float64 `json:"duration_ms"`
+	// Escaped counts workers still alive once the run cgroup was gone (a
+	// root worker that moved itself out): each was SIGKILLed through its
+	// pidfd. A run with pid_ns holds such workers in its namespace too.
+	Escaped int `json:"escaped,omitempty"`
 	// Error is set when the cgroup could not be removed.
 	Error string `json:"error,omitempty"`
 }

@@ -923,23 +923,25 @@ func TestHostileEscapedWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		pids, _ := esc.Procs()
-		if slices.Contains(pids, w.PID) {
-			break
-		}
+	testenv.Eventually(t, 30*time.Second, "the worker escaped the run cgroup", func() bool {
 		if !alive(w.PID) {
 			t.Fatal("worker died before it escaped")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		pids, _ := esc.Procs()
+		return slices.Contains(pids, w.PID)
+	})
 	t0 := time.Now()
 	td, err := d.c.DeleteRun(ctx, run.ID, 0)
 	t.Logf("DELETE of a run whose worker escaped: %v, %+v, %v", time.Since(t0), td, err)
 	if err != nil {
 		t.Fatalf("DELETE got no answer: %v", err)
 	}
-	if td.ID != run.ID {
-		t.Errorf("teardown report %+v", td)
+	if td.ID != run.ID || td.Escaped != 1 {
+		t.Errorf("teardown report %+v, want escaped 1", td)
 	}
+	// Killed through its pidfd: the escape cgroup is empty.
+	testenv.Eventually(t, 10*time.Second, "the escaped worker is dead", func() bool {
+		pids, err := esc.Procs()
+		return err == nil && len(pids) == 0
+	})
 }

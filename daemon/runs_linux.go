@@ -540,11 +540,15 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 			Terminated:    rep.Terminated,
 			Killed:        rep.Killed,
 			KillMechanism: rep.KillMechanism,
+			Escaped:       rep.Escaped,
 			DurationMS:    float64(rep.Duration.Microseconds()) / 1000,
 		}
 		if err != nil {
 			td.Error = err.Error()
 			d.log.Warn("teardown", "run", rs.run.ID(), "err", err)
+		}
+		if rep.Escaped > 0 {
+			d.log.Warn("teardown: workers had left the run cgroup; killed through their pidfds", "run", rs.run.ID(), "escaped", rep.Escaped)
 		}
 		rs.td = td
 		// Every worker_exited of the run goes out before run_torn_down.
