@@ -300,13 +300,45 @@ func (g *Group) Signal(sig syscall.Signal) (int, error) {
 				continue
 			}
 			sent[pid] = true
-			// The PID was read from our cgroup an instant ago; a process in a
-			// cgroup cannot be reaped-and-reused without leaving it, and a
-			// reused PID would be in another cgroup. ESRCH is fine.
-			_ = unix.Kill(pid, sig)
+			g.SignalPID(pid, sig, nil)
 		}
 	}
 	return len(sent), nil
+}
+
+// SignalPID signals pid, read from the group's cgroup.procs an instant
+// ago, only if it is still a process of the group (and also(pid) holds,
+// when given): between that read and the signal it may have exited and its
+// PID gone to another process. A pidfd pins the process, then it is
+// checked. Without pidfds (ENOSYS: Linux < 5.3) it falls back to kill(2).
+func (g *Group) SignalPID(pid int, sig syscall.Signal, also func(pid int) bool) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ENOSYS) {
+		if also == nil || also(pid) {
+			_ = unix.Kill(pid, sig)
+		}
+		return
+	}
+	if err != nil {
+		return // ESRCH: gone already
+	}
+	defer unix.Close(fd)
+	rel, err := PathOf(pid)
+	if err != nil || !g.holds(rel) || (also != nil && !also(pid)) {
+		return
+	}
+	_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+}
+
+// holds reports whether the cgroup at rel (relative to the cgroup2 mount,
+// as /proc/PID/cgroup names it) is this group or one below it.
+func (g *Group) holds(rel string) bool {
+	m, err := FindMount()
+	if err != nil {
+		return true // cannot tell: the PID came from our own cgroup.procs
+	}
+	p := filepath.Join(m.Path, rel)
+	return p == g.path || strings.HasPrefix(p, g.path+"/")
 }
 
 // KillMechanism names how Kill works on this host.

@@ -187,3 +187,26 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 }
+
+// holds decides whether a PID read from cgroup.procs is still the group's
+// when it is signalled: its cgroup (as /proc/PID/cgroup names it) must be
+// the group or one below it.
+func TestHolds(t *testing.T) {
+	m, err := FindMount()
+	if err != nil {
+		t.Skipf("no cgroup2 here: %v", err)
+	}
+	g := At(filepath.Join(m.Path, "snakepit", Prefix+"abc1234"))
+	for rel, want := range map[string]bool{
+		"/snakepit/" + Prefix + "abc1234":       true,
+		"/snakepit/" + Prefix + "abc1234/sub":   true,
+		"/snakepit/" + Prefix + "abc12345":      false,
+		"/snakepit":                             false,
+		"/":                                     false,
+		"/other/snakepit/" + Prefix + "abc1234": false,
+	} {
+		if got := g.holds(rel); got != want {
+			t.Errorf("holds(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}

@@ -512,14 +512,14 @@ func signalWorkerGroup(rs *runState, ws *workerState, sig syscall.Signal) {
 		return
 	}
 	leader := ws.w.PID()
+	inGroup := func(pid int) bool {
+		st, err := reaper.ReadStat(pid)
+		return err == nil && st.PGID == leader
+	}
 	for _, pid := range pids {
-		if pid == leader {
-			continue
-		}
-		// Read from our run cgroup an instant ago: a PID cannot be reused
-		// while it is still listed there.
-		if st, err := reaper.ReadStat(pid); err == nil && st.PGID == leader {
-			_ = unix.Kill(pid, sig)
+		if pid != leader {
+			// Pinned by a pidfd before it is checked: never a reused PID.
+			rs.run.Cgroup().SignalPID(pid, sig, inGroup)
 		}
 	}
 }
