@@ -11,6 +11,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spec"
 )
@@ -22,7 +23,7 @@ const (
 	exitUsage      = 2
 	exitInvalidID  = 120
 	exitIDInUse    = 121
-	exitPermission = 122
+	exitPermission = 122 // permission denied: cgroupfs, files, processes, the daemon (403)
 	exitNoCgroup2  = 123
 	exitNoKill     = 124
 	exitFailure    = 125
@@ -106,6 +107,10 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.As(err, &se) && errors.Is(err, fs.ErrPermission):
 		return exitCannotExec
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, client.ErrForbidden):
+		// One status for "not allowed" whichever command met it: the
+		// cgroupfs, a record or lock file, a process, the daemon's 403.
+		return exitPermission
 	}
 	return exitFailure
 }
