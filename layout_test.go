@@ -85,3 +85,21 @@ func TestPackageMapIsTrue(t *testing.T) {
 		t.Errorf("docs/DESIGN.md's package map lists %s, which is not a package of the module", p)
 	}
 }
+
+// TestLeanCLI: the default build of the CLI (each `snakepit run` wrapper)
+// links no HTTP or TLS stack: their package initialisers would run in every
+// wrapper. The daemon and the daemon-aware ps/kill are in `-tags snakepitd`.
+func TestLeanCLI(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	out, err := exec.Command("go", "list", "-deps", module+"/cmd/snakepit").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p == "net/http" || p == "crypto/tls" || p == module+"/daemon" || p == module+"/client" {
+			t.Errorf("the default build of cmd/snakepit links %s", p)
+		}
+	}
+}

@@ -30,9 +30,11 @@ import (
 var (
 	// ErrNoDaemon means nothing listens on the socket (missing, or
 	// connection refused).
-	ErrNoDaemon    = errors.New("snakepit daemon not running")
-	ErrBadRequest  = errors.New("bad request")
-	ErrForbidden   = errors.New("forbidden")
+	ErrNoDaemon   = errors.New("snakepit daemon not running")
+	ErrBadRequest = errors.New("bad request")
+	// ErrForbidden (403) is a permission error: errors.Is(err,
+	// fs.ErrPermission) holds for it too.
+	ErrForbidden   = fmt.Errorf("forbidden: %w", fs.ErrPermission)
 	ErrNotFound    = errors.New("not found")
 	ErrConflict    = errors.New("conflict")
 	ErrUnavailable = errors.New("daemon unavailable")

@@ -11,7 +11,6 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
-	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spec"
 )
@@ -107,7 +106,7 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.As(err, &se) && errors.Is(err, fs.ErrPermission):
 		return exitCannotExec
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, client.ErrForbidden):
+	case errors.Is(err, fs.ErrPermission): // the daemon's 403 (client.ErrForbidden) too
 		// One status for "not allowed" whichever command met it: the
 		// cgroupfs, a record or lock file, a process, the daemon's 403.
 		return exitPermission
