@@ -97,6 +97,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	opts := snakepit.FromSpec(f.run)
 	opts.CgroupParent, opts.Reaper = f.cgroupParent, rp
+	// Before the first worker, Create registers the run with the guardian
+	// service: a SIGKILL to us from then on is cleaned up by it.
+	opts.NoGuardian, opts.GuardianBinary = f.noGuardian, selfBinary()
 	opts.OnEvent = func(e snakepit.Event) { writeErr(stderr, "%v", e) }
 	f.runMode.apply(&opts)
 	r, err := snakepit.Create(ctx, opts)
@@ -106,11 +109,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	reportWarnings(r, stderr)
 	noteFallback(r, stderr)
-	if !f.noGuardian {
-		// Before the first worker: a SIGKILL to us from here on is
-		// cleaned up by the guardian (guardian_linux.go).
-		startGuardian(ctx, r, rp, 0, stderr)
-	}
 	teardown := func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+10*time.Second)
 		defer cancel()
