@@ -32,10 +32,13 @@ import (
 // process (create --owner-pid) comes with a pidfd of that owner instead,
 // and is torn down when the pidfd becomes readable.
 //
-// Messages (SOCK_SEQPACKET, one per datagram):
+// The service never writes: an owner connects and sends without waiting
+// for it (connect to a listening socket completes in the kernel), and a
+// read on the connection returns only when the service is gone.
 //
-//	service -> owner, once on accept:  "H <pid> <start>"
-//	owner -> service:  "R <id>\x00<cgroup path or empty>\x00<flags>"
+// Messages (SOCK_SEQPACKET, one per datagram), owner -> service:
+//
+//	"R <id>\x00<cgroup path or empty>\x00<flags>"
 //	                   flags: k = cgroup.kill attached, p = owner pidfd attached
 //	                   (in that order)
 //	                   "U <id>": the owner tore the run down itself
@@ -289,26 +292,21 @@ func Probe() (reaper.Identity, error) {
 	return id, nil
 }
 
-// dial connects to sock and reads the service's hello.
+// dial connects to sock. It does not wait for the service: a connection
+// the service never accepts (it was exiting) is reset, which the client's
+// watch sees, and it registers again. The service's identity comes from
+// its pid file, written under the start lock.
 func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
 	var id reaper.Identity
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
 		return nil, id, err
 	}
-	// A service that is exiting closes its listener: a connection it had
-	// not accepted is reset, and we try again.
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var b [64]byte
-	n, err := conn.Read(b[:])
-	if err == nil {
-		_, err = fmt.Sscanf(string(b[:n]), "H %d %d", &id.PID, &id.Start)
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), "guardian.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			id, _ = reaper.IdentityOf(pid)
+		}
 	}
-	if err != nil {
-		conn.Close()
-		return nil, id, fmt.Errorf("guardian: hello from %s: %w", sock, err)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
 	return conn, id, nil
 }
 
@@ -466,8 +464,7 @@ func serveInherited(ctx context.Context) error {
 
 // service is the state of a running service.
 type service struct {
-	ln   *net.UnixListener
-	self string // "H <pid> <start>"
+	ln *net.UnixListener
 	// sockPath and sockIno are our socket file, noted at start (no other
 	// service can bind the path while we answer on it).
 	sockPath string
@@ -494,12 +491,7 @@ type svcReg struct {
 // idle; it then stops listening (under the start lock, so a new owner
 // starts a new service) and returns once what it watches is done.
 func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error {
-	id, err := reaper.IdentityOf(os.Getpid())
-	if err != nil {
-		return err
-	}
-	s := &service{ln: ln, idle: idle, drained: make(chan struct{}), watched: map[string]*svcReg{},
-		self: fmt.Sprintf("H %d %d", id.PID, id.Start)}
+	s := &service{ln: ln, idle: idle, drained: make(chan struct{}), watched: map[string]*svcReg{}}
 	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
 		s.sockPath, s.sockIno = addr.Name, statSock(addr.Name)
 	}
@@ -591,9 +583,6 @@ func statSock(p string) uint64 {
 func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer s.add(-1)
 	defer conn.Close()
-	if _, err := conn.Write([]byte(s.self)); err != nil {
-		return
-	}
 	own := map[string]*svcReg{}
 	buf := make([]byte, 8192)
 	oob := make([]byte, unix.CmsgSpace(2*4))
