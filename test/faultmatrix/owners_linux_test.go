@@ -21,7 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
@@ -43,6 +45,7 @@ const (
 var (
 	ownerBinsOnce sync.Once
 	supervisorBin string
+	snakepitdBin  string
 	testBin       string
 	ownerBinsErr  error
 )
@@ -52,10 +55,12 @@ func ownerBins(t *testing.T) {
 	ownerBinsOnce.Do(func() {
 		dir := filepath.Dir(snakepitBin)
 		supervisorBin = filepath.Join(dir, "fmsupervisor")
+		snakepitdBin = filepath.Join(dir, "snakepitd")
 		testBin = filepath.Join(dir, "fmtestbin.test")
 		for _, c := range [][]string{
 			{"go", "build", "-o", supervisorBin, "github.com/snakepit/snakepit/test/faultmatrix/fmsupervisor"},
 			{"go", "test", "-c", "-o", testBin, "github.com/snakepit/snakepit/test/faultmatrix/fmtestbin"},
+			{"go", "build", "-tags", "snakepitd", "-o", snakepitdBin, "github.com/snakepit/snakepit/cmd/snakepit"},
 		} {
 			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 				ownerBinsErr = fmt.Errorf("%v: %v\n%s", c, err, out)
@@ -243,6 +248,31 @@ var ownerKinds = []struct {
 		cmd.Env = append(os.Environ(), "FM_TREE="+ownerTree)
 		path := startOwner(t, cmd)
 		return path, func() { mustKill(t, cmd.Process.Pid) }
+	}},
+	{"the daemon (its runs)", func(t *testing.T, parent string) (string, func()) {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "sock")
+		cmd := exec.Command(snakepitdBin, "daemon", "--socket", sock, "--cgroup-parent", parent, "--grace", "1s", "--no-scope")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		c := client.New(sock)
+		t.Cleanup(c.Close)
+		ctx := context.Background()
+		testenv.Eventually(t, 30*time.Second, "the daemon answers", func() bool {
+			_, err := c.Status(ctx)
+			return err == nil
+		})
+		run, err := c.CreateRun(ctx, api.CreateRunRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"/bin/sh", "-c", ownerTree}}); err != nil {
+			t.Fatal(err)
+		}
+		return run.Cgroup, func() { mustKill(t, cmd.Process.Pid) }
 	}},
 	{"parent of snakepit run --die-with-parent", func(t *testing.T, parent string) (string, func()) {
 		cmd := exec.Command("sh", "-c", `"$0" run --die-with-parent --no-guardian --cgroup-parent "$1" -- sh -c 'grep ^0:: /proc/self/cgroup >&3; exec sh -c "$1"' tree "$2" 3>&1 >/dev/null; echo unreachable`, snakepitBin, parent, ownerTree)
