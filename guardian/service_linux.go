@@ -417,6 +417,7 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	// Not CommandContext: the service outlives ctx and us.
 	cmd := exec.Command(bin, ServiceArgs()...)
 	cmd.ExtraFiles = []*os.File{ln}
+	cmd.Dir = "/" // it must not keep the first owner's directory busy
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	place(cmd)
 	start := func() (int, error) {
