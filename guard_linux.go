@@ -82,14 +82,3 @@ func (g *guard) unregister(id string) {
 		g.client.Unregister(id)
 	}
 }
-
-// GuardianKind says how runs are guarded here (for `snakepit doctor`).
-func GuardianKind() string {
-	if id, err := guardian.Probe(); err == nil {
-		return fmt.Sprintf("the guardian service (pid %d, %s)", id.PID, guardian.SocketPath())
-	}
-	if bin, err := guardian.FindBinary(""); err == nil {
-		return fmt.Sprintf("the guardian service, started on first use from %s (%s)", bin, guardian.SocketPath())
-	}
-	return "none found: no service at " + guardian.SocketPath() + " and no snakepit binary to start one"
-}
