@@ -34,7 +34,7 @@ func connectGuardian(ctx context.Context, opts *Options, parent string) (*guard,
 	}
 	c, err := guardian.Shared(ctx, guardian.ClientOptions{Binary: opts.GuardianBinary, Reaper: opts.Reaper})
 	if err == nil {
-		return &guard{client: c, id: c.Guardian()}, nil
+		return &guard{client: c, id: c.Guardian()}, nil // id.PID 0: not known (the pid file was missing)
 	}
 	if errors.Is(err, guardian.ErrNoBinary) {
 		return nil, fmt.Errorf("%w: %w", ErrNoGuardian, err)

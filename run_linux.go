@@ -153,7 +153,7 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g != nil {
+	if g != nil && g.id.PID != 0 {
 		opts.Guardian = &g.id
 	}
 	rec, err := record.New(id, record.MechanismCgroup, opts.Owner, opts.Grace, filepath.Join(parent, cgroup.Prefix+id), opts.Guardian)
@@ -227,7 +227,7 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err != nil {
 		return nil, err
 	}
-	if g != nil {
+	if g != nil && g.id.PID != 0 {
 		opts.Guardian = &g.id
 	}
 	rec, err := record.New(id, record.MechanismPOSIX, opts.Owner, opts.Grace, "", opts.Guardian)

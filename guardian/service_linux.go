@@ -53,11 +53,20 @@ const DefaultIdle = 30 * time.Second
 // ErrNoService means no guardian service could be reached or started.
 var ErrNoService = errors.New("guardian: no guardian service")
 
+// DirEnv, when set, names the directory of the service's socket, start
+// lock and pid file (a test harness's own service).
+const DirEnv = "SNAKEPIT_GUARDIAN_DIR"
+
 // ServiceDir is where the service's socket, start lock and pid file live:
-// beside the run records (record.Dir), so that root, each user (in
-// $XDG_RUNTIME_DIR) and a test with its own record directory each get
-// their own service.
-func ServiceDir() string { return filepath.Dir(record.Dir()) }
+// $SNAKEPIT_GUARDIAN_DIR, else beside the run records (record.Dir), so
+// that root, each user (in $XDG_RUNTIME_DIR) and a test with its own record
+// directory each get their own service.
+func ServiceDir() string {
+	if d := os.Getenv(DirEnv); d != "" {
+		return d
+	}
+	return filepath.Dir(record.Dir())
+}
 
 // SocketPath is the service's socket.
 func SocketPath() string { return filepath.Join(ServiceDir(), "guardian.sock") }
@@ -448,6 +457,10 @@ func place(cmd *exec.Cmd) {}
 // serveInherited is the service's body: it serves the listening socket it
 // inherited at fd 3.
 func serveInherited(ctx context.Context) error {
+	dropInherited()
+	// Ours, whoever started us: the starter writes it too, but may have
+	// been killed before it could.
+	_ = os.WriteFile(PIDPath(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	f := os.NewFile(3, "guardian.sock")
 	l, err := net.FileListener(f)
 	f.Close()
@@ -461,6 +474,28 @@ func serveInherited(ctx context.Context) error {
 		}
 	}
 	return Serve(ctx, l.(*net.UnixListener), idle)
+}
+
+// dropInherited closes the pipes, sockets and devices we inherited besides
+// the listener (fd 3): os/exec passes on every descriptor its caller did
+// not mark close-on-exec, and a service that holds an owner's pipe open
+// would keep its reader from ever seeing EOF. The runtime's own
+// descriptors (epoll, eventfd, cgroup files) are none of these.
+func dropInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && (strings.HasPrefix(l, "pipe:") || strings.HasPrefix(l, "socket:") || strings.HasPrefix(l, "/dev/")) {
+			_ = unix.Close(fd)
+		}
+	}
 }
 
 // service is the state of a running service.
@@ -547,13 +582,15 @@ func (s *service) maybeExit() {
 		return
 	}
 	s.mu.Unlock()
+	// Stop listening first: from here on a connect fails and the owner
+	// waits for the lock we hold, then starts another service.
+	s.stop()
 	if b, err := os.ReadFile(PIDPath()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(PIDPath())
 	}
 	if s.sockPath != "" && s.sockIno != 0 && statSock(s.sockPath) == s.sockIno {
 		_ = os.Remove(s.sockPath)
 	}
-	s.stop()
 }
 
 // stop closes the listener; Serve returns once nothing is active.
@@ -784,10 +821,10 @@ func (s *service) teardown(ctx context.Context, r *svcReg, why string) {
 		kill.Close()
 	}
 	if err != nil {
-		logf("run %s (%s): teardown: %v", r.id, why, err)
+		logf("%s: tearing down [%s: error: %v]", why, r.id, err)
 		return
 	}
-	logf("run %s (%s): torn down in %v", r.id, why, time.Since(t0))
+	logf("%s: tore down [%s: in %v]", why, r.id, time.Since(t0))
 }
 
 func teardownCgroup(ctx context.Context, path string, kill *os.File) error {

@@ -84,6 +84,7 @@ func ownerEnv(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	t.Setenv(guardian.DirEnv, dir)
 	t.Setenv(guardian.IdleEnv, "100ms")
 	t.Setenv(guardian.BinaryEnv, snakepitBin)
 	return dir
