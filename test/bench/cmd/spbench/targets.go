@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -54,21 +53,6 @@ func (rs resultSet) find(group, cas, method string) (*Result, string) {
 		}
 	}
 	return nil, "not measured"
-}
-
-// largestN returns the largest N of the teardown cases measured for shape.
-func (rs resultSet) largestN(group, shape string) int {
-	best := 0
-	for _, r := range rs {
-		if r.Group != group || r.Error != "" || !strings.HasSuffix(r.Case, " "+shape) {
-			continue
-		}
-		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(r.Case, "N="), " "+shape))
-		if err == nil && n > best {
-			best = n
-		}
-	}
-	return best
 }
 
 func fmtMs(v float64) string {
