@@ -298,6 +298,9 @@ func Probe() (reaper.Identity, error) {
 		return id, err
 	}
 	conn.Close()
+	if id.PID <= 0 {
+		return id, fmt.Errorf("%w: a service answers at %s, but its pid file names no live process", ErrNoService, SocketPath())
+	}
 	return id, nil
 }
 
