@@ -179,7 +179,7 @@ func BenchmarkGC(b *testing.B) {
 	}
 	mk := func(p string) {
 		for i := 0; i < n; i++ {
-			r, err := Create(ctx, Options{CgroupParent: p, Owner: owner})
+			r, err := Create(ctx, Options{CgroupParent: p, Owner: owner, NoGuardian: true})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -4,8 +4,12 @@ package snakepit
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"testing"
 
 	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/spawn"
 )
 
@@ -23,4 +27,19 @@ func (r *Run) abandonForTest() {
 	if c, ok := r.box.(*containment.Cgroup); ok {
 		c.Release()
 	}
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "snakepit-bin")
+	if err != nil {
+		panic(err)
+	}
+	if _, err := testenv.GuardianBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }

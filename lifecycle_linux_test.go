@@ -252,8 +252,9 @@ func TestFileRecords(t *testing.T) {
 func TestTeardownOwnedTakesOnlyTheOwnersRuns(t *testing.T) {
 	parent := privateParent(t)
 	cmd, o := ownerProc(t)
-	mine1 := newTestRun(t, Options{CgroupParent: parent, Owner: o})
-	mine2 := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	// Unguarded: TeardownOwned itself is under test.
+	mine1 := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
+	mine2 := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
 	other := newTestRun(t, Options{CgroupParent: parent})
 	for _, r := range []*Run{mine1, mine2, other} {
 		sleepers(t, r, 3)
@@ -281,7 +282,7 @@ func TestRunGuardianActsAtOnceWhenOwnerAlreadyGone(t *testing.T) {
 	parent := privateParent(t)
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
-	r := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	r := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
 	sleepers(t, r, 2)
 	killOwner(cmd)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -299,7 +300,8 @@ func TestRunGuardianWatchesOwner(t *testing.T) {
 	parent := privateParent(t)
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
-	r := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	// The exec'd guardian's own test: the service would act first.
+	r := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
 	sleepers(t, r, 5)
 	fds := pidfdsOf(t, r.Cgroup())
 
@@ -389,7 +391,8 @@ func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	cmd, o := ownerProc(t)
 	live := newTestRun(t, Options{CgroupParent: parent})
-	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	// Unguarded: gc, not the guardian, must find it stale.
+	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
 	sleepers(t, live, 3)
 	// Unmarked: another developer's global gc (same host) would otherwise
 	// be free to reap this stale run's processes before ours looks.

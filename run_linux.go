@@ -50,9 +50,19 @@ type Options struct {
 	// Grace is recorded as the grace period the owner will tear down with.
 	Grace time.Duration
 	// Guardian, if set, is recorded as the guardian already watching the
-	// owner (a daemon's one guardian), in the record Create writes: one
-	// write instead of Create's plus SetGuardian's.
+	// owner (a daemon's one guardian), in the record Create writes; Create
+	// then registers the run with no guardian itself.
 	Guardian *reaper.Identity
+	// NoGuardian turns the guardian off: by default Create registers the
+	// run with the guardian service (starting it if none runs), which
+	// tears the run down when its owner dies, however it dies. Without
+	// one, a SIGKILLed owner leaves the run to 'snakepit gc'.
+	NoGuardian bool
+	// GuardianBinary is the snakepit executable that starts the guardian
+	// service when none runs; empty means $SNAKEPIT_BIN, else snakepit on
+	// $PATH. The calling program itself is never used. Create fails with
+	// ErrNoGuardian when no service runs and none can be started.
+	GuardianBinary string
 	// Mode selects cgroup or POSIX containment (mode.go); zero is ModeAuto.
 	Mode Mode
 	// PidNS starts every worker as the child of a minimal init (the
@@ -89,6 +99,7 @@ type Run struct {
 	// fileRecord: the record is a file (POSIX mode, or no user xattrs on
 	// this cgroupfs); Teardown removes it.
 	fileRecord bool
+	guard      *guard // nil: not guarded by us (NoGuardian, Options.Guardian)
 
 	mu      sync.Mutex
 	rec     *record.Record
@@ -138,6 +149,13 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		// path on whatever filesystem it names.
 		return nil, fmt.Errorf("%w: %q is not inside a cgroup2 mount", ErrBadParent, parent)
 	}
+	g, err := connectGuardian(ctx, &opts, parent)
+	if err != nil {
+		return nil, err
+	}
+	if g != nil && g.id.PID != 0 {
+		opts.Guardian = &g.id
+	}
 	rec, err := record.New(id, record.MechanismCgroup, opts.Owner, opts.Grace, filepath.Join(parent, cgroup.Prefix+id), opts.Guardian)
 	if err != nil {
 		return nil, err
@@ -177,7 +195,15 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		undo()
 		return nil, err
 	}
-	return &Run{id: id, box: box, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: fileRecord, jail: j, workers: make(map[int]*Worker)}, nil
+	// Registered before any worker can start: from here on, the owner's
+	// death tears the run down.
+	if err := g.register(ctx, id, cg.Path(), rec.Owner); err != nil {
+		j.close()
+		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
+		undo()
+		return nil, err
+	}
+	return &Run{id: id, box: box, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: fileRecord, jail: j, guard: g, workers: make(map[int]*Worker)}, nil
 }
 
 // fallsBack reports whether a failure to set up the run cgroup lets mode
@@ -197,6 +223,13 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err != nil {
 		return nil, err
 	}
+	g, err := connectGuardian(ctx, &opts, "")
+	if err != nil {
+		return nil, err
+	}
+	if g != nil && g.id.PID != 0 {
+		opts.Guardian = &g.id
+	}
 	rec, err := record.New(id, record.MechanismPOSIX, opts.Owner, opts.Grace, "", opts.Guardian)
 	if err != nil {
 		return nil, err
@@ -214,7 +247,11 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err := record.Write(rec); err != nil {
 		return nil, fmt.Errorf("POSIX mode: write run record (set %s to a writable directory): %w", record.DirEnv, err)
 	}
-	r := &Run{id: id, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: true, jail: j,
+	if err := g.register(ctx, id, "", rec.Owner); err != nil {
+		_ = record.Remove(id)
+		return nil, err
+	}
+	r := &Run{id: id, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: true, jail: j, guard: g,
 		workers: make(map[int]*Worker), fallback: reason}
 	r.box = posix.New(posix.Options{
 		RunID:        id,
@@ -602,6 +639,9 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 		if w.kill() {
 			rep.Escaped++
 		}
+	}
+	if err == nil {
+		r.guard.unregister(r.id)
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.

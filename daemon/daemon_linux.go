@@ -157,9 +157,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	if !cfg.NoGuardian {
+		bin := cfg.GuardianBinary
+		if bin == "" {
+			// The daemon is snakepit: its guardian is itself.
+			if bin, err = os.Executable(); err != nil {
+				return fmt.Errorf("guardian: %w", err)
+			}
+		}
 		g, err := guardian.Start(ctx, guardian.Options{
 			Parents: []string{d.parent},
-			Binary:  cfg.GuardianBinary,
+			Binary:  bin,
 			Reaper:  d.rp,
 		})
 		if err != nil {

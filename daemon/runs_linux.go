@@ -174,6 +174,9 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	for attempt := 0; attempt < 3; attempt++ {
 		opts := snakepit.FromSpec(req)
 		opts.CgroupParent, opts.Reaper, opts.Grace, opts.Guardian = d.parent, d.rp, grace, guardian
+		// The daemon's own guardian watches its runs; with none
+		// configured (NoGuardian) there is none.
+		opts.NoGuardian = guardian == nil
 		opts.Mode = snakepit.ModeCgroup // runs are read through their cgroup: no POSIX fallback
 		r, err = snakepit.Create(ctx, opts)
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {

@@ -1,6 +1,12 @@
-// Package guardian watches a run's owner and tears its runs down the moment
-// it dies, however it dies. A guardian is a small process outside every
-// run, in its own session; this package builds and parses its command line
-// (the hidden `snakepit __guardian` subcommand), starts it, and is its
-// body (Run).
+// Package guardian tears a run down the moment its owner dies, however it
+// dies. Owners register runs with the guardian service (service_linux.go):
+// one process per user, outside every run and in its own session, that an
+// owner connects to over a unix socket, passing each run's cgroup.kill; the
+// owner holds the connection, and its EOF means the owner died. The first
+// owner that finds no service starts one (`snakepit __guardian --serve`)
+// under a lock; it exits when idle. The exec'd per-owner guardian
+// (`snakepit __guardian --owner-pid ...`, Start and Run) is the fallback.
+// This package builds and parses both command lines (Args, ServiceArgs,
+// ParseArgs) and is the body of both (Main). It never runs the caller's
+// own program: the snakepit binary is found by FindBinary.
 package guardian

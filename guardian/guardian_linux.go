@@ -5,7 +5,9 @@ package guardian
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,15 +18,21 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
-	"github.com/snakepit/snakepit/runid"
 )
 
 // Command is the hidden snakepit subcommand that runs a guardian.
 const Command = "__guardian"
+
+// Errors of this package.
+var (
+	// ErrUsage: a guardian command line that Args did not build.
+	ErrUsage = errors.New("guardian: bad command line")
+	// ErrNoBinary: no snakepit executable to run a guardian from.
+	ErrNoBinary = errors.New("guardian: no snakepit binary")
+)
 
 // LogEnv, when set in the guardian's environment, names a file the
 // guardian appends one line per action to (its stdio is /dev/null).
@@ -43,15 +51,12 @@ type Options struct {
 	// kills at once: an owner that dies uncleanly ran no shutdown.
 	Grace time.Duration
 	// Binary is the snakepit executable Start runs; empty means
-	// os.Executable().
+	// FindBinary's choice. Never the caller's own program: a library
+	// user's binary is not a guardian.
 	Binary string
 	// Reaper, if set, is the caller's wait4(-1) loop: the guardian is
 	// started under its lock so that loop cannot interfere with the start.
 	Reaper *reaper.Reaper
-	// Removed names runs the in-process guardian already killed and
-	// removed before it exec'd this one (guardian_fast_linux_amd64.go):
-	// they are reported, and their file records (if any) dropped.
-	Removed []string
 }
 
 // Args returns the guardian's command line after the binary.
@@ -65,10 +70,67 @@ func (o Options) Args() []string {
 	for _, p := range o.Parents {
 		a = append(a, "--cgroup-parent", p)
 	}
-	for _, id := range o.Removed {
-		a = append(a, "--removed-run", id)
-	}
 	return a
+}
+
+// ParseArgs parses the command line Args built (after Command), or the
+// service's (ServiceArgs). serve is true for the latter.
+func ParseArgs(args []string) (o Options, serve bool, err error) {
+	fs := flag.NewFlagSet(Command, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&serve, "serve", false, "run the guardian service on the listening socket at fd 3")
+	fs.IntVar(&o.Owner.PID, "owner-pid", 0, "PID of the owner to watch")
+	fs.Uint64Var(&o.Owner.Start, "owner-start", 0, "the owner's start time (field 22 of /proc/PID/stat)")
+	fs.StringVar(&o.Owner.BootID, "owner-boot", "", "the owner's boot ID (default: this boot)")
+	fs.DurationVar(&o.Grace, "grace", 0, "teardown grace once the owner died")
+	fs.Func("cgroup-parent", "extra cgroup parent to search (repeatable)", func(v string) error {
+		o.Parents = append(o.Parents, v)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return o, false, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return o, false, fmt.Errorf("%w: unexpected arguments %q", ErrUsage, fs.Args())
+	}
+	if serve {
+		return o, true, nil
+	}
+	if o.Owner.PID <= 0 || o.Owner.Start == 0 {
+		return o, false, fmt.Errorf("%w: --owner-pid and --owner-start are required", ErrUsage)
+	}
+	if o.Owner.BootID == "" {
+		b, err := record.BootID()
+		if err != nil {
+			return o, false, err
+		}
+		o.Owner.BootID = b
+	}
+	return o, false, nil
+}
+
+// BinaryEnv names the snakepit binary a library user's guardian runs.
+const BinaryEnv = "SNAKEPIT_BIN"
+
+// FindBinary returns the snakepit executable a guardian runs: explicit if
+// set, else $SNAKEPIT_BIN, else "snakepit" on $PATH. Never os.Executable:
+// in a library user's program that is their own binary, and re-executing
+// it would run their main a second time and start no guardian.
+func FindBinary(explicit string) (string, error) {
+	for _, p := range []string{explicit, os.Getenv(BinaryEnv)} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrNoBinary, err)
+		}
+		return p, nil
+	}
+	p, err := exec.LookPath("snakepit")
+	if err != nil {
+		return "", fmt.Errorf("%w: set Binary or $%s, or put snakepit on $PATH", ErrNoBinary, BinaryEnv)
+	}
+	return p, nil
 }
 
 // Start starts a guardian for o.Owner and returns its identity as
@@ -87,13 +149,9 @@ func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 		}
 		o.Owner = self
 	}
-	bin := o.Binary
-	if bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return reaper.Identity{}, fmt.Errorf("guardian: %w", err)
-		}
-		bin = exe
+	bin, err := FindBinary(o.Binary)
+	if err != nil {
+		return reaper.Identity{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return reaper.Identity{}, err
@@ -111,7 +169,6 @@ func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 		return cmd.Process.Pid, nil
 	}
 	var pid int
-	var err error
 	if o.Reaper != nil {
 		_, err = o.Reaper.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
 	} else {
@@ -178,13 +235,6 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.Grace+30*time.Second)
 	defer cancel()
 	rep.Torn, err = inventory.TeardownOwned(tctx, o.Owner, o.Grace, o.Parents...)
-	for _, id := range o.Removed {
-		t := inventory.OwnedTeardown{ID: id, Report: containment.Report{Killed: true, KillMechanism: "cgroup.kill, removed by the in-process guardian"}}
-		if rerr := record.Remove(id); rerr != nil && !errors.Is(rerr, runid.ErrInvalid) {
-			t.Err = rerr
-		}
-		rep.Torn = append(rep.Torn, t)
-	}
 	rep.Latency = time.Since(t0)
 	return rep, err
 }

@@ -26,8 +26,9 @@
 // Commands the test started but never waited for are reaped.
 //
 // New needs root and a cgroup2 mount: without them the test is skipped, or
-// fails when CI=true. If SNAKEPIT_BIN names a snakepit binary, a guardian
-// is started once per test process so that even a test binary killed by
-// SIGKILL (or a timeout panic, which runs no cleanups) leaves nothing;
-// otherwise 'snakepit gc' removes such runs later.
+// fails when CI=true. The run is registered with the guardian service (see
+// snakepit.Options.GuardianBinary: $SNAKEPIT_BIN or snakepit on $PATH), so
+// that even a test binary killed by SIGKILL (or a timeout panic, which runs
+// no cleanups) leaves nothing; without a snakepit binary the test logs that
+// its run is unguarded, and 'snakepit gc' removes such runs later.
 package snakepittest

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
-	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
@@ -81,7 +81,16 @@ func New(t TB) *Run {
 		return nil
 	}
 	ctx := context.Background()
-	run, err := snakepit.Create(ctx, snakepit.Options{Mode: snakepit.ModeCgroup}) // leaks are read from the cgroup: no POSIX fallback
+	// Leaks are read from the cgroup: no POSIX fallback. The run is
+	// registered with the guardian service, so that a test binary killed by
+	// SIGKILL (or a timeout panic, which runs no cleanups) leaves nothing.
+	opts := snakepit.Options{Mode: snakepit.ModeCgroup}
+	run, err := snakepit.Create(ctx, opts)
+	if errors.Is(err, snakepit.ErrNoGuardian) {
+		t.Logf("snakepittest: the run is not guarded (a killed test leaves it to 'snakepit gc'): %v", err)
+		opts.NoGuardian = true
+		run, err = snakepit.Create(ctx, opts)
+	}
 	if err != nil {
 		t.Fatalf("snakepittest: create run: %v", err)
 		return nil
@@ -92,29 +101,12 @@ func New(t TB) *Run {
 		t.Fatalf("snakepittest: open run cgroup: %v", err)
 		return nil
 	}
-	startGuardianOnce(t)
 	r := &Run{t: t, run: run, dir: dir}
 	t.Cleanup(func() {
 		t.Helper()
 		r.Close()
 	})
 	return r
-}
-
-var guardianOnce sync.Once
-
-// startGuardianOnce starts one guardian per test process when SNAKEPIT_BIN
-// names a snakepit binary: all runs of this process name it as owner.
-func startGuardianOnce(t TB) {
-	bin := os.Getenv("SNAKEPIT_BIN")
-	if bin == "" {
-		return
-	}
-	guardianOnce.Do(func() {
-		if _, err := guardian.Start(context.Background(), guardian.Options{Binary: bin}); err != nil {
-			t.Logf("snakepittest: no guardian: %v", err)
-		}
-	})
 }
 
 // ID returns the run ID.

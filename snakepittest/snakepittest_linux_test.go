@@ -34,7 +34,18 @@ func TestMain(m *testing.M) {
 			_ = f.Value.Set("^Test")
 		}
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "snakepit-bin")
+	if err != nil {
+		panic(err)
+	}
+	if _, err := testenv.GuardianBinary(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // TestSelfLeaky is the deliberately leaky test: a double-forked, setsid'd

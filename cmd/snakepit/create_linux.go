@@ -41,15 +41,14 @@ func cmdCreate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	opts := snakepit.FromSpec(sf.run)
 	opts.CgroupParent, opts.Owner = *parent, owner
+	// The guardian service watches the owner through a pidfd we pass it.
+	opts.NoGuardian, opts.GuardianBinary = *noGuardian, selfBinary()
 	r, err := snakepit.Create(ctx, opts)
 	if err != nil {
 		return err
 	}
 	reportWarnings(r, stderr)
 	noteFallback(r, stderr) // runmode_linux.go
-	if !*noGuardian {
-		startGuardian(ctx, r, nil, opts.Grace, stderr)
-	}
 	fmt.Fprintln(stdout, r.ID())
 	return nil
 }

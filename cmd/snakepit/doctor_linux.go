@@ -184,10 +184,13 @@ func init() {
 		return checkOK, "pidfd_open and pidfd_send_signal work"
 	})
 	addDoctorCheck("guardian", func(ctx context.Context, e *doctorEnv) (string, string) {
-		if err := guardian.FastAvailable(); err != nil {
-			return checkInfo, fmt.Sprintf("snakepit run starts the exec'd guardian (snakepit __guardian): %v", err)
+		if id, err := guardian.Probe(); err == nil {
+			return checkOK, fmt.Sprintf("runs register with the guardian service (pid %d at %s): it tears a run down when its owner's connection closes", id.PID, guardian.SocketPath())
 		}
-		return checkOK, "snakepit run's guardian is in-process (a clone of the wrapper that execs nothing until the wrapper dies; needs cgroup.kill)"
+		if bin, err := guardian.FindBinary(selfBinary()); err == nil {
+			return checkOK, fmt.Sprintf("no guardian service runs at %s; the first run starts one from %s (if that fails, each owner gets an exec'd guardian)", guardian.SocketPath(), bin)
+		}
+		return checkWarn, "no guardian service runs at " + guardian.SocketPath() + " and no snakepit binary can start one: runs would be unguarded"
 	})
 	addDoctorCheck("subreaper", func(ctx context.Context, e *doctorEnv) (string, string) {
 		was, _ := reaper.IsSubreaper()

@@ -748,3 +748,56 @@ func lockHeld(path string) bool {
 	}
 	return errors.Is(err, unix.EWOULDBLOCK)
 }
+
+// TestDieWithParent: SIGKILL of the process that started `snakepit run
+// --die-with-parent` tears the run down (setsid'd grandchildren included)
+// and the wrapper exits; without a guardian, so the wrapper alone does it.
+func TestDieWithParent(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	id := runid.Generate()
+	// sh starts the wrapper and waits for it: the wrapper's parent.
+	sh := exec.Command("sh", "-c", `"$0" run --die-with-parent --no-guardian --run-id "$1" -- sh -c "$2"; echo unreachable`, binPath, id, lcTree)
+	sh.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(-sh.Process.Pid, unix.SIGKILL); _ = sh.Wait() })
+	g := lcWaitRun(t, id, 4)
+	procs := lcPin(t, g)
+	wrapper := wrapperOf(t, sh.Process.Pid)
+	t0 := time.Now()
+	if err := sh.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sh.Wait()
+	lcWaitExited(t, "run processes", procs, 10*time.Second)
+	lcWaitGone(t, id, 10*time.Second)
+	lcWaitExited(t, "wrapper", []*reaper.Pinned{wrapper}, 10*time.Second)
+	t.Logf("parent SIGKILLed -> run gone and wrapper exited in %v", time.Since(t0))
+}
+
+// wrapperOf pins the snakepit child of pid.
+func wrapperOf(t *testing.T, pid int) *reaper.Pinned {
+	t.Helper()
+	var p *reaper.Pinned
+	testenv.Eventually(t, 10*time.Second, "the wrapper", func() bool {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			c, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			st, err := reaper.ReadStat(c)
+			if err != nil || st.PPID != pid {
+				continue
+			}
+			if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == binPath {
+				p, err = reaper.Pin(reaper.Identity{PID: c, Start: st.Start})
+				return err == nil
+			}
+		}
+		return false
+	})
+	t.Cleanup(func() { _ = p.Signal(unix.SIGKILL); p.Close() })
+	return p
+}

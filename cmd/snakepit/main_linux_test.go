@@ -18,8 +18,10 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -32,6 +34,12 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binPath = filepath.Join(dir, "snakepit")
+	// Our own guardian service (beside our own records), which exits soon
+	// after the last run it guards: a test that checks "the guardian is
+	// gone" waits for that.
+	os.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	os.Setenv(guardian.IdleEnv, "100ms")
+	os.Setenv(guardian.BinaryEnv, binPath) // run() called in-process: the test binary is not snakepit
 	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)

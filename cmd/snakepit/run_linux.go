@@ -35,6 +35,7 @@ type runFlags struct {
 	specFlags     // the run and its worker (specflags_linux.go)
 	cgroupParent  string
 	exitWithStdin bool
+	dieWithParent bool
 	noGuardian    bool
 	runMode       // --mode, --no-cgroup, --pid-ns (runmode_linux.go)
 }
@@ -46,6 +47,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	f.addWorkerFlags(fs)
 	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)")
 	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
+	fs.BoolVar(&f.dieWithParent, "die-with-parent", false, "tear the run down and exit when the process that started snakepit dies")
 	fs.BoolVar(&f.noGuardian, "no-guardian", false, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')")
 	f.runMode.addFlags(fs)
 	rfd := readyFD{n: -1}
@@ -97,6 +99,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	opts := snakepit.FromSpec(f.run)
 	opts.CgroupParent, opts.Reaper = f.cgroupParent, rp
+	// Before the first worker, Create registers the run with the guardian
+	// service: a SIGKILL to us from then on is cleaned up by it.
+	opts.NoGuardian, opts.GuardianBinary = f.noGuardian, selfBinary()
 	opts.OnEvent = func(e snakepit.Event) { writeErr(stderr, "%v", e) }
 	f.runMode.apply(&opts)
 	r, err := snakepit.Create(ctx, opts)
@@ -106,10 +111,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	reportWarnings(r, stderr)
 	noteFallback(r, stderr)
-	if !f.noGuardian {
-		// Before the first worker: a SIGKILL to us from here on is
-		// cleaned up by the guardian (guardian_linux.go).
-		startGuardian(ctx, r, rp, 0, stderr)
+	// Asked for once our signal handler is in place (warm.Wait above):
+	// before that, the signal would kill us and leave the run to the
+	// guardian.
+	if f.dieWithParent {
+		gone, err := watchParent()
+		if err != nil || gone {
+			teardownNow(ctx, r, stderr)
+			if err != nil {
+				return fmt.Errorf("--die-with-parent: %w", err)
+			}
+			return statusError{128 + int(parentDeathSignal)}
+		}
 	}
 	teardown := func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+10*time.Second)
@@ -166,6 +179,12 @@ loop:
 				return codedError{exitNotReady, fmt.Errorf("run %s: %w", r.ID(), err)}
 			}
 		case s := <-sigc:
+			if f.dieWithParent && s == parentDeathSignal && parentGone() {
+				// Like an owner's death: no grace.
+				teardownNow(ctx, r, stderr)
+				_, _ = w.Wait(context.WithoutCancel(ctx))
+				return statusError{128 + int(parentDeathSignal)}
+			}
 			_ = w.Signal(s.(syscall.Signal))
 			if s == unix.SIGTERM && stopBy == nil {
 				// SIGTERM to the wrapper stops the run: the command got
@@ -203,6 +222,15 @@ loop:
 		return statusError{code}
 	}
 	return nil
+}
+
+// teardownNow kills the run at once, as its guardian would.
+func teardownNow(ctx context.Context, r *snakepit.Run, stderr io.Writer) {
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := r.Teardown(tctx, 0); err != nil {
+		writeErr(stderr, "teardown: %v", err)
+	}
 }
 
 func writeErr(w io.Writer, format string, args ...any) {

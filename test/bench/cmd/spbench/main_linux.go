@@ -221,6 +221,12 @@ func cmdAll(args []string) int {
 	for _, k := range []string{inventory.ParentsEnv, "SNAKEPIT_SOCKET", guardian.LogEnv, "NOTIFY_SOCKET"} {
 		os.Unsetenv(k)
 	}
+	// Library runs are guarded by default, as in a user's program: by the
+	// guardian service, started from the snakepit binary measured here.
+	os.Setenv(guardian.BinaryEnv, c.snakepit)
+	// Our own guardian service: another harness on this host may kill its
+	// own, and must not kill ours.
+	os.Setenv(guardian.DirEnv, c.tmp)
 
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 	defer stop()

@@ -85,8 +85,8 @@ func groupMemory(ctx context.Context, c *config) (GroupOutput, error) {
 		out.Notes = append(out.Notes, "memory: bwrap not installed, wrapper row has no baseline")
 	}
 	out.Results = append(out.Results, caseResults("memory", "guardian, watching its owner", unit, idleS,
-		series{method: "run's guardian, own pages (in-process clone)", samples: guardian},
-		series{method: "create's guardian (snakepit __guardian)", samples: createGuardian})...)
+		series{method: "run's guardian: the guardian service (one per user, shared by all runs)", samples: guardian},
+		series{method: "create's guardian: the same service", samples: createGuardian})...)
 	if shared > 0 {
 		out.Notes = append(out.Notes, fmt.Sprintf("memory: in %d of %d repetitions the guardian of `snakepit run` shared the wrapper's memory (kcmp KCMP_VM): it has no pages of its own, so its row counts 0 MiB; its VmRSS would show the wrapper's", shared, reps))
 	}
@@ -117,10 +117,9 @@ func rssOfCommand(ctx context.Context, cmd *exec.Cmd) (float64, error) {
 }
 
 // rssOfWrapper runs `snakepit run -- sleep` and returns the RSS of the
-// wrapper and the memory of its guardian once both are idle. The
-// in-process guardian shares the wrapper's mm (shared is true): it adds no
-// pages, so its own memory is 0 rather than its VmRSS (which is the
-// wrapper's).
+// wrapper and of its guardian (the service) once both are idle. shared is
+// true should the guardian share the wrapper's mm: then its own memory is 0
+// rather than its VmRSS (which is the wrapper's).
 func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, shared bool, err error) {
 	id := runid.Generate()
 	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
@@ -169,8 +168,8 @@ func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, sh
 }
 
 // rssOfCreateGuardian makes a run with `snakepit create` owned by an idle
-// Go program and returns the RSS of the guardian it starts (an exec'd
-// `snakepit __guardian`), once asleep.
+// Go program and returns the RSS of the guardian that watches it (the
+// guardian service), once asleep.
 func rssOfCreateGuardian(ctx context.Context, c *config) (float64, error) {
 	owner := exec.Command(c.spidle)
 	if err := owner.Start(); err != nil {
@@ -200,16 +199,8 @@ func rssOfCreateGuardian(ctx context.Context, c *config) (float64, error) {
 		return 0, err
 	}
 	defer g.Close()
-	// The guardian ends when its owner does (the deferred kill); make sure
-	// it did, so no repetition leaves one behind.
-	defer func() {
-		_ = owner.Process.Kill()
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if left := reaper.WaitExited(wctx, []*reaper.Pinned{g}); len(left) > 0 {
-			_ = g.Signal(unix.SIGKILL)
-		}
-	}()
+	// The guardian is the service every run shares: it tears this run
+	// down when the owner dies (the deferred kill) and exits once idle.
 	if err := waitSleeping(ctx, g.PID); err != nil {
 		return 0, err
 	}

@@ -1,0 +1,49 @@
+//go:build linux
+
+package guardian
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/snakepit/snakepit/record"
+)
+
+// BenchmarkRegister is what an owner process pays to be guarded, with the
+// service running: connect, read the service's identity, start the watch,
+// and one registration message (a POSIX run: no cgroup needed). The
+// service's own work runs in this process here, in other goroutines.
+func BenchmarkRegister(b *testing.B) {
+	dir := b.TempDir()
+	b.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	sock := SocketPath()
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(PIDPath(), []byte("1\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, DefaultIdle) }()
+	defer func() { cancel(); <-done }()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := &Client{sock: sock, regs: map[string]*clientReg{}}
+		if err := c.connect(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Register(ctx, Registration{ID: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+		c.mu.Lock()
+		conn := c.conn
+		c.conn = nil
+		c.mu.Unlock()
+		conn.Close()
+	}
+}

@@ -1,0 +1,879 @@
+//go:build linux
+
+package guardian
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/posix"
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
+)
+
+// The guardian service: one process per user (per record directory) that
+// owners register their runs with over a unix socket. An owner passes the
+// run's cgroup.kill over SCM_RIGHTS and keeps the connection open: the
+// kernel closes it when the owner dies, however it dies, and the service
+// sees EOF and kills the runs registered on it. A run whose owner is another
+// process (create --owner-pid) comes with a pidfd of that owner instead,
+// and is torn down when the pidfd becomes readable.
+//
+// The service never writes: an owner connects and sends without waiting
+// for it (connect to a listening socket completes in the kernel), and a
+// read on the connection returns only when the service is gone.
+//
+// Messages (SOCK_SEQPACKET, one per datagram), owner -> service:
+//
+//	"R <id>\x00<cgroup path or empty>\x00<flags>"
+//	                   flags: k = cgroup.kill attached, p = owner pidfd attached
+//	                   (in that order)
+//	                   "U <id>": the owner tore the run down itself
+
+// IdleEnv, when set to a duration, is how long the service lives with no
+// connection and no registration (default DefaultIdle).
+const IdleEnv = "SNAKEPIT_GUARDIAN_IDLE"
+
+// DefaultIdle is how long an idle service waits before it exits.
+const DefaultIdle = 30 * time.Second
+
+// ErrNoService means no guardian service could be reached or started.
+var ErrNoService = errors.New("guardian: no guardian service")
+
+// DirEnv, when set, names the directory of the service's socket, start
+// lock and pid file (a test harness's own service).
+const DirEnv = "SNAKEPIT_GUARDIAN_DIR"
+
+// ServiceDir is where the service's socket, start lock and pid file live:
+// $SNAKEPIT_GUARDIAN_DIR, else beside the run records (record.Dir), so
+// that root, each user (in $XDG_RUNTIME_DIR) and a test with its own record
+// directory each get their own service.
+func ServiceDir() string {
+	if d := os.Getenv(DirEnv); d != "" {
+		return d
+	}
+	return filepath.Dir(record.Dir())
+}
+
+// SocketPath is the service's socket.
+func SocketPath() string { return filepath.Join(ServiceDir(), "guardian.sock") }
+
+func lockPath() string { return filepath.Join(ServiceDir(), "guardian.lock") }
+
+// PIDPath holds the service's PID while it runs.
+func PIDPath() string { return filepath.Join(ServiceDir(), "guardian.pid") }
+
+// ServiceArgs is the service's command line after the binary; it expects
+// its listening socket at fd 3.
+func ServiceArgs() []string { return []string{Command, "--serve"} }
+
+// Registration is one run handed to the service.
+type Registration struct {
+	ID string
+	// CgroupPath is the run cgroup; empty for a POSIX run (the service
+	// then tears it down from its record).
+	CgroupPath string
+	// Owner, when set, is the process whose death ends the run (watched
+	// through a pidfd); zero means the registering process itself, through
+	// its connection.
+	Owner record.Owner
+}
+
+// ClientOptions configure an owner's connection to the service.
+type ClientOptions struct {
+	// Binary is the snakepit executable that starts a service when none
+	// runs (FindBinary). Without one, only a running service can be used.
+	Binary string
+	// Reaper, if set, is the caller's wait4(-1) loop; a service we start
+	// is started under its lock.
+	Reaper *reaper.Reaper
+}
+
+// Client is an owner's connection to the guardian service. It re-registers
+// its runs with a new service should the service die.
+type Client struct {
+	o    ClientOptions
+	sock string
+
+	mu   sync.Mutex
+	conn *net.UnixConn
+	svc  reaper.Identity
+	regs map[string]*clientReg
+}
+
+type clientReg struct {
+	Registration
+	kill *os.File // the run's cgroup.kill; nil for POSIX runs
+}
+
+var shared struct {
+	sync.Mutex
+	m map[string]*Client
+}
+
+// Shared returns this process's client of the service for the current
+// SocketPath, connecting (and starting a service) on first use. Its
+// connection lives as long as the process: closing it would tell the
+// service the owner died.
+func Shared(ctx context.Context, o ClientOptions) (*Client, error) {
+	sock := SocketPath()
+	shared.Lock()
+	defer shared.Unlock()
+	if c := shared.m[sock]; c != nil {
+		return c, nil
+	}
+	c := &Client{o: o, sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	if shared.m == nil {
+		shared.m = map[string]*Client{}
+	}
+	shared.m[sock] = c
+	return c, nil
+}
+
+// Guardian returns the service process the client is connected to.
+func (c *Client) Guardian() reaper.Identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.svc
+}
+
+// Register hands run r to the service. Once it returns, the run is torn
+// down if its owner dies: the message is queued on the connection before
+// any EOF the owner's death can cause.
+func (c *Client) Register(ctx context.Context, r Registration) error {
+	cr := &clientReg{Registration: r}
+	if r.CgroupPath != "" {
+		f, err := os.OpenFile(filepath.Join(r.CgroupPath, "cgroup.kill"), os.O_WRONLY|syscall.O_CLOEXEC, 0)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("guardian: %w", err)
+		}
+		cr.kill = f // nil without cgroup.kill (Linux < 5.14): killed by path
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.regs[r.ID] = cr
+	if err := c.send(cr); err != nil {
+		if err := c.reconnectLocked(ctx); err != nil {
+			delete(c.regs, r.ID)
+			cr.close()
+			return err
+		}
+	}
+	return nil
+}
+
+// Unregister tells the service the owner tore run id down itself.
+func (c *Client) Unregister(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cr := c.regs[id]
+	if cr == nil {
+		return
+	}
+	delete(c.regs, id)
+	cr.close()
+	if c.conn != nil {
+		_, _ = c.conn.Write([]byte("U " + id))
+	}
+}
+
+func (cr *clientReg) close() {
+	if cr.kill != nil {
+		cr.kill.Close()
+	}
+}
+
+func (c *Client) send(cr *clientReg) error {
+	if c.conn == nil {
+		return net.ErrClosed
+	}
+	var fds []int
+	flags := ""
+	if cr.kill != nil {
+		fds = append(fds, int(cr.kill.Fd()))
+		flags += "k"
+	}
+	if cr.Owner.PID != 0 {
+		pin, err := reaper.Pin(cr.Owner.Identity())
+		if err != nil {
+			return fmt.Errorf("guardian: owner %v: %w", cr.Owner, err)
+		}
+		defer pin.Close()
+		if pin.FD() < 0 {
+			return fmt.Errorf("guardian: owner %v: no pidfd on this kernel", cr.Owner)
+		}
+		fds = append(fds, pin.FD())
+		flags += "p"
+	}
+	msg := "R " + cr.ID + "\x00" + cr.CgroupPath + "\x00" + flags
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	_, _, err := c.conn.WriteMsgUnix([]byte(msg), oob, nil)
+	return err
+}
+
+// connect dials the service (starting one if none answers) and starts the
+// watch for its death.
+func (c *Client) connect(ctx context.Context) error {
+	conn, svc, err := dialOrStart(ctx, c.sock, c.o)
+	if err != nil {
+		return err
+	}
+	c.conn, c.svc = conn, svc
+	go c.watch(conn)
+	return nil
+}
+
+// reconnectLocked replaces a broken connection and registers every run
+// again. c.mu is held.
+func (c *Client) reconnectLocked(ctx context.Context) error {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+	if err := c.connect(ctx); err != nil {
+		return err
+	}
+	for _, cr := range c.regs {
+		if err := c.send(cr); err != nil {
+			return fmt.Errorf("guardian: register %s again: %w", cr.ID, err)
+		}
+	}
+	return nil
+}
+
+// watch reads conn, on which the service never writes after its hello:
+// the read returns only when the service is gone. Then it connects to (or
+// starts) another and registers the runs again.
+func (c *Client) watch(conn *net.UnixConn) {
+	var b [64]byte
+	for {
+		if _, err := conn.Read(b[:]); err != nil {
+			break
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != conn {
+		return // replaced already
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.reconnectLocked(context.Background())
+		if err == nil {
+			logf("owner %d: service died; registered %d runs again", os.Getpid(), len(c.regs))
+			return
+		}
+		if attempt == 50 {
+			logf("owner %d: service died and none can be had: %v", os.Getpid(), err)
+			return
+		}
+		c.mu.Unlock()
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+		c.mu.Lock()
+	}
+}
+
+// Probe reports the service listening at SocketPath, without starting one.
+func Probe() (reaper.Identity, error) {
+	conn, id, err := dial(SocketPath())
+	if err != nil {
+		return id, err
+	}
+	conn.Close()
+	if id.PID <= 0 {
+		return id, fmt.Errorf("%w: a service answers at %s, but its pid file names no live process", ErrNoService, SocketPath())
+	}
+	return id, nil
+}
+
+// dial connects to sock. It does not wait for the service: a connection
+// the service never accepts (it was exiting) is reset, which the client's
+// watch sees, and it registers again. The service's identity comes from
+// its pid file, written under the start lock.
+func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
+	var id reaper.Identity
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		return nil, id, err
+	}
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), "guardian.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			id, _ = reaper.IdentityOf(pid)
+		}
+	}
+	return conn, id, nil
+}
+
+// dialOrStart connects to the service, starting one under the start lock
+// when none answers: of owners that race here, one starts it and the others
+// find it running once they hold the lock.
+func dialOrStart(ctx context.Context, sock string, o ClientOptions) (*net.UnixConn, reaper.Identity, error) {
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		conn, id, err := dial(sock)
+		if err == nil {
+			return conn, id, nil
+		}
+		last = err
+		if err := ctx.Err(); err != nil {
+			return nil, id, err
+		}
+		started, err := startLocked(ctx, sock, o)
+		if err != nil {
+			return nil, id, err
+		}
+		if !started && attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 5 * time.Millisecond)
+		}
+	}
+	return nil, reaper.Identity{}, fmt.Errorf("%w at %s: %w", ErrNoService, sock, last)
+}
+
+// startLocked takes the start lock and, if still no service answers,
+// starts one. started is false when another owner's service answered.
+func startLocked(ctx context.Context, sock string, o ClientOptions) (started bool, err error) {
+	unlock, err := lockStart()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	if conn, _, err := dial(sock); err == nil {
+		conn.Close()
+		return false, nil
+	}
+	bin, err := FindBinary(o.Binary)
+	if err != nil {
+		return false, fmt.Errorf("%w: none runs at %s, and none can be started: %w", ErrNoService, sock, err)
+	}
+	ln, err := listen(sock)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrNoService, err)
+	}
+	defer ln.Close()
+	pid, err := startService(ctx, bin, ln, o.Reaper)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrNoService, err)
+	}
+	_ = os.WriteFile(PIDPath(), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	return true, nil
+}
+
+// lockStart takes the exclusive start lock (flock), which also serializes
+// an idle service's exit against a start.
+func lockStart() (unlock func(), err error) {
+	if err := os.MkdirAll(ServiceDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
+	}
+	fd, err := unix.Open(lockPath(), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: lock: %w", ErrNoService, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// listen binds a fresh listening socket at sock (replacing a stale one:
+// we hold the start lock and nothing answered there).
+func listen(sock string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(sock)
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", sock, err)
+	}
+	// Only this user registers runs here.
+	_ = os.Chmod(sock, 0o600)
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), sock), nil
+}
+
+// startService starts `bin __guardian --serve` with the listening socket as
+// fd 3, detached: its own session, stdio on /dev/null, no Pdeathsig.
+func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reaper) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	// Not CommandContext: the service outlives ctx and us.
+	cmd := exec.Command(bin, ServiceArgs()...)
+	cmd.ExtraFiles = []*os.File{ln}
+	cmd.Dir = "/" // it must not keep the first owner's directory busy
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	place(cmd)
+	start := func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("start guardian service: %w", err)
+		}
+		return cmd.Process.Pid, nil
+	}
+	var pid int
+	var err error
+	if rp != nil {
+		_, err = rp.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
+		if err == nil {
+			_ = cmd.Process.Release()
+		}
+	} else if pid, err = start(); err == nil {
+		go func() { _ = cmd.Wait() }()
+	}
+	return pid, err
+}
+
+// place decides where the service lives. It must be outside every run and
+// outside the owner's systemd unit (a unit's SIGKILL must not take the
+// guardian with it); today it stays in the starting owner's cgroup, which
+// is outside every run. The one place to put it elsewhere (a scope).
+func place(cmd *exec.Cmd) {}
+
+// serveInherited is the service's body: it serves the listening socket it
+// inherited at fd 3.
+func serveInherited(ctx context.Context) error {
+	dropInherited()
+	// Ours, whoever started us: the starter writes it too, but may have
+	// been killed before it could.
+	_ = os.WriteFile(PIDPath(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	f := os.NewFile(3, "guardian.sock")
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("guardian service: fd 3: %w", err)
+	}
+	idle := DefaultIdle
+	if v := os.Getenv(IdleEnv); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			idle = d
+		}
+	}
+	return Serve(ctx, l.(*net.UnixListener), idle)
+}
+
+// dropInherited closes the pipes, sockets and devices we inherited besides
+// the listener (fd 3): os/exec passes on every descriptor its caller did
+// not mark close-on-exec, and a service that holds an owner's pipe open
+// would keep its reader from ever seeing EOF. The runtime's own
+// descriptors (epoll, eventfd, cgroup files) are none of these.
+func dropInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && (strings.HasPrefix(l, "pipe:") || strings.HasPrefix(l, "socket:") || strings.HasPrefix(l, "/dev/")) {
+			_ = unix.Close(fd)
+		}
+	}
+}
+
+// service is the state of a running service.
+type service struct {
+	ln *net.UnixListener
+	// sockPath and sockIno are our socket file, noted at start (no other
+	// service can bind the path while we answer on it).
+	sockPath string
+	sockIno  uint64
+
+	mu      sync.Mutex
+	active  int // connections, pidfd watches and teardowns under way
+	closing bool
+	drained chan struct{} // closed when closing and active reaches 0
+	timer   *time.Timer
+	idle    time.Duration
+	watched map[string]*svcReg // pidfd-owned registrations
+}
+
+type svcReg struct {
+	id, cgroup string
+	kill       *os.File
+	pidfd      *os.File
+	mu         sync.Mutex
+	done       bool
+}
+
+// Serve runs the service on ln until ctx ends or it has been idle for
+// idle; it then stops listening (under the start lock, so a new owner
+// starts a new service) and returns once what it watches is done.
+func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error {
+	s := &service{ln: ln, idle: idle, drained: make(chan struct{}), watched: map[string]*svcReg{}}
+	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
+		s.sockPath, s.sockIno = addr.Name, statSock(addr.Name)
+	}
+	s.timer = time.AfterFunc(idle, s.maybeExit)
+	logf("service listening")
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.stop()
+		case <-s.drained:
+		}
+	}()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			break
+		}
+		s.add(1)
+		go s.serveConn(ctx, conn)
+	}
+	<-s.drained
+	logf("service exits")
+	return nil
+}
+
+func (s *service) add(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active += n
+	switch {
+	case s.active > 0:
+		s.timer.Stop()
+	case s.closing:
+		close(s.drained)
+	default:
+		s.timer.Reset(s.idle)
+	}
+}
+
+// maybeExit stops the service if it is still idle: under the start lock,
+// it removes the socket and closes the listener, so that an owner either
+// reached us before (and is served) or finds nothing and starts another.
+func (s *service) maybeExit() {
+	unlock, err := lockStart()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	s.mu.Lock()
+	if s.active > 0 || s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	// Stop listening first: from here on a connect fails and the owner
+	// waits for the lock we hold, then starts another service.
+	s.stop()
+	if b, err := os.ReadFile(PIDPath()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(PIDPath())
+	}
+	if s.sockPath != "" && s.sockIno != 0 && statSock(s.sockPath) == s.sockIno {
+		_ = os.Remove(s.sockPath)
+	}
+}
+
+// stop closes the listener; Serve returns once nothing is active.
+func (s *service) stop() {
+	s.ln.SetUnlinkOnClose(false)
+	s.ln.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing {
+		s.closing = true
+		if s.active == 0 {
+			close(s.drained)
+		}
+	}
+}
+
+// statSock identifies a socket file: only ours is removed on exit.
+func statSock(p string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(p, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// serveConn serves one owner's connection until EOF, then tears down the
+// runs it registered for itself.
+func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
+	defer s.add(-1)
+	defer conn.Close()
+	own := map[string]*svcReg{}
+	buf := make([]byte, 8192)
+	oob := make([]byte, unix.CmsgSpace(2*4))
+	for {
+		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		fds := rights(oob[:oobn])
+		if err != nil || n == 0 {
+			closeFDs(fds)
+			break // EOF: the owner is gone, or closed its connection
+		}
+		msg := string(buf[:n])
+		switch {
+		case strings.HasPrefix(msg, "R "):
+			r, err := parseReg(msg[2:], fds)
+			if err != nil {
+				logf("bad registration: %v", err)
+				continue
+			}
+			if r.pidfd != nil {
+				s.watch(ctx, r)
+				continue
+			}
+			if old := own[r.id]; old != nil {
+				old.close()
+			}
+			own[r.id] = r
+		case strings.HasPrefix(msg, "U "):
+			closeFDs(fds)
+			id := msg[2:]
+			if r := own[id]; r != nil {
+				r.close()
+				delete(own, id)
+			}
+			s.unwatch(id)
+		default:
+			closeFDs(fds)
+		}
+	}
+	for _, r := range own {
+		s.add(1)
+		go func() {
+			defer s.add(-1)
+			s.teardown(ctx, r, "owner's connection closed")
+		}()
+	}
+}
+
+func parseReg(body string, fds []int) (*svcReg, error) {
+	parts := strings.Split(body, "\x00")
+	if len(parts) != 3 || parts[0] == "" || len(fds) != len(parts[2]) {
+		closeFDs(fds)
+		return nil, fmt.Errorf("%q with %d fds", body, len(fds))
+	}
+	r := &svcReg{id: parts[0], cgroup: parts[1]}
+	for i, f := range parts[2] {
+		switch f {
+		case 'k':
+			r.kill = os.NewFile(uintptr(fds[i]), "cgroup.kill")
+		case 'p':
+			r.pidfd = os.NewFile(uintptr(fds[i]), "pidfd")
+		default:
+			_ = unix.Close(fds[i])
+		}
+	}
+	return r, nil
+}
+
+func rights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if f, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, f...)
+		}
+	}
+	return fds
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		_ = unix.Close(fd)
+	}
+}
+
+func (r *svcReg) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	r.done = true
+	if r.kill != nil {
+		r.kill.Close()
+	}
+	if r.pidfd != nil {
+		r.pidfd.Close()
+	}
+}
+
+// watch tears r down when its owner's pidfd becomes readable (the owner
+// exited).
+func (s *service) watch(ctx context.Context, r *svcReg) {
+	s.mu.Lock()
+	if old := s.watched[r.id]; old != nil {
+		old.close()
+	}
+	s.watched[r.id] = r
+	s.mu.Unlock()
+	s.add(1)
+	go func() {
+		defer s.add(-1)
+		if !waitPidfd(r.pidfd) {
+			return // unregistered: closed under us
+		}
+		s.mu.Lock()
+		if s.watched[r.id] == r {
+			delete(s.watched, r.id)
+		}
+		s.mu.Unlock()
+		s.teardown(ctx, r, "owner exited")
+	}()
+}
+
+func (s *service) unwatch(id string) {
+	s.mu.Lock()
+	r := s.watched[id]
+	delete(s.watched, id)
+	s.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
+}
+
+// waitPidfd blocks until the pidfd is readable (true) or closed (false),
+// in the runtime's poller: a watch costs no thread.
+func waitPidfd(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	exited := false
+	err = rc.Read(func(fd uintptr) bool {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, _ := unix.Poll(p, 0)
+		exited = n > 0
+		return exited
+	})
+	if err == nil || exited {
+		return exited
+	}
+	// Not pollable by the runtime (a kernel without pidfd poll): block a
+	// thread in poll(2) on it.
+	for {
+		fd := -1
+		_ = rc.Control(func(u uintptr) { fd = int(u) })
+		if fd < 0 {
+			return false
+		}
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(p, 1000)
+		if n > 0 {
+			return true
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return false
+		}
+	}
+}
+
+// teardown kills run r at once (the owner died: no grace) through the
+// cgroup.kill it was given, waits until the cgroup is empty and removes it
+// and the run's file record.
+func (s *service) teardown(ctx context.Context, r *svcReg, why string) {
+	r.mu.Lock()
+	if r.done {
+		r.mu.Unlock()
+		return
+	}
+	r.done = true
+	kill, pidfd := r.kill, r.pidfd
+	r.mu.Unlock()
+	if pidfd != nil {
+		pidfd.Close()
+	}
+	t0 := time.Now()
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var err error
+	if r.cgroup == "" {
+		err = teardownPOSIX(tctx, r.id)
+	} else {
+		err = teardownCgroup(tctx, r.cgroup, kill)
+	}
+	if kill != nil {
+		kill.Close()
+	}
+	if err != nil {
+		logf("%s: tearing down [%s: error: %v]", why, r.id, err)
+		return
+	}
+	logf("%s: tore down [%s: in %v]", why, r.id, time.Since(t0))
+}
+
+func teardownCgroup(ctx context.Context, path string, kill *os.File) error {
+	cg := cgroup.At(path)
+	if kill != nil {
+		if _, err := kill.Write([]byte("1")); err != nil {
+			// The cgroup is gone (ENODEV, ENOENT): the owner tore it
+			// down before it died.
+			if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
+				return dropRecord(path)
+			}
+			return err
+		}
+	} else if _, err := cg.Kill(ctx); err != nil {
+		if errors.Is(err, cgroup.ErrNotExist) {
+			return dropRecord(path)
+		}
+		return err
+	}
+	if err := cg.WaitEmpty(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+		return err
+	}
+	if err := cg.Remove(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+		return err
+	}
+	return dropRecord(path)
+}
+
+// dropRecord removes the file record of a cgroup run, if it has one (no
+// user xattrs on this cgroupfs).
+func dropRecord(path string) error {
+	id := strings.TrimPrefix(filepath.Base(path), cgroup.Prefix)
+	if rec, err := record.Read(id); err == nil && rec.Mechanism == record.MechanismCgroup {
+		return record.Remove(id)
+	}
+	return nil
+}
+
+func teardownPOSIX(ctx context.Context, id string) error {
+	rec, err := record.Read(id)
+	if errors.Is(err, record.ErrNoRecord) {
+		return nil // torn down by its owner
+	}
+	if err != nil {
+		return err
+	}
+	_, err = posix.TeardownRecord(ctx, rec, 0)
+	return err
+}

@@ -1,0 +1,159 @@
+//go:build linux
+
+package snakepit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
+	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
+)
+
+// supervisorEnv makes the test binary a library supervisor
+// (TestHelperSupervisor): it Creates a run under the parent named in the
+// variable, starts a setsid'd, double-forked tree in it, prints the run
+// cgroup and then sleeps until killed.
+const supervisorEnv = "SNAKEPIT_TEST_SUPERVISOR"
+
+func TestHelperSupervisor(t *testing.T) {
+	parent := os.Getenv(supervisorEnv)
+	if parent == "" {
+		t.Skip("run by the guardian tests")
+	}
+	ctx := context.Background()
+	r, err := Create(ctx, Options{CgroupParent: parent})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	w, err := r.Start(ctx, Command{Args: []string{"/bin/sh", "-c", "setsid sh -c 'sleep 3601 & sleep 3602 &' & sleep 3603"}})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	_ = w
+	fmt.Println(r.CgroupPath())
+	select {}
+}
+
+// supervisor starts the helper supervisor and returns it, its run cgroup
+// and pidfds of the run's processes once the tree is up.
+func supervisor(t *testing.T, parent string) (*exec.Cmd, string, map[int]int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSupervisor$")
+	cmd.Env = append(os.Environ(), supervisorEnv+"="+parent)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	path := strings.TrimSpace(line)
+	if !strings.HasPrefix(path, parent+"/") {
+		t.Fatalf("supervisor: %q", line)
+	}
+	g := cgroup.At(path)
+	testenv.Eventually(t, 10*time.Second, "the run's 4 processes", func() bool {
+		ps, _ := g.Procs()
+		return len(ps) >= 4
+	})
+	return cmd, path, pidfdsOf(t, g)
+}
+
+// allGone waits until every process is dead and the run cgroup removed.
+func allGone(t *testing.T, path string, fds map[int]int, within time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	testenv.Eventually(t, within, "run dead and removed", func() bool {
+		_, err := os.Stat(path)
+		return len(alive(fds)) == 0 && errors.Is(err, fs.ErrNotExist)
+	})
+	return time.Since(t0)
+}
+
+// TestGuardianServiceLibrarySupervisor: a Go program that Creates a run is
+// guarded by default; SIGKILL of it leaves nothing, setsid'd and
+// double-forked grandchildren included.
+func TestGuardianServiceLibrarySupervisor(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	cmd, path, fds := supervisor(t, parent)
+	t0 := time.Now()
+	_ = cmd.Process.Kill()
+	allGone(t, path, fds, 10*time.Second)
+	t.Logf("SIGKILL of the library supervisor -> all gone in %v", time.Since(t0))
+}
+
+// TestGuardianServiceDies: the service is SIGKILLed while a run is
+// registered; the owner registers again with a new one, and a later SIGKILL
+// of the owner still leaves nothing.
+func TestGuardianServiceDies(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	cmd, path, fds := supervisor(t, parent)
+	old := servicePID(t)
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var fresh int
+	testenv.Eventually(t, 10*time.Second, "a new guardian service", func() bool {
+		id, err := guardian.Probe()
+		fresh = id.PID
+		return err == nil && id.PID > 0 && id.PID != old
+	})
+	// The owner's registration reaches the new service after its
+	// connection: wait until the service holds it (an fd on cgroup.kill).
+	testenv.Eventually(t, 10*time.Second, "the run registered again", func() bool {
+		return holdsFile(fresh, filepath.Join(path, "cgroup.kill"))
+	})
+	if len(alive(fds)) != len(fds) {
+		t.Fatal("the service's death hurt the run")
+	}
+	_ = cmd.Process.Kill()
+	allGone(t, path, fds, 10*time.Second)
+}
+
+func servicePID(t *testing.T) int {
+	t.Helper()
+	id, err := guardian.Probe()
+	if err != nil {
+		t.Fatalf("no guardian service: %v", err)
+	}
+	if _, err := reaper.IdentityOf(id.PID); err != nil {
+		t.Fatal(err)
+	}
+	return id.PID
+}
+
+// holdsFile reports whether process pid has path open.
+func holdsFile(pid int, path string) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == path {
+			return true
+		}
+	}
+	return false
+}
