@@ -493,7 +493,7 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
 	ownerCmd, deadOwner := ownerProc(t)
-	stale := newTestRun(t, Options{CgroupParent: parent, Owner: deadOwner})
+	stale := newTestRun(t, Options{CgroupParent: parent, Owner: deadOwner, NoGuardian: true}) // gc, not the guardian, finds it stale
 	unknownID, liveID := runid.Generate(), runid.Generate()
 	start := func(env string, args ...string) *exec.Cmd {
 		c := exec.Command(args[0], args[1:]...)
