@@ -76,6 +76,9 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
+	// The library's Create registers each run with the guardian service,
+	// started from this binary when none runs (helpers inherit it too).
+	os.Setenv(binEnv, snakepitBin)
 	code := m.Run()
 	if tmp != "" {
 		os.RemoveAll(tmp)
