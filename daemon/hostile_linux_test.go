@@ -33,6 +33,7 @@ import (
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/spawn"
 )
 
 // dialAs connects to socket with the given credentials, which SO_PEERCRED
@@ -838,8 +839,12 @@ func TestHostileLoad(t *testing.T) {
 	t.Logf("%d cycles (create, 2 workers, delete) by 100 clients in %v: %.0f/s", lr.cycles, dur, float64(lr.cycles)/dur.Seconds())
 	t.Logf("daemon before: %v", before)
 	t.Logf("daemon after:  %v", after)
+	// The spawner keeps the threads it added for concurrent starts, up to
+	// spawn.MaxThreads, until Close (a thread handed back could kill its
+	// children); the load may take the pool past the warm-up's high-water
+	// mark, so threads may grow by up to that cap and no more.
 	if after.fds > before.fds+4 || after.goroutines > before.goroutines+10 ||
-		after.threads > before.threads+8 || after.rssKB > before.rssKB+before.rssKB/4+4096 {
+		after.threads > before.threads+8+spawn.MaxThreads || after.rssKB > before.rssKB+before.rssKB/4+4096 {
 		t.Errorf("daemon grew under load: before %v, after %v", before, after)
 	}
 	for _, pid := range lr.pids {
