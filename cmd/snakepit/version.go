@@ -58,7 +58,9 @@ func versionString() string {
 	if len(rev) > 12 {
 		rev = rev[:12]
 	}
-	if rev == "" {
+	if revision != "" {
+		// The stamp wins: it is what setup.sh and the .deb name, and the
+		// toolchain's own stamp ("+dirty") may be absent or spelled apart.
 		rev, dirty = revision, ""
 	}
 	if rev != "" {
