@@ -72,9 +72,18 @@ func supervisor(t *testing.T, parent string) (*exec.Cmd, string, map[int]int) {
 		t.Fatalf("supervisor: %q", line)
 	}
 	g := cgroup.At(path)
-	testenv.Eventually(t, 10*time.Second, "the run's 4 processes", func() bool {
+	// The setsid'd shell exits once it has forked its two sleeps; wait
+	// for the settled tree (the outer sh and three sleeps, nothing else),
+	// or a pidfd of that passing shell would read as harm done to the run.
+	testenv.Eventually(t, 10*time.Second, "the run's settled tree: sh and 3 sleeps", func() bool {
 		ps, _ := g.Procs()
-		return len(ps) >= 4
+		sleeps := 0
+		for _, pid := range ps {
+			if c, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil && strings.TrimSpace(string(c)) == "sleep" {
+				sleeps++
+			}
+		}
+		return len(ps) == 4 && sleeps == 3
 	})
 	return cmd, path, pidfdsOf(t, g)
 }
