@@ -21,11 +21,13 @@ import (
 	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/limits"
 	"github.com/snakepit/snakepit/pidns"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/systemd"
 )
 
 // Options configure a run.
@@ -33,8 +35,19 @@ type Options struct {
 	// ID is the run ID; empty generates one.
 	ID string
 	// CgroupParent is the absolute path of the cgroup under which the run's
-	// snakepit-<id> group is made; empty means DefaultParent().
+	// snakepit-<id> group is made. Empty lets package placement choose:
+	// under systemd, below our own unit when it is delegated to us, else
+	// in a transient scope snakepit-<id>.scope per run; without systemd
+	// (or with NoSystemd), cgroup.DefaultParent().
 	CgroupParent string
+	// NoSystemd keeps an unset CgroupParent at cgroup.DefaultParent()
+	// under systemd too.
+	NoSystemd bool
+	// Slice is the slice of a run's transient scope; empty means our own.
+	Slice string
+	// Properties are further properties of a run's transient scope, as
+	// systemd-run's --property: "MemoryMax=1G", "CPUQuota=50%".
+	Properties []string
 	// Spawner forks the workers; nil uses spawn.Default().
 	Spawner *spawn.Spawner
 	// Reaper, when set, is the process's single wait4(-1) owner and workers
@@ -130,25 +143,55 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrBadMode, string(opts.Mode))
 	}
-	parent := opts.CgroupParent
-	if parent == "" {
-		p, err := cgroup.DefaultParent()
+	if opts.CgroupParent != "" {
+		if !filepath.IsAbs(opts.CgroupParent) {
+			return nil, fmt.Errorf("%w: %q: must be an absolute path", ErrBadParent, opts.CgroupParent)
+		}
+		if !cgroup.InCgroup2(opts.CgroupParent) {
+			// Checked before anything is made: MkdirAll would create
+			// the path on whatever filesystem it names.
+			return nil, fmt.Errorf("%w: %q is not inside a cgroup2 mount", ErrBadParent, opts.CgroupParent)
+		}
+	}
+	req := placement.Request{Parent: opts.CgroupParent, NoSystemd: opts.NoSystemd, Slice: opts.Slice}
+	for _, p := range opts.Properties {
+		prop, err := systemd.ParseProperty(p)
 		if err != nil {
-			if fallsBack(opts.Mode, err) {
-				return createPOSIX(ctx, id, opts, err)
-			}
 			return nil, err
 		}
-		parent = p
+		req.Properties = append(req.Properties, prop)
 	}
-	if !filepath.IsAbs(parent) {
-		return nil, fmt.Errorf("%w: %q: must be an absolute path", ErrBadParent, parent)
+	plan, err := placement.Decide(req)
+	if err != nil {
+		if fallsBack(opts.Mode, err) {
+			return createPOSIX(ctx, id, opts, err)
+		}
+		return nil, err
 	}
-	if opts.CgroupParent != "" && !cgroup.InCgroup2(parent) {
-		// Checked before anything is made: MkdirAll would create the
-		// path on whatever filesystem it names.
-		return nil, fmt.Errorf("%w: %q is not inside a cgroup2 mount", ErrBadParent, parent)
+	// From here on, a failure undoes what the placement made (a scope).
+	parent, err := plan.Prepare(ctx, id, placement.Options{Reaper: opts.Reaper})
+	if err != nil {
+		if fallsBack(opts.Mode, err) {
+			return createPOSIX(ctx, id, opts, err)
+		}
+		return nil, err
 	}
+	runPath := filepath.Join(parent, cgroup.Prefix+id)
+	unplace := func() { _ = placement.ReleaseScope(context.WithoutCancel(ctx), runPath) }
+	r, err := createCgroup(ctx, id, parent, opts)
+	if err != nil {
+		unplace()
+		if fallsBack(opts.Mode, err) {
+			return createPOSIX(ctx, id, opts, err)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// createCgroup makes the run cgroup parent/snakepit-<id>, its record, its
+// limits and its guardian registration.
+func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, error) {
 	g, err := connectGuardian(ctx, &opts, parent)
 	if err != nil {
 		return nil, err
@@ -167,9 +210,6 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	}
 	cg, err := cgroup.Create(parent, cgroup.Prefix+id)
 	if err != nil {
-		if fallsBack(opts.Mode, err) {
-			return createPOSIX(ctx, id, opts, err)
-		}
 		return nil, err
 	}
 	// The ownership record is on the cgroup before any worker can start.
@@ -210,7 +250,7 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 // fall back to POSIX: only in ModeAuto, and only for "cgroup2 is not
 // usable here" (none mounted, or the cgroupfs refused us).
 func fallsBack(mode Mode, err error) bool {
-	return mode == ModeAuto && (errors.Is(err, cgroup.ErrNoCgroup2) || errors.Is(err, cgroup.ErrPermission))
+	return mode == ModeAuto && (errors.Is(err, cgroup.ErrNoCgroup2) || errors.Is(err, cgroup.ErrPermission) || errors.Is(err, placement.ErrNoScope))
 }
 
 // createPOSIX makes a run without a cgroup (package posix). reason is why

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/spawn"
 )
@@ -93,6 +94,10 @@ func TeardownGroupSeen(ctx context.Context, cg *cgroup.Group, grace time.Duratio
 	start := time.Now()
 	var rep Report
 	err := teardown(ctx, cg, grace, &rep, seen)
+	if err == nil {
+		// A run in its own transient scope: the scope goes with it.
+		err = placement.ReleaseScope(context.WithoutCancel(ctx), cg.Path())
+	}
 	rep.Duration = time.Since(start)
 	return rep, err
 }

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/systemd"
 )
 
@@ -20,24 +20,29 @@ import (
 // service: snakepit-daemon-<pid>.scope.
 const scopePrefix = "snakepit-daemon"
 
-// chooseLayout decides where runs are created and, under systemd, makes
-// sure that place is delegated to us and that we are not in it:
+// chooseLayout decides where runs are created through placement.Decide,
+// the decision the library's Create makes too, and under systemd makes sure
+// that place is delegated to us and that we are not in it:
 //
 //  1. Config.CgroupParent: used as is.
 //  2. systemd is PID 1 and our own cgroup is delegated to us (a service or
 //     scope with Delegate=yes) with nobody else in it: we move into
 //     <own>/supervisor and create runs as its siblings.
 //  3. systemd is PID 1 otherwise (started by hand, or from a unit without
-//     Delegate=yes): we ask systemd for a transient scope with
-//     Delegate=yes holding just us, then proceed as in 2. Creating cgroups
-//     in a tree systemd manages without delegation would make two writers.
+//     Delegate=yes): where the library gives each run a scope, the daemon,
+//     which outlives its runs, asks systemd for one transient scope with
+//     Delegate=yes holding just itself, then proceeds as in 2. Creating
+//     cgroups in a tree systemd manages without delegation would make two
+//     writers.
 //  4. No systemd: <cgroup2>/snakepit, the CLI's default parent.
 func (d *Daemon) chooseLayout(ctx context.Context) error {
-	if p := d.cfg.CgroupParent; p != "" {
-		if !filepath.IsAbs(p) {
-			return fmt.Errorf("cgroup parent %q: must be an absolute path", p)
-		}
-		d.parent, d.mode = filepath.Clean(p), ModeConfigured
+	plan, err := placement.Decide(placement.Request{Parent: d.cfg.CgroupParent, RequireAlone: true})
+	if err != nil {
+		return err
+	}
+	switch plan.Mode {
+	case placement.Configured:
+		d.parent, d.mode = plan.Parent, ModeConfigured
 		if !cgroup.InCgroup2(d.parent) {
 			// Checked before anything is made: MkdirAll would create the
 			// path on whatever filesystem it names, and every create
@@ -48,29 +53,13 @@ func (d *Daemon) chooseLayout(ctx context.Context) error {
 			d.madeParent = true
 		}
 		return os.MkdirAll(d.parent, 0o755)
-	}
-	if !systemd.IsRunning() {
-		p, err := cgroup.DefaultParent()
-		if err != nil {
-			return err
-		}
-		d.parent, d.mode = p, ModeDefault
+	case placement.Default:
+		d.parent, d.mode = plan.Parent, ModeDefault
 		return nil
+	case placement.Delegated:
+		return d.useDelegated(plan.Parent, ModeDelegated)
 	}
-	own, err := systemd.OwnCgroup()
-	if err == nil {
-		_, derr := systemd.CheckDelegated(own)
-		switch {
-		case derr != nil:
-			d.log.Info("own cgroup not usable", "cgroup", own, "reason", derr)
-		case !aloneIn(own):
-			d.log.Info("own cgroup is delegated but shared with other processes", "cgroup", own)
-		default:
-			return d.useDelegated(own, ModeDelegated)
-		}
-	} else {
-		d.log.Info("own cgroup unknown", "err", err)
-	}
+	d.log.Info("own cgroup not usable", "reason", plan.Reason)
 	if d.cfg.NoScope {
 		p, err := cgroup.DefaultParent()
 		if err != nil {
@@ -100,14 +89,4 @@ func (d *Daemon) useDelegated(root, mode string) error {
 	d.parent, d.mode = root, mode
 	d.log.Info("using delegated cgroup", "mode", mode, "root", root, "supervisor", lay.Supervisor, "controllers", lay.Controllers)
 	return nil
-}
-
-// aloneIn reports whether we are the only process in cgroup path.
-func aloneIn(path string) bool {
-	g, err := cgroup.Open(path)
-	if err != nil {
-		return false
-	}
-	pids, err := g.Procs()
-	return err == nil && len(pids) == 1 && pids[0] == os.Getpid()
 }

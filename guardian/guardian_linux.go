@@ -139,8 +139,8 @@ func FindBinary(explicit string) (string, error) {
 // opening its pidfd and acts at once if the owner is already gone. The
 // guardian gets its own session (setsid), so signals to the caller's
 // process group or terminal never reach it, no Pdeathsig, stdio on
-// /dev/null (it must not hold a caller's pipes open), and stays in the
-// caller's cgroup, outside every run. The caller need not wait for it.
+// /dev/null (it must not hold a caller's pipes open), and lives outside every run (under systemd in a scope of its own:
+// placeOutside). The caller need not wait for it.
 func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 	if o.Owner.PID == 0 {
 		self, err := record.Self()
@@ -186,6 +186,7 @@ func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 		// rather than leaving a zombie.
 		go func() { _ = cmd.Wait() }()
 	}
+	_ = placeOutside(ctx, pid)
 	id, err := reaper.IdentityOf(pid)
 	if err != nil {
 		// It exited already: only possible if the owner was gone or

@@ -19,9 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
+	"github.com/snakepit/snakepit/systemd"
 )
 
 // The guardian service: one process per user (per record directory) that
@@ -431,7 +433,6 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	cmd.ExtraFiles = []*os.File{ln}
 	cmd.Dir = "/" // it must not keep the first owner's directory busy
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	place(cmd)
 	start := func() (int, error) {
 		if err := cmd.Start(); err != nil {
 			return 0, fmt.Errorf("start guardian service: %w", err)
@@ -448,14 +449,38 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	} else if pid, err = start(); err == nil {
 		go func() { _ = cmd.Wait() }()
 	}
+	if err == nil {
+		_ = placeOutside(ctx, pid)
+	}
 	return pid, err
 }
 
-// place decides where the service lives. It must be outside every run and
-// outside the owner's systemd unit (a unit's SIGKILL must not take the
-// guardian with it); today it stays in the starting owner's cgroup, which
-// is outside every run. The one place to put it elsewhere (a scope).
-func place(cmd *exec.Cmd) {}
+// placeOutside moves a guardian (pid) out of its starter's systemd unit
+// into a scope of its own, snakepit-guardian-<pid>.scope: a unit's
+// SIGKILL (systemctl kill, a stop timeout) must not take the guardian
+// with the owner it watches. Without systemd it stays in the starter's
+// cgroup, which is outside every run. Best effort: should systemd refuse,
+// a run in a scope still has its BindsTo= on the owner's unit, and a run
+// below a delegated unit dies with the unit.
+func placeOutside(ctx context.Context, pid int) error {
+	if !systemd.IsRunning() {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := systemd.StartTransientScope(sctx, ScopeName(pid), []int{pid}, systemd.ScopeOptions{
+		Description: "snakepit guardian",
+		User:        os.Geteuid() != 0,
+	})
+	if err != nil {
+		return fmt.Errorf("guardian: own scope: %w", err)
+	}
+	return nil
+}
+
+// ScopeName is the transient scope a guardian process pid lives in under
+// systemd.
+func ScopeName(pid int) string { return "snakepit-guardian-" + strconv.Itoa(pid) + ".scope" }
 
 // serveInherited is the service's body: it serves the listening socket it
 // inherited at fd 3.
@@ -851,6 +876,9 @@ func teardownCgroup(ctx context.Context, path string, kill *os.File) error {
 		return err
 	}
 	if err := cg.Remove(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+		return err
+	}
+	if err := placement.ReleaseScope(ctx, path); err != nil {
 		return err
 	}
 	return dropRecord(path)

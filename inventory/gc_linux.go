@@ -18,6 +18,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
@@ -209,6 +210,9 @@ func GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		err = cgroup.At(path).RemoveOnce()
 		if err == nil {
 			it.Action = GCRemoved
+			if err := placement.ReleaseScope(ctx, path); err != nil {
+				it.Action, it.Error = GCFailed, err.Error()
+			}
 			add(it)
 			continue
 		}
@@ -331,6 +335,8 @@ func gcUnrecorded(ctx context.Context, it GCItem, path string, minAge time.Durat
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := cg.Remove(rctx); err != nil {
+			it.Action, it.Error = GCFailed, err.Error()
+		} else if err := placement.ReleaseScope(rctx, path); err != nil {
 			it.Action, it.Error = GCFailed, err.Error()
 		}
 	}

@@ -29,6 +29,16 @@ type ScopeOptions struct {
 	// StopTimeout is the scope's TimeoutStopSec (SIGTERM to SIGKILL when
 	// the scope is stopped); zero leaves systemd's default.
 	StopTimeout time.Duration
+	// BindsTo names units whose stop stops the scope too (BindsTo=): the
+	// unit of the scope's owner, so that stopping or killing that unit
+	// ends the scope as well.
+	BindsTo []string
+	// Properties are further unit properties (ParseProperty), applied
+	// after the ones above.
+	Properties []Property
+	// User asks the calling user's service manager (systemd --user)
+	// instead of the system manager.
+	User bool
 }
 
 // StartTransientScope asks systemd to create the transient scope unit name
@@ -44,9 +54,9 @@ func StartTransientScope(ctx context.Context, name string, pids []int, o ScopeOp
 	if !IsRunning() {
 		return "", ErrNotRunning
 	}
-	conn, err := sddbus.NewWithContext(ctx)
+	conn, err := connect(ctx, o.User)
 	if err != nil {
-		return "", fmt.Errorf("connect to systemd: %w", err)
+		return "", err
 	}
 	defer conn.Close()
 
@@ -71,6 +81,12 @@ func StartTransientScope(ctx context.Context, name string, pids []int, o ScopeOp
 	if o.StopTimeout > 0 {
 		props = append(props, sddbus.Property{Name: "TimeoutStopUSec", Value: dbus.MakeVariant(uint64(o.StopTimeout / time.Microsecond))})
 	}
+	if len(o.BindsTo) > 0 {
+		props = append(props, sddbus.Property{Name: "BindsTo", Value: dbus.MakeVariant(o.BindsTo)})
+	}
+	for _, p := range o.Properties {
+		props = append(props, sddbus.Property{Name: p.Name, Value: dbus.MakeVariant(p.Value)})
+	}
 	// Buffered: go-systemd's signal dispatcher sends the result while
 	// holding its lock, and must never block on a caller that gave up.
 	ch := make(chan string, 1)
@@ -94,6 +110,23 @@ func StartTransientScope(ctx context.Context, name string, pids []int, o ScopeOp
 		return "", fmt.Errorf("scope %s: no ControlGroup (%v)", name, p.Value)
 	}
 	return cg, nil
+}
+
+// connect opens a connection to the system manager (root: its private
+// socket, no bus broker in the way; otherwise the system bus) or to the
+// calling user's manager.
+func connect(ctx context.Context, user bool) (*sddbus.Conn, error) {
+	var conn *sddbus.Conn
+	var err error
+	if user {
+		conn, err = sddbus.NewUserConnectionContext(ctx)
+	} else {
+		conn, err = sddbus.NewWithContext(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to systemd: %w", err)
+	}
+	return conn, nil
 }
 
 // EnterTransientScope moves the calling process into a new transient scope

@@ -162,14 +162,15 @@ func MoveToLeaf(root string) (Layout, error) {
 			l.Moved++
 		}
 	}
-	l.Controllers = enableControllers(root)
+	l.Controllers = EnableControllers(root)
 	return l, nil
 }
 
-// enableControllers writes +c to root's cgroup.subtree_control for every
+// EnableControllers writes +c to root's cgroup.subtree_control for every
 // controller in root's cgroup.controllers, one by one (one refusal must not
-// cost the others), and returns those now enabled.
-func enableControllers(root string) []string {
+// cost the others), and returns those now enabled. root must hold no
+// process (the no-internal-processes rule).
+func EnableControllers(root string) []string {
 	g, err := cgroup.Open(root)
 	if err != nil {
 		return nil

@@ -51,7 +51,10 @@ else
 fi
 DEB=$(bash packaging/deb.sh --bindir "$bindir" --out "$SHARE")
 dpkg-deb -f "$DEB" Version > "$SHARE/deb.version"
-cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
+cp "$RIG/guest.sh" "$RIG/guest-placement.sh" "$RIG/pidwait.py" "$RIG/stray.py" "$RIG/timeit.py" "$SHARE/"
+# A Go program that uses the library (Create, guarded by default), for the
+# library-as-a-unit's-main-process checks.
+CGO_ENABLED=0 go build -o "$SHARE/fmsupervisor" ./test/faultmatrix/fmsupervisor
 # The package (and so the unit) is installed before the guest boots
 # (preboot.sh), so the guest never needs a daemon-reload: on a loaded CI
 # host one failed with "Transport endpoint is not connected".
@@ -59,7 +62,7 @@ BINDS=$SHARE PREBOOT=$RIG/preboot.sh bash "$RIG/up.sh"
 echo "systemd rig: guest up after $(( ($(date +%s%N) - start) / 1000000 )) ms"
 # On failure, show what the guest's PID 1 said (the guest is still up: the
 # EXIT trap tears it down afterwards).
-if ! bash "$RIG/exec.sh" bash "$SHARE/guest.sh" "$SHARE"; then
+if ! bash "$RIG/exec.sh" bash "$SHARE/guest-placement.sh" "$SHARE" || ! bash "$RIG/exec.sh" bash "$SHARE/guest.sh" "$SHARE"; then
   echo "systemd rig: FAIL; the guest's journal (system manager, last 60 lines):" >&2
   bash "$RIG/exec.sh" journalctl --no-pager -o short-monotonic -n 60 _PID=1 >&2 || true
   exit 1
