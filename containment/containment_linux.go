@@ -38,6 +38,8 @@ type Containment interface {
 type Cgroup struct {
 	cg  *cgroup.Group
 	dir *os.File // open for CLONE_INTO_CGROUP, reused by every spawn
+	// StopSignal is the first signal of Teardown; zero means SIGTERM.
+	StopSignal unix.Signal
 }
 
 // NewCgroup contains a run in cg, which this process just made. It keeps
@@ -73,7 +75,14 @@ func (c *Cgroup) Gone() error {
 
 // Teardown is TeardownGroup of the run cgroup; it closes the directory.
 func (c *Cgroup) Teardown(ctx context.Context, grace time.Duration) (Report, error) {
-	rep, err := TeardownGroup(ctx, c.cg, grace)
+	stop := c.StopSignal
+	if stop == 0 {
+		stop = unix.SIGTERM
+	}
+	start := time.Now()
+	var rep Report
+	err := teardown(ctx, c.cg, grace, stop, &rep, nil)
+	rep.Duration = time.Since(start)
 	c.dir.Close()
 	return rep, err
 }
@@ -92,12 +101,12 @@ func TeardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration) (
 func TeardownGroupSeen(ctx context.Context, cg *cgroup.Group, grace time.Duration, seen *cgroup.Events) (Report, error) {
 	start := time.Now()
 	var rep Report
-	err := teardown(ctx, cg, grace, &rep, seen)
+	err := teardown(ctx, cg, grace, unix.SIGTERM, &rep, seen)
 	rep.Duration = time.Since(start)
 	return rep, err
 }
 
-func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *Report, seen *cgroup.Events) error {
+func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, stop unix.Signal, rep *Report, seen *cgroup.Events) error {
 
 	// The common end of a run: its last process has exited already. One
 	// read of cgroup.events skips the SIGTERM pass (two cgroup.procs
@@ -123,7 +132,7 @@ func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *R
 		grace = 0
 	}
 	if grace > 0 {
-		n, err := cg.Signal(unix.SIGTERM)
+		n, err := cg.Signal(stop)
 		rep.Terminated = n
 		if errors.Is(err, cgroup.ErrNotExist) {
 			rep.Vanished = true

@@ -2,12 +2,12 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os/exec"
 	"sort"
+	"strings"
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
@@ -17,20 +17,46 @@ import (
 
 // Exit statuses of snakepit's own failures. A wrapped command's own status
 // passes through unchanged, so these sit above the range programs commonly
-// use, below the 126/127 of shells and 128+N of signals.
+// use, below the 126/127 of shells and 128+N of signals; 124-127 are those
+// of timeout(1).
 const (
 	exitUsage      = 2
+	exitNoKill     = 117
+	exitUnknownRun = 118
+	exitNotReady   = 119
 	exitInvalidID  = 120
 	exitIDInUse    = 121
 	exitPermission = 122 // permission denied: cgroupfs, files, processes, the daemon (403)
 	exitNoCgroup2  = 123
-	exitNoKill     = 124
+	exitTimeout    = 124 // run --timeout: the command ran too long
 	exitFailure    = 125
 	exitCannotExec = 126
 	exitNotFound   = 127
-	exitNotReady   = 119
-	exitUnknownRun = 118
 )
+
+// exitTable is the one table of exit statuses: every command's help and
+// the man page list theirs from it.
+var exitTable = map[int]string{
+	exitUsage:      "usage error: a bad option or value, contradictory options, an unknown --user or --group",
+	exitNoKill:     "neither cgroup.kill nor cgroup.freeze (Linux < 5.2)",
+	exitUnknownRun: "no such run",
+	exitNotReady:   "the command was not ready within --ready-timeout",
+	exitInvalidID:  "invalid run ID (7 characters of [0-9a-z])",
+	exitIDInUse:    "run ID already in use",
+	exitPermission: "permission denied: cgroupfs, a record or lock file, a process, or the daemon",
+	exitNoCgroup2:  "no cgroup2 filesystem mounted",
+	exitTimeout:    "the command ran longer than --timeout; the run was torn down",
+	exitFailure:    "other snakepit failure",
+	exitCannotExec: "the command cannot be executed",
+	exitNotFound:   "the command was not found",
+}
+
+func exitMeaning(code int) string {
+	if m, ok := exitTable[code]; ok {
+		return m
+	}
+	panic(fmt.Sprintf("exit status %d is not in exitTable", code))
+}
 
 // statusError carries a wrapped command's exit status: not a failure of
 // snakepit, nothing is printed.
@@ -70,11 +96,19 @@ func report(err error, stderr io.Writer) int {
 	if errors.As(err, &se) {
 		return se.code
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	code := exitCode(err)
-	fmt.Fprintf(stderr, "snakepit: %v\n", err)
+	var ui usageIn
+	if code != exitUsage || !errors.As(err, &ui) {
+		fmt.Fprintf(stderr, "snakepit: %v\n", err)
+		return code
+	}
+	// "snakepit run: --grace: ...", then where the right form is.
+	who, msg := "snakepit", err.Error()
+	if ui.cmd != "" {
+		who += " " + ui.cmd
+		msg = strings.TrimPrefix(msg, ui.cmd+": ")
+	}
+	fmt.Fprintf(stderr, "%s: %s\n%s\n", who, msg, ui.tryHelp())
 	return code
 }
 
@@ -83,12 +117,13 @@ func exitCode(err error) int {
 	var ce codedError
 	var se startError
 	var spe specError
+	var fe *flagError
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
 	case errors.Is(err, runid.ErrInvalid):
 		return exitInvalidID
-	case errors.As(err, &spe):
+	case errors.As(err, &spe), errors.As(err, &fe):
 		return exitUsage
 	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent), errors.Is(err, snakepit.ErrUnknownUser):
 		return exitUsage
