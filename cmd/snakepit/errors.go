@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os/exec"
 	"sort"
-	"strings"
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
@@ -102,13 +101,9 @@ func report(err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "snakepit: %v\n", err)
 		return code
 	}
-	// "snakepit run: --grace: ...", then where the right form is.
-	who, msg := "snakepit", err.Error()
-	if ui.cmd != "" {
-		who += " " + ui.cmd
-		msg = strings.TrimPrefix(msg, ui.cmd+": ")
-	}
-	fmt.Fprintf(stderr, "%s: %s\n%s\n", who, msg, ui.tryHelp())
+	// One line as every error (the "snakepit: " prefix is what the Elixir
+	// side reads as ours), then where the right form is.
+	fmt.Fprintf(stderr, "snakepit: %v\n%s\n", err, ui.tryHelp())
 	return code
 }
 
