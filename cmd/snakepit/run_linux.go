@@ -87,10 +87,8 @@ func (f *runFlags) check(fs *flagSet, argv []string) error {
 	if err := f.runMode.check(fs, f.run); err != nil {
 		return err
 	}
-	if fs.Set("no-cgroup") || f.mode == snakepit.ModePOSIX {
-		if fs.Set("cgroup-parent") {
-			return conflict(modeFlag(fs), "--cgroup-parent")
-		}
+	if f.mode == snakepit.ModePOSIX && fs.Set("cgroup-parent") {
+		return conflict(f.modeFlag(), "--cgroup-parent")
 	}
 	if err := f.specFlags.check(fs); err != nil {
 		return err

@@ -44,7 +44,7 @@ func (m *runMode) check(fs *flagSet, r spec.Run) error {
 	if m.mode == snakepit.ModePOSIX && !r.BestEffortLimits {
 		for _, l := range []string{"memory-max", "memory-high", "pids-max", "cpu-max", "cpu-weight", "oom-group"} {
 			if fs.Set(l) {
-				return conflict(modeFlag(fs), "--"+l+" (limits need a cgroup; --best-effort-limits drops them)")
+				return conflict(m.modeFlag(), "--"+l+" (limits need a cgroup; --best-effort-limits drops them)")
 			}
 		}
 	}
@@ -52,8 +52,8 @@ func (m *runMode) check(fs *flagSet, r spec.Run) error {
 }
 
 // modeFlag names the flag that chose POSIX mode.
-func modeFlag(fs *flagSet) string {
-	if fs.Set("no-cgroup") {
+func (m *runMode) modeFlag() string {
+	if m.noCgroup {
 		return "--no-cgroup"
 	}
 	return "--mode posix"
