@@ -1,6 +1,7 @@
 package snakepit
 
 import (
+	"syscall"
 	"time"
 
 	"github.com/snakepit/snakepit/spec"
@@ -11,11 +12,12 @@ import (
 // Options mirrors spec.Run field for field (TestOptionsMirrorSpec).
 func FromSpec(s spec.Run) Options {
 	return Options{
-		ID:     s.ID,
-		Grace:  time.Duration(s.Grace),
-		Limits: s.EffectiveLimits(),
-		Net:    s.Net,
-		PidNS:  s.PidNS,
+		ID:         s.ID,
+		Grace:      time.Duration(s.Grace),
+		StopSignal: syscall.Signal(s.StopSignal),
+		Limits:     s.EffectiveLimits(),
+		Net:        s.Net,
+		PidNS:      s.PidNS,
 	}
 }
 

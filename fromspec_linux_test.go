@@ -2,6 +2,7 @@ package snakepit
 
 import (
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,11 +14,12 @@ import (
 // CommandFromSpec, so a new spec field cannot be forgotten by the library.
 func TestOptionsMirrorSpec(t *testing.T) {
 	on, off := true, false
-	run := spec.Run{ID: "abc0xyz", Grace: spec.Duration(3 * time.Second), BestEffortLimits: true, PidNS: true,
+	run := spec.Run{ID: "abc0xyz", Grace: spec.Duration(3 * time.Second), StopSignal: spec.Signal(syscall.SIGINT), BestEffortLimits: true, PidNS: true,
 		Limits: spec.Limits{MemoryMax: 1 << 20, OOMGroup: &on}, Net: spec.Net{Mode: spec.NetNone}}
 	mapped := map[string]func(Options) bool{
 		"ID":               func(o Options) bool { return o.ID == run.ID },
 		"Grace":            func(o Options) bool { return o.Grace == 3*time.Second },
+		"StopSignal":       func(o Options) bool { return o.StopSignal == syscall.SIGINT },
 		"Limits":           func(o Options) bool { return o.Limits.MemoryMax == run.Limits.MemoryMax && o.Limits.OOMGroup == &on },
 		"BestEffortLimits": func(o Options) bool { return o.Limits.BestEffort },
 		"Net":              func(o Options) bool { return o.Net == run.Net },

@@ -62,6 +62,9 @@ type Options struct {
 	Owner Owner
 	// Grace is recorded as the grace period the owner will tear down with.
 	Grace time.Duration
+	// StopSignal is the first signal of Teardown, sent to every process of
+	// the run before the grace period; zero means SIGTERM.
+	StopSignal syscall.Signal
 	// Guardian, if set, is recorded as the guardian already watching the
 	// owner (a daemon's one guardian), in the record Create writes; Create
 	// then registers the run with no guardian itself.
@@ -229,6 +232,7 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 		undo()
 		return nil, err
 	}
+	box.StopSignal = opts.StopSignal
 	if err := j.apply(cg); err != nil {
 		j.close()
 		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
@@ -297,6 +301,7 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 		RunID:        id,
 		AdoptOrphans: opts.AdoptOrphans,
 		Created:      rec.Created,
+		StopSignal:   opts.StopSignal,
 		Guardian: func() int {
 			r.mu.Lock()
 			defer r.mu.Unlock()

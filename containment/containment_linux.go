@@ -39,6 +39,8 @@ type Containment interface {
 type Cgroup struct {
 	cg  *cgroup.Group
 	dir *os.File // open for CLONE_INTO_CGROUP, reused by every spawn
+	// StopSignal is the first signal of Teardown; zero means SIGTERM.
+	StopSignal unix.Signal
 }
 
 // NewCgroup contains a run in cg, which this process just made. It keeps
@@ -74,7 +76,14 @@ func (c *Cgroup) Gone() error {
 
 // Teardown is TeardownGroup of the run cgroup; it closes the directory.
 func (c *Cgroup) Teardown(ctx context.Context, grace time.Duration) (Report, error) {
-	rep, err := TeardownGroup(ctx, c.cg, grace)
+	stop := c.StopSignal
+	if stop == 0 {
+		stop = unix.SIGTERM
+	}
+	start := time.Now()
+	var rep Report
+	err := releaseScope(ctx, c.cg, teardown(ctx, c.cg, grace, stop, &rep, nil))
+	rep.Duration = time.Since(start)
 	c.dir.Close()
 	return rep, err
 }
@@ -93,16 +102,21 @@ func TeardownGroup(ctx context.Context, cg *cgroup.Group, grace time.Duration) (
 func TeardownGroupSeen(ctx context.Context, cg *cgroup.Group, grace time.Duration, seen *cgroup.Events) (Report, error) {
 	start := time.Now()
 	var rep Report
-	err := teardown(ctx, cg, grace, &rep, seen)
-	if err == nil {
-		// A run in its own transient scope: the scope goes with it.
-		err = placement.ReleaseScope(context.WithoutCancel(ctx), cg.Path())
-	}
+	err := releaseScope(ctx, cg, teardown(ctx, cg, grace, unix.SIGTERM, &rep, seen))
 	rep.Duration = time.Since(start)
 	return rep, err
 }
 
-func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *Report, seen *cgroup.Events) error {
+// releaseScope ends the transient scope of a run in one (package
+// placement) once the run cgroup is gone: err is the teardown's.
+func releaseScope(ctx context.Context, cg *cgroup.Group, err error) error {
+	if err != nil {
+		return err
+	}
+	return placement.ReleaseScope(context.WithoutCancel(ctx), cg.Path())
+}
+
+func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, stop unix.Signal, rep *Report, seen *cgroup.Events) error {
 
 	// The common end of a run: its last process has exited already. One
 	// read of cgroup.events skips the SIGTERM pass (two cgroup.procs
@@ -128,7 +142,7 @@ func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, rep *R
 		grace = 0
 	}
 	if grace > 0 {
-		n, err := cg.Signal(unix.SIGTERM)
+		n, err := cg.Signal(stop)
 		rep.Terminated = n
 		if errors.Is(err, cgroup.ErrNotExist) {
 			rep.Vanished = true

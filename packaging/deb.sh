@@ -17,7 +17,8 @@
 #   man pages and completions, when the build provides them:
 #     DIR/*.1 ... DIR/*.8 (or docs/man/*.[1-8])  -> /usr/share/man/manN/, gzipped
 #     `snakepit completion bash|zsh|fish`        -> bash-completion, zsh, fish directories
-#                                                   (left out while the command fails)
+#                                                   (from the CLI's own table; test/setup.sh
+#                                                   writes bin/snakepit.1 from it too)
 # The service is not enabled or started by the package: `systemctl enable
 # --now snakepit` (README.md). Package version: CHANGELOG.md's version and
 # the source revision (packaging/version.sh), e.g. 0.1.0+git68160c8a1b2c.

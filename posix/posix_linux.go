@@ -40,6 +40,8 @@ type Options struct {
 	// Created is when the run was made: processes started before it are
 	// not the run's.
 	Created time.Time
+	// StopSignal is the first signal of the teardown; zero means SIGTERM.
+	StopSignal unix.Signal
 	// OnFirstGroup is called with the first worker's process group, for
 	// the run's record (gc, kill and the guardian find the run by it).
 	OnFirstGroup func(pgid int)
@@ -123,13 +125,17 @@ func (c *Containment) family() reaper.Family {
 func (c *Containment) Teardown(ctx context.Context, grace time.Duration) (containment.Report, error) {
 	start := time.Now()
 	var rep containment.Report
-	err := killFamily(ctx, c.family(), grace, &rep)
+	stop := c.o.StopSignal
+	if stop == 0 {
+		stop = unix.SIGTERM
+	}
+	err := killFamily(ctx, c.family(), grace, stop, &rep)
 	rep.Duration = time.Since(start)
 	return rep, err
 }
 
-func killFamily(ctx context.Context, f reaper.Family, grace time.Duration, rep *containment.Report) error {
-	fr, err := f.Kill(ctx, grace)
+func killFamily(ctx context.Context, f reaper.Family, grace time.Duration, stop unix.Signal, rep *containment.Report) error {
+	fr, err := f.KillWith(ctx, grace, stop)
 	rep.Terminated = fr.Terminated
 	if fr.Killed > 0 {
 		rep.Killed = true
@@ -152,7 +158,7 @@ func TeardownRecord(ctx context.Context, rec *record.Record, grace time.Duration
 	if g := rec.Guardian; g != nil && g.PID > 0 {
 		f.Exclude = map[int]bool{g.PID: true}
 	}
-	err := killFamily(ctx, f, grace, &rep)
+	err := killFamily(ctx, f, grace, unix.SIGTERM, &rep)
 	if err == nil {
 		if rerr := record.Remove(rec.ID); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = rerr

@@ -312,6 +312,11 @@ const (
 // their pidfd, so no zombie is left even without a wait4(-1) loop. It
 // returns a *SurvivorsError when ctx ends first.
 func (f Family) Kill(ctx context.Context, grace time.Duration) (FamilyReport, error) {
+	return f.KillWith(ctx, grace, unix.SIGTERM)
+}
+
+// KillWith is Kill with stop in place of SIGTERM as the first signal.
+func (f Family) KillWith(ctx context.Context, grace time.Duration, stop unix.Signal) (FamilyReport, error) {
 	var rep FamilyReport
 	k := killer{f: f, pins: map[Identity]*Pinned{}, sent: map[Identity]unix.Signal{}, groups: map[int]unix.Signal{}}
 	for _, r := range f.Roots {
@@ -322,7 +327,7 @@ func (f Family) Kill(ctx context.Context, grace time.Duration) (FamilyReport, er
 		// The grace period bounds the waiting, never a walk: a walk that
 		// takes longer than the grace on a loaded host must still send
 		// the SIGTERMs it found reasons for.
-		done, err := k.rounds(ctx, time.Now().Add(grace), unix.SIGTERM, &rep)
+		done, err := k.rounds(ctx, time.Now().Add(grace), stop, &rep)
 		if done || err != nil {
 			return rep, err
 		}

@@ -22,6 +22,8 @@ var (
 	// ErrBadReady means a readiness setting is invalid (a regular
 	// expression that does not compile, a timeout without a signal).
 	ErrBadReady = errors.New("invalid readiness")
+	// ErrBadSignal means a signal name or number is unknown.
+	ErrBadSignal = errors.New("invalid signal")
 )
 
 // FieldError is a validation error of one setting: Field is its JSON name

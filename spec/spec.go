@@ -20,6 +20,9 @@ type Run struct {
 	// Grace is the time between SIGTERM and SIGKILL at teardown; 0 means
 	// the door's default.
 	Grace Duration `json:"grace,omitzero"`
+	// StopSignal is the first signal of a teardown, sent to every process
+	// of the run before the grace period; zero means SIGTERM.
+	StopSignal Signal `json:"stop_signal,omitzero"`
 	// Limits are the run cgroup's resource limits.
 	Limits Limits `json:"limits,omitzero"`
 	// BestEffortLimits turns a limit whose controller is unavailable into
@@ -256,7 +259,7 @@ func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		for _, known := range []error{ErrBadSpec, ErrBadLimit, ErrBadNetns, ErrBadDuration, ErrBadReady, runid.ErrInvalid} {
+		for _, known := range []error{ErrBadSpec, ErrBadLimit, ErrBadNetns, ErrBadDuration, ErrBadReady, ErrBadSignal, runid.ErrInvalid} {
 			if errors.Is(err, known) {
 				return err // a setting's own decoder said what is wrong
 			}

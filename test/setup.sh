@@ -33,9 +33,10 @@ have_deb() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # backend, pip, wheel: python/tests/test_packaging.py), and Elixir with
 # Erlang/OTP for the BEAM side (test/elixir.sh): erlang-nox is all of OTP
 # but the wx GUI (the erlang metapackage would add GTK and WebKit, which
-# nothing here needs).
+# nothing here needs), and man-db (the man page renders: cmd/snakepit's
+# TestManPage).
 pkgs="python3-grpcio python3-protobuf"
-$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel elixir erlang-nox"
+$for_tests && pkgs="$pkgs python3-pytest bubblewrap python3-setuptools python3-pip python3-wheel elixir erlang-nox man-db"
 for p in ${SNAKEPIT_APT_PACKAGES:-$pkgs}; do
   have_deb "$p" || need_apt+=("$p")
 done
@@ -71,7 +72,10 @@ case "$(bin/snakepit version)" in
   *"$version rev $revision"*) ;;
   *) echo "setup: 'snakepit version' does not show $version rev $revision (main.version/main.revision not linked)" >&2; exit 1 ;;
 esac
-echo "setup: done (bin/snakepit and bin/snakepitd built, $version $revision)"
+# The man page, from the same command and flag table as --help and the
+# completions (packaging/deb.sh installs it; `man -l bin/snakepit.1`).
+bin/snakepit __manpage > bin/snakepit.1
+echo "setup: done (bin/snakepit, bin/snakepitd and bin/snakepit.1 built, $version $revision)"
 if $deb; then
   bash packaging/deb.sh
 fi

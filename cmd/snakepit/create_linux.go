@@ -10,28 +10,44 @@ import (
 )
 
 func init() {
-	register("create", command{
-		summary: "create an empty run and print its ID (join it with 'snakepit exec')",
-		run:     cmdCreate,
+	register(&command{
+		name:         "create",
+		summary:      "create an empty run and print its ID (join it with 'snakepit exec')",
+		synopsis:     "[OPTION]...",
+		exits:        []int{exitInvalidID, exitIDInUse, exitPermission, exitNoCgroup2, exitNoKill, exitFailure},
+		interspersed: true,
+		define: func(fs *flagSet) action {
+			var f createFlags
+			// Limits are the run's (its cgroup's), so they are set here;
+			// who a worker runs as and when it is ready are per worker
+			// (exec, run).
+			f.addRunFlags(fs, 0, false)
+			fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made", &f.parent).Comp("dir")
+			f.owner = "parent"
+			fs.String("owner-pid", 0, "PID", "PID recorded as the run's owner; its guardian tears the run down when it dies (\"parent\": the process that ran us; from a shell that exits at once, pass the supervisor's PID)", &f.owner).Def("parent")
+			fs.Bool("no-guardian", 0, "start no guardian (the run then lives until 'snakepit kill', or 'snakepit gc' after its owner died)", &f.noGuardian)
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if len(args) > 0 {
+					return usageError("create: unexpected arguments")
+				}
+				if err := f.check(fs); err != nil {
+					return err
+				}
+				return cmdCreate(ctx, &f, stdout, stderr)
+			}
+		},
 	})
 }
 
-func cmdCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("create", "[flags]", stderr)
-	var sf specFlags
-	sf.addRunFlags(fs, 0, false)
-	parent := fs.String("cgroup-parent", "", "cgroup directory under which the run cgroup is made")
-	ownerArg := fs.String("owner-pid", "parent", "PID recorded as the run's owner; its guardian tears the run down when it dies (\"parent\": the process that ran us; from a shell that exits at once, pass the supervisor's PID)")
-	noGuardian := fs.Bool("no-guardian", false, "start no guardian (the run then lives until 'snakepit kill', or 'snakepit gc' after its owner died)")
-	// Limits are the run's (its cgroup's), so they are set here; who a
-	// worker runs as and when it is ready are per worker (exec, run).
-	if err := sf.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("create: unexpected arguments")
-	}
-	opid, err := ownerPID(*ownerArg)
+type createFlags struct {
+	specFlags
+	parent, owner string
+	noGuardian    bool
+}
+
+func cmdCreate(ctx context.Context, f *createFlags, stdout, stderr io.Writer) error {
+	sf, parent, noGuardian := &f.specFlags, &f.parent, &f.noGuardian
+	opid, err := ownerPID(f.owner)
 	if err != nil {
 		return err
 	}

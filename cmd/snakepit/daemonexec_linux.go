@@ -30,12 +30,9 @@ const FullBinaryEnv = "SNAKEPITD"
 var errNoFull = errors.New("snakepitd (the snakepit build with the daemon: go build -tags snakepitd -o snakepitd ./cmd/snakepit) not found next to snakepit, in $SNAKEPITD or on PATH")
 
 func init() {
-	register("daemon", command{
-		summary: "run the host daemon (execs snakepitd, the full build)",
-		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-			return execFull("daemon", args)
-		},
-	})
+	runDaemon = func(ctx context.Context, _ *daemonFlags, raw []string, stdout, stderr io.Writer) error {
+		return execFull("daemon", raw)
+	}
 	beforeDispatch = func(name string, args []string) error {
 		if (name == "ps" || name == "kill") && daemonSocket() {
 			if err := execFull(name, args); !errors.Is(err, errNoFull) {

@@ -23,9 +23,21 @@ import (
 )
 
 func init() {
-	register("doctor", command{
-		summary: "explain what this host supports and which mechanism snakepit will use",
-		run:     cmdDoctor,
+	register(&command{
+		name:     "doctor",
+		summary:  "explain what this host supports and which mechanism snakepit will use",
+		synopsis: "[--json]",
+		exits:    []int{exitPermission, exitNoCgroup2, exitNoKill, exitFailure},
+		define: func(fs *flagSet) action {
+			var asJSON bool
+			fs.Bool("json", 0, "print the checks as JSON", &asJSON)
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if len(args) > 0 {
+					return usageError("doctor: unexpected arguments")
+				}
+				return cmdDoctor(ctx, asJSON, stdout, stderr)
+			}
+		},
 	})
 }
 
@@ -273,15 +285,7 @@ type doctorReport struct {
 	CgroupUsable bool          `json:"cgroup_usable"`
 }
 
-func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("doctor", "[--json]", stderr)
-	asJSON := fs.Bool("json", false, "print the checks as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("doctor: unexpected arguments")
-	}
+func cmdDoctor(ctx context.Context, asJSON bool, stdout, stderr io.Writer) error {
 	e := &doctorEnv{cgroupUsable: map[string]bool{}}
 	e.mount, e.mountErr = cgroup.FindMount()
 	if e.mountErr == nil {
@@ -311,7 +315,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		verdict.Status, verdict.Detail = checkOK, "cgroup: each run gets its own cgroup, killed atomically"
 	}
 	rep.Checks = append(rep.Checks, verdict)
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -17,20 +16,46 @@ import (
 
 // Exit statuses of snakepit's own failures. A wrapped command's own status
 // passes through unchanged, so these sit above the range programs commonly
-// use, below the 126/127 of shells and 128+N of signals.
+// use, below the 126/127 of shells and 128+N of signals; 124-127 are those
+// of timeout(1).
 const (
 	exitUsage      = 2
+	exitNoKill     = 117
+	exitUnknownRun = 118
+	exitNotReady   = 119
 	exitInvalidID  = 120
 	exitIDInUse    = 121
 	exitPermission = 122 // permission denied: cgroupfs, files, processes, the daemon (403)
 	exitNoCgroup2  = 123
-	exitNoKill     = 124
+	exitTimeout    = 124 // run --timeout: the command ran too long
 	exitFailure    = 125
 	exitCannotExec = 126
 	exitNotFound   = 127
-	exitNotReady   = 119
-	exitUnknownRun = 118
 )
+
+// exitTable is the one table of exit statuses: every command's help and
+// the man page list theirs from it.
+var exitTable = map[int]string{
+	exitUsage:      "usage error: a bad option or value, contradictory options, an unknown --user or --group",
+	exitNoKill:     "neither cgroup.kill nor cgroup.freeze (Linux < 5.2)",
+	exitUnknownRun: "no such run",
+	exitNotReady:   "the command was not ready within --ready-timeout",
+	exitInvalidID:  "invalid run ID (7 characters of [0-9a-z])",
+	exitIDInUse:    "run ID already in use",
+	exitPermission: "permission denied: cgroupfs, a record or lock file, a process, or the daemon",
+	exitNoCgroup2:  "no cgroup2 filesystem mounted",
+	exitTimeout:    "the command ran longer than --timeout; the run was torn down",
+	exitFailure:    "other snakepit failure",
+	exitCannotExec: "the command cannot be executed",
+	exitNotFound:   "the command was not found",
+}
+
+func exitMeaning(code int) string {
+	if m, ok := exitTable[code]; ok {
+		return m
+	}
+	panic(fmt.Sprintf("exit status %d is not in exitTable", code))
+}
 
 // statusError carries a wrapped command's exit status: not a failure of
 // snakepit, nothing is printed.
@@ -70,11 +95,15 @@ func report(err error, stderr io.Writer) int {
 	if errors.As(err, &se) {
 		return se.code
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
 	code := exitCode(err)
-	fmt.Fprintf(stderr, "snakepit: %v\n", err)
+	var ui usageIn
+	if code != exitUsage || !errors.As(err, &ui) {
+		fmt.Fprintf(stderr, "snakepit: %v\n", err)
+		return code
+	}
+	// One line as every error (the "snakepit: " prefix is what the Elixir
+	// side reads as ours), then where the right form is.
+	fmt.Fprintf(stderr, "snakepit: %v\n%s\n", err, ui.tryHelp())
 	return code
 }
 
@@ -83,12 +112,13 @@ func exitCode(err error) int {
 	var ce codedError
 	var se startError
 	var spe specError
+	var fe *flagError
 	switch {
 	case errors.As(err, &ce):
 		return ce.code
 	case errors.Is(err, runid.ErrInvalid):
 		return exitInvalidID
-	case errors.As(err, &spe):
+	case errors.As(err, &spe), errors.As(err, &fe):
 		return exitUsage
 	case errors.As(err, &ue), errors.Is(err, snakepit.ErrBadParent), errors.Is(err, snakepit.ErrUnknownUser):
 		return exitUsage

@@ -13,26 +13,32 @@ import (
 )
 
 func init() {
-	register("exec", command{
-		summary: "join an existing run and exec a command in it (the command keeps our PID)",
-		run:     cmdExec,
+	register(&command{
+		name:       "exec",
+		summary:    "join an existing run and exec a command in it (the command keeps our PID)",
+		synopsis:   "[OPTION]... RUNID [--] CMD [ARG]...",
+		exits:      []int{exitUnknownRun, exitInvalidID, exitPermission, exitFailure, exitCannotExec, exitNotFound},
+		passStatus: true,
+		operands:   "runid command",
+		define: func(fs *flagSet) action {
+			var parent string
+			var sf specFlags
+			fs.String("cgroup-parent", 0, "DIR", "cgroup directory holding the run (default: search the known parents)", &parent).Comp("dir")
+			sf.addCredFlags(fs)
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				return cmdExec(ctx, &sf, parent, args)
+			}
+		},
 	})
 }
 
-func cmdExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("exec", "[flags] RUNID -- CMD ARGS...", stderr)
-	parent := fs.String("cgroup-parent", "", "cgroup directory holding the run (default: search the known parents)")
-	var sf specFlags
-	sf.addCredFlags(fs)
-	if err := sf.parse(fs, args); err != nil {
-		return err
-	}
+func cmdExec(ctx context.Context, sf *specFlags, parentArg string, rest []string) error {
+	parent := &parentArg
 	if c := sf.worker.Credential(); !c.IsZero() {
 		if err := jail.CheckCredential(c); err != nil {
 			return err
 		}
 	}
-	rest := fs.Args()
 	if len(rest) < 1 {
 		return usageError("exec: no run ID given")
 	}

@@ -12,39 +12,46 @@ import (
 )
 
 func init() {
-	register("gc", command{
-		summary: "tear down runs whose supervisor died, and kill orphaned marked processes",
-		run:     cmdGC,
+	register(&command{
+		name:         "gc",
+		summary:      "tear down runs whose supervisor died, and kill orphaned marked processes",
+		synopsis:     "[--dry-run] [--json] [OPTION]...",
+		exits:        []int{exitInvalidID, exitPermission, exitFailure},
+		interspersed: true,
+		define: func(fs *flagSet) action {
+			o := inventory.GCOptions{Grace: 500 * time.Millisecond, MinAge: inventory.DefaultGCMinAge}
+			var asJSON bool
+			var parents, ids []string
+			fs.Bool("dry-run", 'n', "report what would be removed and killed; change nothing", &o.DryRun)
+			fs.Bool("json", 0, "print the report as JSON", &asJSON)
+			fs.Duration("grace", 0, "SIGTERM-to-SIGKILL grace for stale runs and orphaned processes", &o.Grace)
+			fs.Duration("min-age", 0, "remove empty run cgroups without a record only when older than this", &o.MinAge)
+			fs.Bool("no-scan", 0, "skip the /proc scan for marked processes", &o.NoScan)
+			fs.Strings("cgroup-parent", 0, "DIR", "extra cgroup parent to search (repeatable)", &parents).Comp("dir")
+			fs.Bool("only-parents", 0, "search only the --cgroup-parent directories, not the known parents", &o.OnlyParents)
+			fs.Strings("run-id", 0, "ID", "only look at this run (repeatable); default: every run", &ids)
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if len(args) > 0 {
+					return usageError("gc: unexpected arguments")
+				}
+				if o.OnlyParents && len(parents) == 0 {
+					return usageError("--only-parents needs --cgroup-parent (it would search nothing)")
+				}
+				o.Parents, o.RunIDs = parents, ids
+				return cmdGC(ctx, o, ids, asJSON, stdout)
+			}
+		},
 	})
 }
 
-func cmdGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o inventory.GCOptions
-	var parents stringsFlag
-	fs := newFlags("gc", "[--dry-run] [--json]", stderr)
-	fs.BoolVar(&o.DryRun, "dry-run", false, "report what would be removed and killed; change nothing")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	fs.DurationVar(&o.Grace, "grace", 500*time.Millisecond, "SIGTERM-to-SIGKILL grace for stale runs and orphaned processes")
-	fs.DurationVar(&o.MinAge, "min-age", inventory.DefaultGCMinAge, "remove empty run cgroups without a record only when older than this")
-	fs.BoolVar(&o.NoScan, "no-scan", false, "skip the /proc scan for marked processes")
-	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
-	fs.BoolVar(&o.OnlyParents, "only-parents", false, "search only the --cgroup-parent directories, not the known parents")
-	var ids stringsFlag
-	fs.Var(&ids, "run-id", "only look at this run (repeatable); default: every run")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("gc: unexpected arguments")
-	}
+func cmdGC(ctx context.Context, o inventory.GCOptions, ids []string, asJSON bool, stdout io.Writer) error {
 	for _, id := range ids {
 		if err := runid.Validate(id); err != nil {
 			return err
 		}
 	}
-	o.Parents, o.RunIDs = parents, ids
 	rep, err := inventory.GC(ctx, o)
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if jerr := enc.Encode(rep); jerr != nil {

@@ -7,24 +7,18 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/snakepit/snakepit/guardian"
 )
 
 func init() {
-	register(guardian.Command, command{
+	register(&command{
+		name:    guardian.Command,
 		summary: "internal: watch an owner and tear down its runs when it dies",
-		run:     cmdGuardian,
+		raw:     cmdGuardian,
 		hidden:  true,
 	})
 }
-
-// stringsFlag is a repeatable string flag.
-type stringsFlag []string
-
-func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
-func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
 func cmdGuardian(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	err := guardian.Main(ctx, args)

@@ -8,9 +8,10 @@ import (
 )
 
 func init() {
-	register(pidns.Subcommand, command{
+	register(&command{
+		name:    pidns.Subcommand,
 		summary: "minimal init of a run's PID namespace (internal; started by --pid-ns)",
-		run:     cmdInit,
+		raw:     cmdInit,
 		hidden:  true,
 	})
 }

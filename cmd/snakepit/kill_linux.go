@@ -14,31 +14,28 @@ import (
 )
 
 func init() {
-	register("kill", command{
-		summary: "tear down runs by ID from another terminal (SIGTERM, grace, kill, remove)",
-		run:     cmdKill,
+	register(&command{
+		name:         "kill",
+		summary:      "tear down runs by ID from another terminal (SIGTERM, grace, kill, remove)",
+		synopsis:     "[--grace=DUR] RUNID...",
+		exits:        []int{exitUnknownRun, exitInvalidID, exitPermission, exitFailure},
+		interspersed: true,
+		operands:     "runid",
+		define: func(fs *flagSet) action {
+			grace := time.Duration(-1)
+			var parents []string
+			fs.Duration("grace", 0, "time between SIGTERM and SIGKILL, with a unit: 500ms, 5s (default: the run's recorded grace, else 5s)", &grace)
+			fs.Strings("cgroup-parent", 0, "DIR", "extra cgroup parent to search (repeatable)", &parents).Comp("dir")
+			return func(ctx context.Context, ids []string, stdout, stderr io.Writer) error {
+				return cmdKill(ctx, ids, grace, parents, stdout, stderr)
+			}
+		},
 	})
 }
 
-func cmdKill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var parents stringsFlag
-	fs := newFlags("kill", "[--grace DUR] RUNID...", stderr)
-	graceArg := fs.String("grace", "", "time between SIGTERM and SIGKILL (default: the run's recorded grace, else 5s)")
-	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	ids := fs.Args()
+func cmdKill(ctx context.Context, ids []string, grace time.Duration, parents []string, stdout, stderr io.Writer) error {
 	if len(ids) == 0 {
 		return usageError("kill: no run ID given")
-	}
-	grace := time.Duration(-1)
-	if *graceArg != "" {
-		g, err := time.ParseDuration(*graceArg)
-		if err != nil || g < 0 {
-			return usageError(fmt.Sprintf("kill: --grace %q: want a duration >= 0", *graceArg))
-		}
-		grace = g
 	}
 	// Every ID is validated before anything is killed.
 	var bad []string

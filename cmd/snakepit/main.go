@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,18 +18,6 @@ func main() {
 	err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
 	os.Exit(report(err, os.Stderr))
 }
-
-// command is one subcommand.
-type command struct {
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-	hidden  bool
-}
-
-// commands is filled by init functions in the files of each subcommand.
-var commands = map[string]command{}
-
-func register(name string, c command) { commands[name] = c }
 
 // beforeDispatch, if set, runs before a command; it may replace the process
 // (the default build hands daemon-related commands to snakepitd).
@@ -41,36 +30,48 @@ var beforeDispatch func(name string, args []string) error
 var execAllowed bool
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return usageError("no command given")
-		}
-		return nil
+	if len(args) == 0 {
+		return usageIn{"", usageError("no command given")}
 	}
-	if args[0] == "--version" || args[0] == "-version" {
+	switch args[0] {
+	case "-h", "--help":
+		topUsage(stdout)
+		return nil
+	case "-v", "--version", "-version":
 		args = append([]string{"version"}, args[1:]...)
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		usage(stderr)
-		return usageError(fmt.Sprintf("unknown command %q", args[0]))
+		if len(args[0]) > 1 && args[0][0] == '-' {
+			return usageIn{"", usageError(fmt.Sprintf("unknown option '%s'", args[0]))}
+		}
+		return usageIn{"", usageError(fmt.Sprintf("unknown command %q", args[0]))}
+	}
+	if c.raw != nil {
+		return c.raw(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlagSet(c)
+	act := c.define(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, errHelp) {
+			writeHelp(stdout, c)
+			return nil
+		}
+		return inCommand(c, err)
 	}
 	if beforeDispatch != nil {
-		if err := beforeDispatch(args[0], args[1:]); err != nil {
+		if err := beforeDispatch(c.name, args[1:]); err != nil {
 			return err
 		}
 	}
-	return c.run(ctx, args[1:], stdout, stderr)
+	return inCommand(c, act(ctx, fs.Args(), stdout, stderr))
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: snakepit COMMAND [FLAGS] [-- CMD ARGS...]")
-	fmt.Fprintln(w, "\ncommands:")
-	for _, name := range sortedCommands() {
-		if c := commands[name]; !c.hidden {
-			fmt.Fprintf(w, "  %-8s %s\n", name, c.summary)
-		}
+// inCommand marks a usage error with its command, for the line that
+// points to the command's help.
+func inCommand(c *command, err error) error {
+	if err != nil && exitCode(err) == exitUsage {
+		return usageIn{c.name, err}
 	}
-	fmt.Fprintln(w, "\nRun 'snakepit COMMAND -h' for the flags of a command.")
+	return err
 }

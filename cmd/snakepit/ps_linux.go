@@ -11,29 +11,34 @@ import (
 )
 
 func init() {
-	register("ps", command{
-		summary: "list every run on this host (cgroup and POSIX), with owner and process count",
-		run:     cmdPs,
+	register(&command{
+		name:         "ps",
+		summary:      "list every run on this host (cgroup and POSIX), with owner and process count",
+		synopsis:     "[--json] [--tree] [--cgroup-parent=DIR]...",
+		exits:        []int{exitPermission, exitFailure},
+		interspersed: true,
+		define: func(fs *flagSet) action {
+			var asJSON, tree bool
+			var parents []string
+			fs.Bool("json", 0, "print a JSON array of runs", &asJSON)
+			fs.Bool("tree", 0, "list each run's processes (pid, command line)", &tree)
+			fs.Strings("cgroup-parent", 0, "DIR", "extra cgroup parent to search (repeatable)", &parents).Comp("dir")
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if len(args) > 0 {
+					return usageError("ps: unexpected arguments")
+				}
+				return cmdPs(ctx, asJSON, tree, parents, stdout)
+			}
+		},
 	})
 }
 
-func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var parents stringsFlag
-	fs := newFlags("ps", "[--json] [--tree]", stderr)
-	asJSON := fs.Bool("json", false, "print a JSON array of runs")
-	tree := fs.Bool("tree", false, "list each run's processes (pid, command line)")
-	fs.Var(&parents, "cgroup-parent", "extra cgroup parent to search (repeatable)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("ps: unexpected arguments")
-	}
-	runs, err := psRuns(ctx, inventory.ListOptions{Tree: *tree, Parents: parents})
+func cmdPs(ctx context.Context, asJSON, tree bool, parents []string, stdout io.Writer) error {
+	runs, err := psRuns(ctx, inventory.ListOptions{Tree: tree, Parents: parents})
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		if runs == nil {
 			runs = []inventory.RunInfo{}
 		}
@@ -41,7 +46,7 @@ func cmdPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(runs)
 	}
-	printRuns(stdout, runs, *tree)
+	printRuns(stdout, runs, tree)
 	return nil
 }
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,9 +22,24 @@ import (
 )
 
 func init() {
-	register("run", command{
-		summary: "run a command in a fresh run cgroup; nothing it starts outlives it",
-		run:     cmdRun,
+	register(&command{
+		name:     "run",
+		summary:  "run a command in a fresh run cgroup; nothing it starts outlives it",
+		synopsis: "[OPTION]... [--] CMD [ARG]...",
+		exits: []int{exitNoKill, exitNotReady, exitInvalidID, exitIDInUse, exitPermission, exitNoCgroup2,
+			exitTimeout, exitFailure, exitCannotExec, exitNotFound},
+		passStatus: true,
+		operands:   "command",
+		define: func(fs *flagSet) action {
+			f := &runFlags{rfd: readyFD{n: -1}}
+			f.define(fs)
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if err := f.check(fs, args); err != nil {
+					return err
+				}
+				return cmdRun(ctx, f, args, stdout, stderr)
+			}
+		},
 	})
 }
 
@@ -38,34 +55,60 @@ type runFlags struct {
 	dieWithParent bool
 	noGuardian    bool
 	runMode       // --mode, --no-cgroup, --pid-ns (runmode_linux.go)
+	rfd           readyFD
+	// timeout and quiet are the wrapper's own (not the run's: not in spec).
+	timeout time.Duration
+	quiet   bool
 }
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var f runFlags
-	fs := newFlags("run", "[flags] -- CMD ARGS...", stderr)
+// define registers the flags of `snakepit run`, in the order help lists them.
+func (f *runFlags) define(fs *flagSet) {
 	f.addRunFlags(fs, spec.Duration(snakepit.DefaultGrace), true)
 	f.addWorkerFlags(fs)
-	fs.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)")
-	fs.BoolVar(&f.exitWithStdin, "exit-with-stdin", false, "tear the run down when stdin reaches EOF")
-	fs.BoolVar(&f.dieWithParent, "die-with-parent", false, "tear the run down and exit when the process that started snakepit dies")
-	fs.BoolVar(&f.noGuardian, "no-guardian", false, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')")
+	fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)", &f.cgroupParent).Comp("dir")
+	fs.Duration("timeout", 0, "tear the run down (stop signal, grace, kill) and exit 124 when CMD runs longer than this, as timeout(1)", &f.timeout)
+	fs.Bool("exit-with-stdin", 0, "tear the run down when stdin reaches EOF", &f.exitWithStdin)
+	fs.Bool("die-with-parent", 0, "tear the run down and exit when the process that started snakepit dies", &f.dieWithParent)
+	fs.Bool("no-guardian", 0, "start no guardian (a SIGKILLed wrapper then leaves the run to 'snakepit gc')", &f.noGuardian)
 	f.runMode.addFlags(fs)
-	rfd := readyFD{n: -1}
-	fs.IntVar(&rfd.n, "ready-fd", -1, "when ready, write \"READY <runid> <pid>\\n\" to this inherited fd and close it")
-	if err := f.parse(fs, args); err != nil {
+	fs.Func("ready-fd", 0, "N", "when ready, write \"READY <runid> <pid>\\n\" to this inherited fd and close it", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a file descriptor number", s)
+		}
+		f.rfd.n = n
+		return nil
+	})
+	fs.Bool("quiet", 'q', "print no notices on stderr (the POSIX fallback, --best-effort-limits warnings, limit events); errors still", &f.quiet)
+}
+
+// check validates the flags and argv before anything is made.
+func (f *runFlags) check(fs *flagSet, argv []string) error {
+	if err := f.runMode.check(fs, f.run); err != nil {
 		return err
 	}
-	argv := fs.Args()
+	if f.mode == snakepit.ModePOSIX && fs.Set("cgroup-parent") {
+		return conflict(f.modeFlag(), "--cgroup-parent")
+	}
+	if err := f.specFlags.check(fs); err != nil {
+		return err
+	}
 	if len(argv) == 0 {
 		return usageError("run: no command given")
 	}
 	if err := f.checkWorker(argv); err != nil {
 		return err
 	}
-	if err := rfd.check(); err != nil {
-		return err
-	}
+	return f.rfd.check()
+}
+
+func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.Writer) error {
+	rfd := &f.rfd
 	grace := time.Duration(f.run.Grace)
+	notices := stderr
+	if f.quiet {
+		notices = io.Discard
+	}
 
 	// Orphaned grandchildren re-parent to us and are reaped by our one
 	// wait4(-1) loop.
@@ -102,15 +145,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Before the first worker, Create registers the run with the guardian
 	// service: a SIGKILL to us from then on is cleaned up by it.
 	opts.NoGuardian, opts.GuardianBinary = f.noGuardian, selfBinary()
-	opts.OnEvent = func(e snakepit.Event) { writeErr(stderr, "%v", e) }
+	opts.OnEvent = func(e snakepit.Event) { writeErr(notices, "%v", e) }
 	f.runMode.apply(&opts)
 	r, err := snakepit.Create(ctx, opts)
 	warm.Wait()
 	if err != nil {
 		return err
 	}
-	reportWarnings(r, stderr)
-	noteFallback(r, stderr)
+	reportWarnings(r, notices)
+	noteFallback(r, notices)
 	// Asked for once our signal handler is in place (warm.Wait above):
 	// before that, the signal would kill us and leave the run to the
 	// guardian.
@@ -165,12 +208,26 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if c.Foreground {
 		defer restoreForeground(0)
 	}
-	readyc := watchReady(ctx, r, w, &rfd, !f.worker.Ready.IsZero())
+	readyc := watchReady(ctx, r, w, rfd, !f.worker.Ready.IsZero())
 	var status snakepit.ExitStatus
-	var stopBy <-chan time.Time
+	var stopBy, timedOut <-chan time.Time
+	if f.timeout > 0 {
+		t := time.NewTimer(f.timeout)
+		defer t.Stop()
+		timedOut = t.C
+	}
 loop:
 	for {
 		select {
+		case <-timedOut:
+			// As timeout(1): the run gets the stop signal and the grace,
+			// then is killed; the status says "timed out", not CMD's.
+			teardown()
+			_, _ = w.Wait(context.WithoutCancel(ctx))
+			if f.quiet {
+				return statusError{exitTimeout}
+			}
+			return codedError{exitTimeout, fmt.Errorf("run %s: %w after %v", r.ID(), errTimedOut, f.timeout)}
 		case err := <-readyc:
 			readyc = nil
 			if readyFailed(err, r, stderr) {
@@ -223,6 +280,9 @@ loop:
 	}
 	return nil
 }
+
+// errTimedOut is run --timeout's: the command ran longer.
+var errTimedOut = errors.New("command timed out")
 
 // teardownNow kills the run at once, as its guardian would.
 func teardownNow(ctx context.Context, r *snakepit.Run, stderr io.Writer) {

@@ -19,8 +19,9 @@ func TestRunSetenvChdir(t *testing.T) {
 	}
 	for _, bad := range [][]string{{"--setenv", "NOEQUALS"}, {"--setenv", "=x"}} {
 		_, stderr, status := lcRun(t, append(append([]string{"run"}, bad...), "--", "true")...)
-		if status != exitUsage || !strings.Contains(stderr, "--setenv") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-			t.Errorf("%v: status %d, stderr %q; want one line naming --setenv, exit 2", bad, status, stderr)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if status != exitUsage || !strings.Contains(lines[0], "--setenv") || len(lines) != 2 || lines[1] != "Try 'snakepit run --help'" {
+			t.Errorf("%v: status %d, stderr %q; want one line naming --setenv and the pointer to the help, exit 2", bad, status, stderr)
 		}
 	}
 	if _, stderr, status := lcRun(t, "run", "--chdir", "/nonexistent-sp", "--", "true"); status == 0 {

@@ -8,22 +8,19 @@ import (
 )
 
 func init() {
-	register("version", command{
-		summary: "print snakepit's version (module version, source revision, Go version)",
-		run:     cmdVersion,
+	register(&command{
+		name:    "version",
+		summary: "print snakepit's version (module version, source revision, Go version); also -v, --version",
+		define: func(fs *flagSet) action {
+			return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+				if len(args) > 0 {
+					return usageError("version: unexpected arguments")
+				}
+				_, err := fmt.Fprintln(stdout, versionString())
+				return err
+			}
+		},
 	})
-}
-
-func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", "", stderr)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError("version: unexpected arguments")
-	}
-	_, err := fmt.Fprintln(stdout, versionString())
-	return err
 }
 
 // Stamped by test/setup.sh (-ldflags "-X main.version=0.1.0 -X

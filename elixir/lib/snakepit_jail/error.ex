@@ -10,8 +10,8 @@ defmodule SnakepitJail.Error do
   * `:run_id`: the run ID the worker was given (nil when none was made up).
 
   Reasons by exit status of `snakepit run` (see the snakepit README):
-  2 `:usage`, 119 `:not_ready`, 120 `:invalid_run_id`, 121 `:run_id_in_use`,
-  122 `:cgroup_permission`, 123 `:no_cgroup2`, 124 `:no_cgroup_kill`,
+  2 `:usage`, 117 `:no_cgroup_kill`, 119 `:not_ready`, 120 `:invalid_run_id`,
+  121 `:run_id_in_use`, 122 `:cgroup_permission`, 123 `:no_cgroup2`, 124 `:timeout`,
   125 `:snakepit_failure`, 126 `:cannot_execute`, 127 `:not_found`; any
   other status `:exited` (the command itself exited before it was ready).
   Found on the BEAM side: `:bad_option`, `:no_snakepit`, `:start_timeout`.
@@ -20,12 +20,13 @@ defmodule SnakepitJail.Error do
 
   @reasons %{
     2 => :usage,
+    117 => :no_cgroup_kill,
     119 => :not_ready,
     120 => :invalid_run_id,
     121 => :run_id_in_use,
     122 => :cgroup_permission,
     123 => :no_cgroup2,
-    124 => :no_cgroup_kill,
+    124 => :timeout,
     125 => :snakepit_failure,
     126 => :cannot_execute,
     127 => :not_found
