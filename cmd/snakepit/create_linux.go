@@ -22,7 +22,8 @@ func init() {
 			// who a worker runs as and when it is ready are per worker
 			// (exec, run).
 			f.addRunFlags(fs, 0, false)
-			fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made", &f.parent).Comp("dir")
+			fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made (default: as for run)", &f.parent).Comp("dir")
+			f.placement.define(fs)
 			f.owner = "parent"
 			fs.String("owner-pid", 0, "PID", "PID recorded as the run's owner; its guardian tears the run down when it dies (\"parent\": the process that ran us; from a shell that exits at once, pass the supervisor's PID)", &f.owner).Def("parent")
 			fs.Bool("no-guardian", 0, "start no guardian (the run then lives until 'snakepit kill', or 'snakepit gc' after its owner died)", &f.noGuardian)
@@ -31,6 +32,9 @@ func init() {
 					return usageError("create: unexpected arguments")
 				}
 				if err := f.check(fs); err != nil {
+					return err
+				}
+				if err := f.placement.check(fs); err != nil {
 					return err
 				}
 				return cmdCreate(ctx, &f, stdout, stderr)
@@ -43,6 +47,7 @@ type createFlags struct {
 	specFlags
 	parent, owner string
 	noGuardian    bool
+	placement     placementFlags
 }
 
 func cmdCreate(ctx context.Context, f *createFlags, stdout, stderr io.Writer) error {
@@ -57,6 +62,7 @@ func cmdCreate(ctx context.Context, f *createFlags, stdout, stderr io.Writer) er
 	}
 	opts := snakepit.FromSpec(sf.run)
 	opts.CgroupParent, opts.Owner = *parent, owner
+	f.placement.apply(&opts)
 	// The guardian service watches the owner through a pidfd we pass it.
 	opts.NoGuardian, opts.GuardianBinary = *noGuardian, selfBinary()
 	r, err := snakepit.Create(ctx, opts)

@@ -17,9 +17,11 @@ import (
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/guardian"
+	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/systemd"
 )
 
 func init() {
@@ -195,9 +197,30 @@ func init() {
 		}
 		return checkOK, "pidfd_open and pidfd_send_signal work"
 	})
+	addDoctorCheck("placement", func(ctx context.Context, e *doctorEnv) (string, string) {
+		p, err := placement.Decide(placement.Request{})
+		if err != nil {
+			return checkWarn, err.Error()
+		}
+		switch p.Mode {
+		case placement.Delegated:
+			return checkOK, fmt.Sprintf("delegated: runs below %s (%s)", p.Parent, p.Reason)
+		case placement.Scope:
+			mgr := "the system manager"
+			if p.User {
+				mgr = "the user's manager"
+			}
+			return checkOK, fmt.Sprintf("scope: each run in a transient snakepit-<runid>.scope (Delegate=yes, in %s, from %s): %s", orDefault(p.Slice, "the default slice"), mgr, p.Reason)
+		}
+		return checkOK, fmt.Sprintf("%s: runs below %s (%s)", p.Mode, p.Parent, p.Reason)
+	})
 	addDoctorCheck("guardian", func(ctx context.Context, e *doctorEnv) (string, string) {
+		where := ""
+		if systemd.IsRunning() {
+			where = "; it lives in a scope of its own (snakepit-guardian-<pid>.scope), outside every unit it guards"
+		}
 		if id, err := guardian.Probe(); err == nil {
-			return checkOK, fmt.Sprintf("runs register with the guardian service (pid %d at %s): it tears a run down when its owner's connection closes", id.PID, guardian.SocketPath())
+			return checkOK, fmt.Sprintf("runs register with the guardian service (pid %d at %s): it tears a run down when its owner's connection closes%s", id.PID, guardian.SocketPath(), where)
 		}
 		if bin, err := guardian.FindBinary(selfBinary()); err == nil {
 			return checkOK, fmt.Sprintf("no guardian service runs at %s; the first run starts one from %s (if that fails, each owner gets an exec'd guardian)", guardian.SocketPath(), bin)
@@ -289,7 +312,7 @@ func cmdDoctor(ctx context.Context, asJSON bool, stdout, stderr io.Writer) error
 	e := &doctorEnv{cgroupUsable: map[string]bool{}}
 	e.mount, e.mountErr = cgroup.FindMount()
 	if e.mountErr == nil {
-		e.scratch, e.scratchErr = snakepit.Create(ctx, snakepit.Options{Mode: snakepit.ModeCgroup}) // probes the cgroup: never the POSIX fallback
+		e.scratch, e.scratchErr = snakepit.Create(ctx, snakepit.Options{Mode: snakepit.ModeCgroup, NoGuardian: true}) // probes the cgroup (never the POSIX fallback) where runs are placed; torn down at once, so unguarded
 		if e.scratch != nil {
 			defer func() {
 				tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -334,4 +357,11 @@ func cmdDoctor(ctx context.Context, asJSON bool, stdout, stderr io.Writer) error
 		cause = errors.New("cgroup mode unusable")
 	}
 	return codedError{exitCode(cause), fmt.Errorf("doctor: cgroup mode unusable: %w", cause)}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

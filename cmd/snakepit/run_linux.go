@@ -51,6 +51,7 @@ var forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT
 type runFlags struct {
 	specFlags     // the run and its worker (specflags_linux.go)
 	cgroupParent  string
+	placement     placementFlags // --no-systemd, --slice, --property
 	exitWithStdin bool
 	dieWithParent bool
 	noGuardian    bool
@@ -65,7 +66,8 @@ type runFlags struct {
 func (f *runFlags) define(fs *flagSet) {
 	f.addRunFlags(fs, spec.Duration(snakepit.DefaultGrace), true)
 	f.addWorkerFlags(fs)
-	fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made (default <cgroup2 root>/snakepit)", &f.cgroupParent).Comp("dir")
+	fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made (default: under systemd below our delegated unit or in a transient scope snakepit-<runid>.scope, else <cgroup2 root>/snakepit)", &f.cgroupParent).Comp("dir")
+	f.placement.define(fs)
 	fs.Duration("timeout", 0, "tear the run down (stop signal, grace, kill) and exit 124 when CMD runs longer than this, as timeout(1)", &f.timeout)
 	fs.Bool("exit-with-stdin", 0, "tear the run down when stdin reaches EOF", &f.exitWithStdin)
 	fs.Bool("die-with-parent", 0, "tear the run down and exit when the process that started snakepit dies", &f.dieWithParent)
@@ -89,6 +91,9 @@ func (f *runFlags) check(fs *flagSet, argv []string) error {
 	}
 	if f.mode == snakepit.ModePOSIX && fs.Set("cgroup-parent") {
 		return conflict(f.modeFlag(), "--cgroup-parent")
+	}
+	if err := f.placement.check(fs); err != nil {
+		return err
 	}
 	if err := f.specFlags.check(fs); err != nil {
 		return err
@@ -147,6 +152,7 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 	opts.NoGuardian, opts.GuardianBinary = f.noGuardian, selfBinary()
 	opts.OnEvent = func(e snakepit.Event) { writeErr(notices, "%v", e) }
 	f.runMode.apply(&opts)
+	f.placement.apply(&opts)
 	r, err := snakepit.Create(ctx, opts)
 	warm.Wait()
 	if err != nil {
