@@ -100,6 +100,17 @@ func runHelper(mode string) int {
 		}
 		fmt.Println("hog: allocated", len(chunks), "MiB without being killed")
 		return 3
+	case "alloc200": // allocate and touch 200 MiB, then say so
+		var chunks [][]byte
+		for i := 0; i < 200; i++ {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			chunks = append(chunks, b)
+		}
+		fmt.Println("alloc200: allocated", len(chunks), "MiB without being killed")
+		return 0
 	case "ifaces": // list interfaces of our netns, prove loopback works
 		ifs, err := net.Interfaces()
 		if err != nil {
