@@ -15,6 +15,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -78,7 +79,8 @@ exec sleep 1000`, other.Path(), m.Path)
 		t.Errorf("expected two refused moves: %q (stderr %s)", out, errb)
 	}
 	// Everything is still in the run cgroup, and the cgroup files are root's.
-	g, err := cgroup.Open(filepath.Join(m.Path, "snakepit", cgroup.Prefix+id))
+	// Wherever the run was placed (under systemd: a scope of its own).
+	g, err := inventory.Lookup(id)
 	if err != nil {
 		t.Fatal(err)
 	}
