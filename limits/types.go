@@ -66,6 +66,11 @@ type Event struct {
 func (e Event) String() string {
 	switch e.Kind {
 	case EventOOMKill:
+		if e.Limit == "max" {
+			// The run has no memory.max of its own: an enclosing cgroup's
+			// limit (a unit's MemoryMax=) or the host ran out.
+			return fmt.Sprintf("run %s: out of memory: the kernel killed %d process(es) (the run has no memory.max: a limit above it, such as its unit's MemoryMax=, or the host's memory)", e.RunID, e.Count)
+		}
 		return fmt.Sprintf("run %s: out of memory: the kernel killed %d process(es) (memory.max %s)", e.RunID, e.Count, e.limitText())
 	case EventOOMGroupKill:
 		return fmt.Sprintf("run %s: out of memory: whole-run OOM kill (memory.oom.group)", e.RunID)

@@ -47,8 +47,8 @@ func TestVMUnitMemoryMaxAppliesToWorkers(t *testing.T) {
 	if strings.Contains(stdout.String(), "without being killed") {
 		t.Fatalf("the worker allocated 200 MiB under the unit's MemoryMax=64M: %s", stdout.String())
 	}
-	if code != 137 || !strings.Contains(stderr.String(), "out of memory") {
-		t.Errorf("snakepit run in a MemoryMax=64M unit: exit %d, stderr %q; want 137 and an out-of-memory report", code, stderr.String())
+	if code != 137 || !strings.Contains(stderr.String(), "out of memory") || !strings.Contains(stderr.String(), "MemoryMax=") {
+		t.Errorf("snakepit run in a MemoryMax=64M unit: exit %d, stderr %q; want 137 and an out-of-memory report naming a limit above the run", code, stderr.String())
 	}
 	t.Logf("exit %d; wrapper stderr: %s", code, strings.TrimSpace(stderr.String()))
 }
