@@ -31,6 +31,7 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("daemon", "[flags]", stderr)
 	socket := fs.String("socket", api.DefaultSocket, "unix socket of the local API")
 	group := fs.String("group", "", "group (name or GID) whose members may create runs and manage their own (default: root only)")
+	metricsGroup := fs.String("metrics-group", "", "group (name or GID) whose members may read GET /metrics (root always may)")
 	socketMode := fs.String("socket-mode", "", "octal mode of the socket file (default 0600, 0660 with --group)")
 	grace := fs.Duration("grace", snakepit.DefaultGrace, "SIGTERM-to-SIGKILL time of teardowns, and of every run at shutdown")
 	parent := fs.String("cgroup-parent", "", "create runs under this cgroup directory (default: delegated cgroup or transient scope under systemd, else <cgroup2>/snakepit)")
@@ -72,13 +73,14 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Socket:       *socket,
 		SocketMode:   iofs.FileMode(mode),
 		Group:        *group,
+		MetricsGroup: *metricsGroup,
 		Grace:        *grace,
 		CgroupParent: *parent,
 		NoScope:      *noScope,
 		NoGuardian:   *noGuardian,
 		MaxRuns:      *maxRuns,
 		MaxWorkers:   *maxWorkers,
-		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Logger:       daemon.NewLogger(stderr, level), // the journal under systemd, else text on stderr
 	}
 	if *socket == api.DefaultSocket {
 		// Only the host daemon tells other processes where its runs are.
