@@ -51,7 +51,7 @@ else
 fi
 DEB=$(bash packaging/deb.sh --bindir "$bindir" --out "$SHARE")
 dpkg-deb -f "$DEB" Version > "$SHARE/deb.version"
-cp "$RIG/guest.sh" "$RIG/pidwait.py" "$SHARE/"
+cp "$RIG"/guest*.sh "$RIG/pidwait.py" "$SHARE/"
 # The package (and so the unit) is installed before the guest boots
 # (preboot.sh), so the guest never needs a daemon-reload: on a loaded CI
 # host one failed with "Transport endpoint is not connected".
