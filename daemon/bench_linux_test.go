@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -16,7 +17,8 @@ func benchDaemon(b *testing.B) (*daemonProc, context.Context) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	b.Cleanup(cancel)
-	return startDaemon(b, daemonOpts{}), ctx
+	// SNAKEPIT_BENCH_LOG=discard: the daemon's log goes to /dev/null.
+	return startDaemon(b, daemonOpts{discardLog: os.Getenv("SNAKEPIT_BENCH_LOG") == "discard"}), ctx
 }
 
 // BenchmarkAPIRoundTrip: GET /v1/status over a kept-alive connection.

@@ -41,14 +41,18 @@ var ErrNoJournal = errors.New("journal socket unavailable")
 // device and inode), else text on stderr.
 func NewLogger(stderr io.Writer, level slog.Leveler) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	if f, ok := stderr.(*os.File); ok && f.Fd() == 2 {
+	text := slog.NewTextHandler(stderr, opts)
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr {
 		if is, _ := journal.StderrIsJournalStream(); is {
 			if h, err := NewJournalHandler(JournalSocket, opts); err == nil {
+				// A line the socket refuses still reaches the journal,
+				// through the stream.
+				h.fallback = text
 				return slog.New(h)
 			}
 		}
 	}
-	return slog.New(slog.NewTextHandler(stderr, opts))
+	return slog.New(text)
 }
 
 // JournalHandler is a slog.Handler that sends each record as one datagram
@@ -62,6 +66,8 @@ type JournalHandler struct {
 	level  slog.Leveler
 	fields []byte // pre-rendered fields of WithAttrs
 	prefix string // field name prefix of WithGroup
+	// fallback, if set, gets a record the socket refused.
+	fallback slog.Handler
 }
 
 type journalConn struct {
@@ -103,6 +109,9 @@ func (h *JournalHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	for _, a := range as {
 		h2.fields = appendAttr(h2.fields, h.prefix, a)
 	}
+	if h.fallback != nil {
+		h2.fallback = h.fallback.WithAttrs(as)
+	}
 	return &h2
 }
 
@@ -113,11 +122,14 @@ func (h *JournalHandler) WithGroup(name string) slog.Handler {
 	}
 	h2 := *h
 	h2.prefix = h.prefix + fieldName(name) + "_"
+	if h.fallback != nil {
+		h2.fallback = h.fallback.WithGroup(name)
+	}
 	return &h2
 }
 
 // Handle implements slog.Handler.
-func (h *JournalHandler) Handle(_ context.Context, r slog.Record) error {
+func (h *JournalHandler) Handle(ctx context.Context, r slog.Record) error {
 	b := make([]byte, 0, 256+len(h.fields))
 	b = appendField(b, "MESSAGE", r.Message)
 	b = appendField(b, "PRIORITY", priority(r.Level))
@@ -127,7 +139,11 @@ func (h *JournalHandler) Handle(_ context.Context, r slog.Record) error {
 		b = appendAttr(b, h.prefix, a)
 		return true
 	})
-	return h.j.send(b)
+	err := h.j.send(b)
+	if err != nil && h.fallback != nil {
+		return h.fallback.Handle(ctx, r)
+	}
+	return err
 }
 
 // priority maps a slog level to syslog's: debug 7, info 6, warn 4, error 3.
