@@ -395,7 +395,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	d.workers.Add(1)
 	d.metrics.workersStart.Inc()
 	d.log.Info("worker started", "run", rs.run.ID(), "worker", w.WID, "pid", w.PID(), "uid", rs.owner,
-		"user", cred.User, "argv0", truncate(req.Argv[0]))
+		"user", truncate(cred.User), "argv0", truncate(req.Argv[0]))
 	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
 	d.kickStatus()
 	d.watchers.Add(1)
