@@ -25,6 +25,9 @@ const (
 	PathRuns   = "/v1/runs"
 	PathEvents = "/v1/events"
 	PathStatus = "/v1/status"
+	// PathMetrics is the Prometheus exposition of the daemon's metrics
+	// (root and members of --metrics-group).
+	PathMetrics = "/metrics"
 )
 
 // CreateRunRequest is the body of POST /v1/runs: the run spec, the same
@@ -121,6 +124,14 @@ const (
 	EventWorkerStarted = "worker_started"
 	EventWorkerExited  = "worker_exited"
 	EventRunTornDown   = "run_torn_down"
+	// Limit events of a run, as `snakepit run` reports them on stderr:
+	// the OOM killer killed Count processes (memory.events oom_kill); a
+	// whole-run OOM kill (oom_group_kill, memory.oom.group); Count forks
+	// were refused at pids.max (pids.events max). Reports of one kind are
+	// at least a second apart; Count adds up what happened in between.
+	EventOOMKill      = "oom_kill"
+	EventOOMGroupKill = "oom_group_kill"
+	EventPidsMax      = "pids_max"
 	// EventOverflow is the last event of a stream whose reader fell too far
 	// behind; the daemon closes the stream after it.
 	EventOverflow = "overflow"
@@ -135,6 +146,13 @@ type Event struct {
 	PID      int       `json:"pid,omitempty"`
 	Exit     *Exit     `json:"exit,omitempty"`
 	Teardown *Teardown `json:"teardown,omitempty"`
+	// Limit events: Count is the increase since the previous report,
+	// Total the cgroup's counter, Limit the limit's value as in its file
+	// ("50331648", "max"), Message the line `snakepit run` prints.
+	Count   uint64 `json:"count,omitempty"`
+	Total   uint64 `json:"total,omitempty"`
+	Limit   string `json:"limit,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Status is the body of GET /v1/status.

@@ -34,6 +34,8 @@ type Daemon struct {
 	grace, maxGrace     time.Duration
 	maxRuns, maxWorkers int
 	gid                 int
+	metricsGID          int // besides root, its members may read /metrics
+	metrics             *metrics
 
 	parent, mode string
 	madeParent   bool // we created the configured parent: remove it at exit
@@ -105,6 +107,15 @@ func newDaemon(cfg Config) (*Daemon, error) {
 		}
 		d.gid = gid
 	}
+	d.metricsGID = cfg.MetricsGroupID
+	if d.metricsGID <= 0 && cfg.MetricsGroup != "" {
+		gid, err := lookupGroup(cfg.MetricsGroup)
+		if err != nil {
+			return nil, fmt.Errorf("metrics group: %w", err)
+		}
+		d.metricsGID = gid
+	}
+	d.metrics = newMetrics(d)
 	return d, nil
 }
 
@@ -155,6 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		d.log.Warn("gc of stale runs", "err", err)
 	}
+	d.metrics.staleRemoved.Add(float64(d.gcRemoved))
 
 	if !cfg.NoGuardian {
 		bin := cfg.GuardianBinary
@@ -377,16 +389,23 @@ func (d *Daemon) listen() (*peerListener, error) {
 		return nil, err
 	}
 	l.SetUnlinkOnClose(false)
+	// The socket's group is --group's, else --metrics-group's: a file
+	// has one group, so members of a second, different group reach the
+	// socket only through a wider --socket-mode (the daemon still refuses
+	// them everything but what their group allows).
+	gid := 0
+	switch {
+	case d.gid > 0:
+		gid = d.gid
+	case d.metricsGID > 0:
+		gid = d.metricsGID
+	}
 	mode := d.cfg.SocketMode
 	if mode == 0 {
 		mode = 0o600
-		if d.gid > 0 {
+		if gid > 0 {
 			mode = 0o660
 		}
-	}
-	gid := 0
-	if d.gid > 0 {
-		gid = d.gid
 	}
 	err = os.Chown(tmp, 0, gid)
 	if err == nil {

@@ -52,6 +52,10 @@ type Config struct {
 	// root only. GroupID, when > 0, is used instead of looking Group up.
 	Group   string
 	GroupID int
+	// MetricsGroup names a group whose members may read GET /metrics
+	// (root always may); MetricsGroupID, when > 0, is used instead.
+	MetricsGroup   string
+	MetricsGroupID int
 	// Grace is the SIGTERM-to-SIGKILL time of a teardown without ?grace=,
 	// and of every run at shutdown. Zero means snakepit.DefaultGrace.
 	Grace time.Duration
@@ -74,7 +78,8 @@ type Config struct {
 	// MaxRuns and MaxWorkers bound the number of runs and of workers per
 	// run; zero means 4096 and 1024.
 	MaxRuns, MaxWorkers int
-	// Logger receives the daemon's log; nil discards it.
+	// Logger receives the daemon's log; nil discards it. NewLogger makes
+	// the daemon's own (the journal under systemd).
 	Logger *slog.Logger
 	// OnReady, if set, is called once startup is complete.
 	OnReady func(Info)

@@ -179,6 +179,10 @@ type daemonOpts struct {
 	parent string     // reuse a parent (restart); empty makes a fresh one
 	dir    string     // reuse a socket dir
 	files  []*os.File // inherited by the daemon as fds 3, 4, ...
+	// discardLog sends the daemon's log to /dev/null instead of a pipe
+	// that the test reads: benchmarks that separate the cost of logging
+	// (a wakeup of the reader per line) from the rest.
+	discardLog bool
 }
 
 // startDaemon starts `snakepit daemon` with a private socket and cgroup
@@ -215,6 +219,14 @@ func startDaemon(t testing.TB, o daemonOpts) *daemonProc {
 	d.cmd = exec.Command(binary, args...)
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if o.discardLog {
+		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { null.Close() })
+		d.cmd.Stdout, d.cmd.Stderr = null, null
+	}
 	d.cmd.ExtraFiles = o.files
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -178,6 +178,7 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		// configured (NoGuardian) there is none.
 		opts.NoGuardian = guardian == nil
 		opts.Mode = snakepit.ModeCgroup // runs are read through their cgroup: no POSIX fallback
+		opts.OnEvent = func(e snakepit.Event) { d.limitEvent(uid, e) }
 		r, err = snakepit.Create(ctx, opts)
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
 			break
@@ -205,6 +206,11 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	d.creating--
 	d.runs[r.ID()] = rs
 	d.mu.Unlock()
+	d.metrics.runsCreated.WithLabelValues(r.Mechanism()).Inc()
+	d.log.Info("run created", "run", r.ID(), "uid", uid, "mechanism", r.Mechanism(), "cgroup", r.CgroupPath())
+	for _, w := range rs.warnings {
+		d.log.Info("run created without a limit", "run", r.ID(), "uid", uid, "warning", w)
+	}
 	d.publish(rs, api.Event{Type: api.EventRunCreated, Run: r.ID()})
 	d.kickStatus()
 	return rs, nil
@@ -387,6 +393,9 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	view := ws.viewLocked()
 	rs.mu.Unlock()
 	d.workers.Add(1)
+	d.metrics.workersStart.Inc()
+	d.log.Info("worker started", "run", rs.run.ID(), "worker", w.WID, "pid", w.PID(), "uid", rs.owner,
+		"user", truncate(cred.User), "argv0", truncate(req.Argv[0]))
 	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
 	d.kickStatus()
 	d.watchers.Add(1)
@@ -438,6 +447,9 @@ func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
 	rs.mu.Unlock()
 	d.releaseWorker(rs.owner)
 	d.workers.Add(-1)
+	d.metrics.workersExit.Inc()
+	d.log.Info("worker exited", "run", rs.run.ID(), "worker", ws.w.WID, "pid", ws.w.PID(), "uid", rs.owner,
+		"code", e.Code, "signal", e.SignalName)
 	d.publish(rs, api.Event{Type: api.EventWorkerExited, Run: rs.run.ID(), Worker: ws.w.WID, PID: ws.w.PID(), Exit: e})
 	d.kickStatus()
 }
@@ -548,10 +560,10 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		}
 		if err != nil {
 			td.Error = err.Error()
-			d.log.Warn("teardown", "run", rs.run.ID(), "err", err)
+			d.log.Warn("teardown", "run", rs.run.ID(), "uid", rs.owner, "err", err)
 		}
 		if rep.Escaped > 0 {
-			d.log.Warn("teardown: workers had left the run cgroup; killed through their pidfds", "run", rs.run.ID(), "escaped", rep.Escaped)
+			d.log.Warn("teardown: workers had left the run cgroup; killed through their pidfds", "run", rs.run.ID(), "uid", rs.owner, "escaped", rep.Escaped)
 		}
 		rs.td = td
 		// Every worker_exited of the run goes out before run_torn_down.
@@ -563,12 +575,15 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		case <-wdone:
 		case <-tctx.Done():
 			// A worker outside the run's cgroup (it moved itself) lives on.
-			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "after", teardownTimeout(grace))
+			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "uid", rs.owner, "after", teardownTimeout(grace))
 		}
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
 		d.mu.Unlock()
 		d.releaseRun(rs.owner)
+		d.metrics.tornDown(rs.run.Mechanism(), td)
+		d.log.Info("run torn down", "run", td.ID, "uid", rs.owner, "terminated", td.Terminated, "killed", td.Killed,
+			"kill_mechanism", td.KillMechanism, "escaped", td.Escaped, "duration_ms", td.DurationMS, "grace", grace)
 		d.publish(rs, api.Event{Type: api.EventRunTornDown, Run: rs.run.ID(), Teardown: &td})
 		d.kickStatus()
 	})
@@ -619,4 +634,14 @@ func waitExited(w *snakepit.Worker, limit time.Duration) {
 	case <-w.Done():
 	case <-time.After(limit):
 	}
+}
+
+// limitEvent reports a limit event of a run owned by uid (an OOM kill,
+// forks refused at pids.max): in the log, the metrics and the event
+// stream. The watcher already spaces reports of one kind a second apart.
+func (d *Daemon) limitEvent(uid int, e snakepit.Event) {
+	d.metrics.limitEvents.WithLabelValues(string(e.Kind)).Add(float64(e.Count))
+	d.log.Warn(e.String(), "run", e.RunID, "uid", uid, "event", string(e.Kind), "count", e.Count, "total", e.Total, "limit", e.Limit)
+	ev := api.Event{Type: string(e.Kind), Time: e.Time.UTC(), Run: e.RunID, Count: e.Count, Total: e.Total, Limit: e.Limit, Message: e.String()}
+	d.events.publish(ownedEvent{Event: ev, owner: uid})
 }

@@ -36,13 +36,14 @@ func cmdDaemon(ctx context.Context, f *daemonFlags, _ []string, stdout, stderr i
 		Socket:       f.socket,
 		SocketMode:   iofs.FileMode(f.socketMode),
 		Group:        f.group,
+		MetricsGroup: f.metricsGroup,
 		Grace:        f.grace,
 		CgroupParent: f.parent,
 		NoScope:      f.noScope,
 		NoGuardian:   f.noGuardian,
 		MaxRuns:      f.maxRuns,
 		MaxWorkers:   f.maxWorkers,
-		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Logger:       daemon.NewLogger(stderr, level), // the journal under systemd, else text on stderr
 	}
 	if f.socket == api.DefaultSocket {
 		// Only the host daemon tells other processes where its runs are.

@@ -16,6 +16,7 @@ import (
 // without an exec) and hands the arguments to snakepitd.
 type daemonFlags struct {
 	socket, group, parent string
+	metricsGroup          string
 	socketMode            uint64
 	grace                 time.Duration
 	noScope, noGuardian   bool
@@ -37,6 +38,7 @@ func init() {
 			f := &daemonFlags{socket: api.DefaultSocket, grace: snakepit.DefaultGrace}
 			fs.String("socket", 0, "PATH", "unix socket of the local API", &f.socket).Def(api.DefaultSocket).Comp("file")
 			fs.String("group", 0, "GROUP", "group (name or GID) whose members may create runs and manage their own (default: root only)", &f.group).Comp("group")
+			fs.String("metrics-group", 0, "GROUP", "group (name or GID) whose members may read GET /metrics (root always may)", &f.metricsGroup).Comp("group")
 			fs.Func("socket-mode", 0, "MODE", "octal mode of the socket file (default 0600, 0660 with --group)", func(s string) error {
 				m, err := strconv.ParseUint(s, 8, 32)
 				if err != nil || m > 0o777 {

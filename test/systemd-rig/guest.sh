@@ -153,6 +153,7 @@ TD=$(api DELETE "/v1/runs/$RUN?grace=1s")
 [ ! -d "$RCG" ] || fail "run cgroup left after DELETE"
 [ "$(alive $before)" = 0 ] || fail "processes survived DELETE of the run"
 ok "run torn down: $TD"
+. "$SHARE/guest-observe.sh"   # logs in the journal, GET /metrics
 
 # --- systemctl stop: nothing survives ---------------------------------------
 RUN=$(api POST /v1/runs '{}' | json 'd["id"]')

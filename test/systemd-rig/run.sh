@@ -51,7 +51,7 @@ else
 fi
 DEB=$(bash packaging/deb.sh --bindir "$bindir" --out "$SHARE")
 dpkg-deb -f "$DEB" Version > "$SHARE/deb.version"
-cp "$RIG/guest.sh" "$RIG/guest-placement.sh" "$RIG/pidwait.py" "$RIG/stray.py" "$RIG/timeit.py" "$SHARE/"
+cp "$RIG"/guest*.sh "$RIG/pidwait.py" "$RIG/stray.py" "$RIG/timeit.py" "$SHARE/"
 # A Go program that uses the library (Create, guarded by default), for the
 # library-as-a-unit's-main-process checks.
 CGO_ENABLED=0 go build -o "$SHARE/fmsupervisor" ./test/faultmatrix/fmsupervisor
