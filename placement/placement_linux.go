@@ -93,13 +93,18 @@ func Decide(req Request) (Plan, error) {
 	if req.NoSystemd {
 		return def("systemd placement turned off (--no-systemd)")
 	}
-	own, err := systemd.OwnCgroup()
-	if err != nil {
-		return p, fmt.Errorf("%w: own cgroup unknown: %w", ErrNoScope, err)
-	}
 	m, err := cgroup.FindMount()
 	if err != nil {
 		return p, err
+	}
+	own, err := systemd.OwnCgroup()
+	if err != nil {
+		// Outside our cgroup namespace's root (entered by setns): no unit
+		// of ours to use or bind to, but systemd can still give a scope.
+		p.Mode, p.User = Scope, os.Geteuid() != 0
+		p.Slice = req.Slice
+		p.Reason = fmt.Sprintf("own cgroup unknown (%v): a transient scope per run", err)
+		return p, nil
 	}
 	rel := strings.TrimPrefix(own, m.Path)
 	p.Unit, p.Slice = systemd.UnitOf(rel)
@@ -303,9 +308,10 @@ func (h holder) kill() {
 
 // ReleaseScope ends the transient scope around the run cgroup runPath, if
 // it is in one (its parent is snakepit-<id>.scope): it kills what is left
-// in the scope (the holder), waits until it is empty and removes the
-// holder leaf; systemd then finds the scope empty and collects it. A run
-// outside a scope is left alone. Called once the run cgroup is gone.
+// in the scope (the holder). It does not wait: systemd finds the scope
+// empty, stops it and removes its cgroup, the holder leaf included (a
+// unit's cgroup is trimmed recursively). A run outside a scope is left
+// alone. Called once the run cgroup is gone.
 func ReleaseScope(ctx context.Context, runPath string) error {
 	id, ok := strings.CutPrefix(filepath.Base(runPath), cgroup.Prefix)
 	scope := filepath.Dir(runPath)
@@ -317,12 +323,6 @@ func ReleaseScope(ctx context.Context, runPath string) error {
 		if errors.Is(err, cgroup.ErrNotExist) {
 			return nil // systemd collected it already
 		}
-		return fmt.Errorf("release scope %s: %w", ScopeName(id), err)
-	}
-	if err := g.WaitEmpty(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
-		return fmt.Errorf("release scope %s: %w", ScopeName(id), err)
-	}
-	if err := os.Remove(filepath.Join(scope, HolderLeaf)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("release scope %s: %w", ScopeName(id), err)
 	}
 	return nil
