@@ -21,6 +21,7 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 )
@@ -165,4 +166,59 @@ func holdsFile(pid int, path string) bool {
 		}
 	}
 	return false
+}
+
+// TestGuardianServiceAdoptsOrphanedRuns: `snakepit create --owner-pid`
+// registers its run and exits, so when the service is SIGKILLed nobody can
+// register the run again. The next service (started by the next owner)
+// adopts it from its record, and the owner's death still tears it down.
+func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(inventory.ParentsEnv, parent)
+	owner := exec.Command("sleep", "1000")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
+	if err != nil {
+		t.Fatalf("snakepit create: %v", err)
+	}
+	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
+	worker := exec.Command("sleep", "1001")
+	if err := worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
+	if err := cgroup.At(path).Move(worker.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	fds := pidfdsOf(t, cgroup.At(path))
+	old := servicePID(t)
+	oldFD, err := unix.PidfdOpen(old, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(oldFD)
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(map[int]int{old: oldFD})) == 0 })
+	// The next owner starts the next service.
+	next, err := Create(context.Background(), Options{CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = next.Teardown(context.Background(), 0) })
+	fresh := servicePID(t)
+	testenv.Eventually(t, 10*time.Second, "the orphaned run adopted (the new service holds its cgroup.kill)", func() bool {
+		return holdsFile(fresh, filepath.Join(path, "cgroup.kill"))
+	})
+	if len(alive(fds)) != len(fds) {
+		t.Fatal("the run died before its owner")
+	}
+	_ = owner.Process.Kill()
+	allGone(t, path, fds, 10*time.Second)
 }

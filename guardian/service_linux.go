@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
@@ -561,6 +562,11 @@ func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error 
 	}
 	s.timer = time.AfterFunc(idle, s.maybeExit)
 	logf("service listening")
+	s.add(1)
+	go func() {
+		defer s.add(-1)
+		s.adopt(ctx)
+	}()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -579,6 +585,65 @@ func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error 
 	<-s.drained
 	logf("service exits")
 	return nil
+}
+
+// adopt watches, through pidfds of their owners, the runs whose recorded
+// guardian is dead while their owner lives: runs registered with a service
+// that died, by an owner that cannot register them again (`create
+// --owner-pid` exits once the run is made). Owners that hold a connection
+// register theirs again anyway; a second watch is harmless. Only runs of
+// owners with our UID: another user's are their own service's.
+func (s *service) adopt(ctx context.Context) {
+	runs, err := inventory.ListRunCgroups()
+	if err != nil {
+		return
+	}
+	n := 0
+	for id, path := range runs {
+		if ctx.Err() != nil {
+			return
+		}
+		rec, err := record.ReadCgroup(path)
+		if err != nil || rec.Guardian == nil || rec.Guardian.PID == os.Getpid() {
+			continue
+		}
+		if st, err := reaper.ReadStat(rec.Guardian.PID); err == nil && st.Start == rec.Guardian.Start && !st.Dead() {
+			continue // its guardian lives
+		}
+		if !ownedByUs(rec.Owner.PID) {
+			continue
+		}
+		pin, err := reaper.Pin(rec.Owner.Identity())
+		if err != nil || pin.FD() < 0 {
+			if pin != nil {
+				pin.Close()
+			}
+			continue // the owner is gone: gc's to remove
+		}
+		fd, err := unix.FcntlInt(uintptr(pin.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		pin.Close()
+		if err != nil {
+			continue
+		}
+		r := &svcReg{id: id, cgroup: path, pidfd: os.NewFile(uintptr(fd), "pidfd")}
+		if f, err := os.OpenFile(filepath.Join(path, "cgroup.kill"), os.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {
+			r.kill = f
+		}
+		s.watch(ctx, r)
+		n++
+	}
+	if n > 0 {
+		logf("adopted %d run(s) whose guardian had died", n)
+	}
+}
+
+// ownedByUs reports whether process pid runs with our effective UID.
+func ownedByUs(pid int) bool {
+	var st unix.Stat_t
+	if pid <= 0 || unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil {
+		return false
+	}
+	return int(st.Uid) == os.Geteuid()
 }
 
 func (s *service) add(n int) {
