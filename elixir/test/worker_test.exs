@@ -67,17 +67,29 @@ defmodule SnakepitJail.WorkerTest do
       test "a limit this host cannot enforce: the CLI's message, nothing left", ctx do
         res = start(ctx, @mode, cmd: ["sleep", "600"], limits: [memory_max: "64M"])
 
-        if @mode == :posix or "memory" not in Host.root_controllers() do
-          assert {:error, %Error{} = e} = res
-          assert e.reason == :snakepit_failure and e.status == 125
-          assert e.message =~ ~r/^snakepit: .*memory/
-          assert_gone(e.run_id)
-        else
-          # A pure cgroup v2 host with the memory controller: it works.
-          assert {:ok, pid, info} = res
-          assert File.read!(Path.join(Host.cgroup_dir(info.cgroup), "memory.max")) == "67108864\n"
-          :ok = Worker.stop(pid)
-          assert_gone(info.run_id)
+        cond do
+          @mode == :posix ->
+            # POSIX mode and a limit contradict each other: a usage error.
+            assert {:error, %Error{} = e} = res
+            assert e.reason == :usage and e.status == 2
+            assert e.message =~ ~r/^snakepit: .*memory/
+            assert_gone(e.run_id)
+
+          "memory" not in Host.root_controllers() ->
+            assert {:error, %Error{} = e} = res
+            assert e.reason == :snakepit_failure and e.status == 125
+            assert e.message =~ ~r/^snakepit: .*memory/
+            assert_gone(e.run_id)
+
+          true ->
+            # A pure cgroup v2 host with the memory controller: it works.
+            assert {:ok, pid, info} = res
+
+            assert File.read!(Path.join(Host.cgroup_dir(info.cgroup), "memory.max")) ==
+                     "67108864\n"
+
+            :ok = Worker.stop(pid)
+            assert_gone(info.run_id)
         end
       end
 
