@@ -47,7 +47,7 @@ type runState struct {
 
 	tdOnce   sync.Once
 	td       api.Teardown
-	watchers sync.WaitGroup // this run's watchWorker goroutines
+	watchers sync.WaitGroup // this run's workers whose exit is not recorded yet (workerExited)
 }
 
 type workerState struct {
@@ -400,7 +400,8 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	d.kickStatus()
 	d.watchers.Add(1)
 	rs.watchers.Add(1)
-	go d.watchWorker(rs, ws)
+	// On the library's own waiter: no goroutine (and stack) per worker.
+	w.AfterExit(func() { d.workerExited(rs, ws) })
 	if !req.Ready.IsZero() {
 		return d.awaitReady(ctx, rs, ws, req)
 	}
@@ -434,8 +435,8 @@ func (d *Daemon) awaitReady(ctx context.Context, rs *runState, ws *workerState, 
 	return api.Worker{}, errf(http.StatusInternalServerError, api.CodeInternal, "%v", err)
 }
 
-// watchWorker records the worker's exit and announces it.
-func (d *Daemon) watchWorker(rs *runState, ws *workerState) {
+// workerExited records the worker's exit and announces it.
+func (d *Daemon) workerExited(rs *runState, ws *workerState) {
 	defer d.watchers.Done()
 	defer rs.watchers.Done()
 	st, _ := ws.w.Wait(context.Background())
@@ -514,7 +515,7 @@ func (d *Daemon) stopWorker(ctx context.Context, rs *runState, ws *workerState, 
 	v := ws.viewLocked()
 	rs.mu.Unlock()
 	if err == nil && v.Exit == nil {
-		// Exited, but its watcher has not stored the status yet.
+		// Exited, but workerExited has not stored the status yet.
 		v.State, v.Exit = api.WorkerExited, toExit(st)
 	}
 	return v
