@@ -422,6 +422,10 @@ type Worker struct {
 	fdMu      sync.Mutex // guards proc.PidFD against Teardown closing it
 	Placement spawn.Placement
 	ready     *jail.Ready
+
+	exitMu sync.Mutex
+	onExit []func() // AfterExit's, until the worker has exited
+	exited bool
 }
 
 // PID returns the worker's process ID.
@@ -516,7 +520,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.workers[wid] = w
 	r.mu.Unlock()
 	r.box.Adopt(w.PID(), w.PidFD())
-	jc.ready.Started(w.done)
+	jc.ready.Started()
 	go w.wait()
 	return w, nil
 }
@@ -573,9 +577,35 @@ func (w *Worker) wait() {
 	}
 	w.fdMu.Unlock()
 	close(w.done)
+	if w.ready != nil {
+		w.ready.Exited()
+	}
 	w.run.mu.Lock()
 	delete(w.run.workers, w.WID)
 	w.run.mu.Unlock()
+	w.exitMu.Lock()
+	fs := w.onExit
+	w.onExit, w.exited = nil, true
+	w.exitMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// AfterExit calls f once the worker has exited and been reaped (Done is
+// closed, Wait returns at once), on the goroutine that waited for it, or
+// at once on the caller's if that already happened. f must not block for
+// long. A supervisor that tracks many workers needs no goroutine of its own
+// per worker for this.
+func (w *Worker) AfterExit(f func()) {
+	w.exitMu.Lock()
+	if !w.exited {
+		w.onExit = append(w.onExit, f)
+		w.exitMu.Unlock()
+		return
+	}
+	w.exitMu.Unlock()
+	f()
 }
 
 func fromWaitStatus(ws unix.WaitStatus) ExitStatus {

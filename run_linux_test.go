@@ -268,6 +268,47 @@ func TestWorkerStatusAndSignal(t *testing.T) {
 	}
 }
 
+// AfterExit runs its hook once the worker has exited (Wait returns at
+// once by then), and at once for a worker that already has.
+func TestWorkerAfterExit(t *testing.T) {
+	r := newTestRun(t, Options{})
+	ctx := context.Background()
+	w, err := r.Start(ctx, Command{Args: []string{"sleep", "300"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan bool, 1)
+	w.AfterExit(func() {
+		select {
+		case <-w.Done():
+			called <- true
+		default:
+			called <- false
+		}
+	})
+	select {
+	case <-called:
+		t.Fatal("AfterExit ran before the worker exited")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := w.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case done := <-called:
+		if !done {
+			t.Fatal("AfterExit ran before Done was closed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("AfterExit did not run")
+	}
+	ran := false
+	w.AfterExit(func() { ran = true })
+	if !ran {
+		t.Fatal("AfterExit of an exited worker did not run at once")
+	}
+}
+
 func TestStartAfterTeardown(t *testing.T) {
 	r := newTestRun(t, Options{})
 	if _, err := r.Teardown(context.Background(), 0); err != nil {

@@ -59,7 +59,7 @@ type Daemon struct {
 	creating int // runs being created
 	closing  bool
 	inflight sync.WaitGroup // createRun calls
-	watchers sync.WaitGroup // watchWorker goroutines
+	watchers sync.WaitGroup // workers whose exit is not recorded yet (workerExited)
 }
 
 func newDaemon(cfg Config) (*Daemon, error) {
@@ -287,7 +287,7 @@ func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
 	}
 	wg.Wait()
 	<-shutDone
-	// Every worker is dead; their watchers finish at once.
+	// Every worker is dead; their exits are recorded at once.
 	d.watchers.Wait()
 	d.removeSocket()
 	if d.madeParent {

@@ -132,24 +132,26 @@ func (rs *Ready) WrapStdout(w io.Writer) io.Writer {
 	return &lineWatcher{dst: w, rs: rs}
 }
 
-// started begins watching once the worker runs; done is closed when the
-// worker has exited.
-func (rs *Ready) Started(done <-chan struct{}) {
+// Started begins watching once the worker runs. The worker's owner calls
+// Exited once it has exited: no goroutine per worker waits for that here.
+func (rs *Ready) Started() {
 	rs.mu.Lock()
 	rs.checkReady()
 	rs.mu.Unlock()
+	if rs.sock != nil {
+		go rs.readLoop()
+	}
+}
+
+// Exited ends the watch after the worker exited (and was reaped): the
+// notify reader stops after a last drain; without one, no more signals
+// can come.
+func (rs *Ready) Exited() {
 	if rs.sock == nil {
-		go func() {
-			<-done
-			close(rs.finished)
-		}()
+		close(rs.finished)
 		return
 	}
-	go rs.readLoop()
-	go func() {
-		<-done
-		rs.stop()
-	}()
+	rs.stop()
 }
 
 // checkReady closes ready once all configured signals arrived; mu held.
