@@ -34,7 +34,7 @@ func BenchmarkRegister(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		c := &Client{sock: sock, regs: map[string]*clientReg{}}
-		if err := c.connect(ctx); err != nil {
+		if err := c.connect(ctx, 0); err != nil {
 			b.Fatal(err)
 		}
 		if err := c.Register(ctx, Registration{ID: "bench"}); err != nil {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/kfile"
 	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
@@ -111,7 +112,7 @@ type Client struct {
 	sock string
 
 	mu   sync.Mutex
-	conn *net.UnixConn
+	conn *os.File // the connection (a SOCK_SEQPACKET socket in the poller)
 	svc  reaper.Identity
 	regs map[string]*clientReg
 }
@@ -138,7 +139,7 @@ func Shared(ctx context.Context, o ClientOptions) (*Client, error) {
 		return c, nil
 	}
 	c := &Client{o: o, sock: sock, regs: map[string]*clientReg{}}
-	if err := c.connect(ctx); err != nil {
+	if err := c.connect(ctx, watchDelay); err != nil {
 		return nil, err
 	}
 	if shared.m == nil {
@@ -228,19 +229,48 @@ func (c *Client) send(cr *clientReg) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	_, _, err := c.conn.WriteMsgUnix([]byte(msg), oob, nil)
-	return err
+	return sendMsg(c.conn, []byte(msg), oob)
 }
 
+// sendMsg sends one datagram with its ancillary data on conn, waiting
+// through the poller should the socket's buffer be full.
+func sendMsg(conn *os.File, msg, oob []byte) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), msg, oob, nil, 0)
+		return !errors.Is(serr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// watchDelay is how long after connecting the client starts watching for
+// the service's death. A goroutine parked on the connection sends every
+// idle moment of the owner through the poller: 3% of a whole
+// `snakepit run -- /bin/true`, which is over long before this. A service
+// that dies before the watch starts is seen as soon as it does, and the
+// runs are registered again then.
+const watchDelay = 100 * time.Millisecond
+
 // connect dials the service (starting one if none answers) and starts the
-// watch for its death.
-func (c *Client) connect(ctx context.Context) error {
+// watch for its death, after delay.
+func (c *Client) connect(ctx context.Context, delay time.Duration) error {
 	conn, svc, err := dialOrStart(ctx, c.sock, c.o)
 	if err != nil {
 		return err
 	}
 	c.conn, c.svc = conn, svc
-	go c.watch(conn)
+	if delay > 0 {
+		time.AfterFunc(delay, func() { c.watch(conn) })
+	} else {
+		go c.watch(conn)
+	}
 	return nil
 }
 
@@ -251,7 +281,8 @@ func (c *Client) reconnectLocked(ctx context.Context) error {
 		c.conn.Close()
 		c.conn = nil
 	}
-	if err := c.connect(ctx); err != nil {
+	// A replacement is watched at once: its predecessor just died.
+	if err := c.connect(ctx, 0); err != nil {
 		return err
 	}
 	for _, cr := range c.regs {
@@ -265,7 +296,7 @@ func (c *Client) reconnectLocked(ctx context.Context) error {
 // watch reads conn, on which the service never writes after its hello:
 // the read returns only when the service is gone. Then it connects to (or
 // starts) another and registers the runs again.
-func (c *Client) watch(conn *net.UnixConn) {
+func (c *Client) watch(conn *os.File) {
 	var b [64]byte
 	for {
 		if _, err := conn.Read(b[:]); err != nil {
@@ -310,13 +341,35 @@ func Probe() (reaper.Identity, error) {
 // the service never accepts (it was exiting) is reset, which the client's
 // watch sees, and it registers again. The service's identity comes from
 // its pid file, written under the start lock.
-func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
+//
+// Plain socket and connect, handed to the poller as an *os.File: this is
+// on the path of every guarded `snakepit run`, and net.DialUnix adds a
+// getsockname, a getpeername and the net package's first-use set-up for
+// addresses nobody reads. The pid file is read with kfile for the same
+// reason (os.ReadFile registers the descriptor with the poller first).
+func dial(sock string) (*os.File, reaper.Identity, error) {
 	var id reaper.Identity
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, id, err
+		return nil, id, os.NewSyscallError("socket", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), "guardian.pid")); err == nil {
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: sock})
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err == nil {
+		// Non-blocking, so that os.NewFile puts it in the poller: the
+		// watch's Read then parks no thread.
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, id, &net.OpError{Op: "dial", Net: "unixpacket", Addr: &net.UnixAddr{Name: sock, Net: "unixpacket"}, Err: os.NewSyscallError("connect", err)}
+	}
+	conn := os.NewFile(uintptr(fd), sock)
+	if b, err := kfile.ReadAll(filepath.Join(filepath.Dir(sock), "guardian.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 			id, _ = reaper.IdentityOf(pid)
 		}
@@ -327,7 +380,7 @@ func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
 // dialOrStart connects to the service, starting one under the start lock
 // when none answers: of owners that race here, one starts it and the others
 // find it running once they hold the lock.
-func dialOrStart(ctx context.Context, sock string, o ClientOptions) (*net.UnixConn, reaper.Identity, error) {
+func dialOrStart(ctx context.Context, sock string, o ClientOptions) (*os.File, reaper.Identity, error) {
 	var last error
 	for attempt := 0; attempt < 5; attempt++ {
 		conn, id, err := dial(sock)
