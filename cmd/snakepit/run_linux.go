@@ -131,6 +131,10 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 	// A failure here is met again, and reported, by Start.
 	_ = spawn.Default().Warm(ctx, !f.worker.Credential().NewPrivileges)
 	defer func() {
+		// Orphans of the run that died in its teardown were re-parented
+		// to us: collect them now rather than leave their zombies to
+		// init (the loop may not have run yet when we exit).
+		rp.Reap()
 		// The real process exits right after: undoing the set-up would
 		// only delay that. A test calling run goes on, so there it is undone.
 		if !execAllowed {
