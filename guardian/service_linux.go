@@ -349,7 +349,11 @@ func Probe() (reaper.Identity, error) {
 // reason (os.ReadFile registers the descriptor with the poller first).
 func dial(sock string) (*os.File, reaper.Identity, error) {
 	var id reaper.Identity
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	// Non-blocking, so that os.NewFile puts it in the poller (the watch's
+	// Read then parks no thread), and so that a service whose backlog is
+	// full fails the connect (EAGAIN) rather than blocking it, as
+	// net.DialUnix did.
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, id, os.NewSyscallError("socket", err)
 	}
@@ -358,11 +362,6 @@ func dial(sock string) (*os.File, reaper.Identity, error) {
 		if !errors.Is(err, unix.EINTR) {
 			break
 		}
-	}
-	if err == nil {
-		// Non-blocking, so that os.NewFile puts it in the poller: the
-		// watch's Read then parks no thread.
-		err = unix.SetNonblock(fd, true)
 	}
 	if err != nil {
 		unix.Close(fd)
