@@ -60,6 +60,11 @@ func statusToManager(c *snakepit.Command) {
 // --ready-fd and to our own service manager, and the channel is never
 // written; otherwise the channel gets the error (see readyFailed).
 func watchReady(ctx context.Context, r *snakepit.Run, w *snakepit.Worker, rfd *readyFD, configured bool) <-chan error {
+	if !configured && rfd.f == nil {
+		// Nothing to report: no goroutine (each one started wakes a
+		// thread, a cost every `snakepit run` would pay for nothing).
+		return nil
+	}
 	c := make(chan error, 1)
 	go func() {
 		info, err := w.WaitReady(ctx)

@@ -7,10 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The main goroutine keeps the main thread: PR_SET_PDEATHSIG belongs to
-// the thread that set it, and the main thread lives as long as the process.
-func init() { runtime.LockOSThread() }
-
 // startParent is the process that started us, as it was before anything
 // could have died.
 var startParent = os.Getppid()
@@ -24,6 +20,12 @@ const parentDeathSignal = unix.SIGHUP
 // whether it has died already (before the request, or at any time since we
 // started).
 func watchParent() (gone bool, err error) {
+	// PR_SET_PDEATHSIG belongs to the thread that set it, and the runtime
+	// ends a thread only when a goroutine exits locked to it: locked for
+	// good, this thread lives as long as the calling goroutine (main).
+	// Locked here rather than from init: a locked main goroutine costs a
+	// thread hand-off at every wait of every other command and run.
+	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(parentDeathSignal), 0, 0, 0); err != nil {
 		return false, err
 	}
