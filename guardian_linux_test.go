@@ -222,3 +222,21 @@ func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 	_ = owner.Process.Kill()
 	allGone(t, path, fds, 10*time.Second)
 }
+
+// TestGuardianServiceIdlesOutClean: once its last owner is gone (a
+// `snakepit run` that exited), the service idles out and takes its socket
+// and pid file with it.
+func TestGuardianServiceIdlesOutClean(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	cmd := exec.Command(os.Getenv("SNAKEPIT_BIN"), "run", "--cgroup-parent", parent, "--", "true")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("snakepit run: %v: %s", err, out)
+	}
+	testenv.Eventually(t, 10*time.Second, "the idle service gone, its socket and pid file with it", func() bool {
+		_, errSock := os.Stat(guardian.SocketPath())
+		_, errPID := os.Stat(guardian.PIDPath())
+		return errors.Is(errSock, fs.ErrNotExist) && errors.Is(errPID, fs.ErrNotExist)
+	})
+}

@@ -675,15 +675,18 @@ func (s *service) maybeExit() {
 		return
 	}
 	s.mu.Unlock()
-	// Stop listening first: from here on a connect fails and the owner
-	// waits for the lock we hold, then starts another service.
-	s.stop()
+	// Our files go first: stop lets Serve return, and the process may exit
+	// before another line of this runs. From the unlink on, a connect
+	// fails and the owner waits for the lock we hold, then starts another
+	// service; one that connected just before is reset by stop and
+	// registers again.
 	if b, err := os.ReadFile(PIDPath()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(PIDPath())
 	}
 	if s.sockPath != "" && s.sockIno != 0 && statSock(s.sockPath) == s.sockIno {
 		_ = os.Remove(s.sockPath)
 	}
+	s.stop()
 }
 
 // stop closes the listener; Serve returns once nothing is active.
