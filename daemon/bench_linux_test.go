@@ -55,22 +55,27 @@ func BenchmarkGetRun(b *testing.B) {
 	}
 }
 
+// runCycle creates a run, starts one worker and tears the run down (grace 0).
+func runCycle(b *testing.B, ctx context.Context, c *client.Client) {
+	run, err := c.CreateRun(ctx, api.CreateRunRequest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"/bin/true"}}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.DeleteRun(ctx, run.ID, 0); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkRunCycle: create a run, start one worker, tear it down (grace 0).
 func BenchmarkRunCycle(b *testing.B) {
 	d, ctx := benchDaemon(b)
 	c := client.New(d.socket)
 	defer c.Close()
 	for b.Loop() {
-		run, err := c.CreateRun(ctx, api.CreateRunRequest{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"/bin/true"}}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.DeleteRun(ctx, run.ID, 0); err != nil {
-			b.Fatal(err)
-		}
+		runCycle(b, ctx, c)
 	}
 }
 
@@ -100,16 +105,7 @@ func BenchmarkRunCycleScraped(b *testing.B) {
 		}
 	}()
 	for b.Loop() {
-		run, err := c.CreateRun(ctx, api.CreateRunRequest{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"/bin/true"}}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.DeleteRun(ctx, run.ID, 0); err != nil {
-			b.Fatal(err)
-		}
+		runCycle(b, ctx, c)
 	}
 	close(stop)
 	b.ReportMetric(float64(<-done), "scrapes")

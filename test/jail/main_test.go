@@ -87,29 +87,26 @@ func TestMain(m *testing.M) {
 }
 
 // runHelper is this binary acting as a worker.
+// allocMiB allocates n MiB and touches every page of it.
+func allocMiB(n int) [][]byte {
+	var chunks [][]byte
+	for range n {
+		b := make([]byte, 1<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		chunks = append(chunks, b)
+	}
+	return chunks
+}
+
 func runHelper(mode string) int {
 	switch mode {
 	case "hog": // allocate and touch memory until killed
-		var chunks [][]byte
-		for i := 0; i < 4096; i++ {
-			b := make([]byte, 1<<20)
-			for j := 0; j < len(b); j += 4096 {
-				b[j] = 1
-			}
-			chunks = append(chunks, b)
-		}
-		fmt.Println("hog: allocated", len(chunks), "MiB without being killed")
+		fmt.Println("hog: allocated", len(allocMiB(4096)), "MiB without being killed")
 		return 3
 	case "alloc200": // allocate and touch 200 MiB, then say so
-		var chunks [][]byte
-		for i := 0; i < 200; i++ {
-			b := make([]byte, 1<<20)
-			for j := 0; j < len(b); j += 4096 {
-				b[j] = 1
-			}
-			chunks = append(chunks, b)
-		}
-		fmt.Println("alloc200: allocated", len(chunks), "MiB without being killed")
+		fmt.Println("alloc200: allocated", len(allocMiB(200)), "MiB without being killed")
 		return 0
 	case "ifaces": // list interfaces of our netns, prove loopback works
 		ifs, err := net.Interfaces()
