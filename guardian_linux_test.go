@@ -135,7 +135,7 @@ func TestGuardianServiceDies(t *testing.T) {
 	// The owner's registration reaches the new service after its
 	// connection: wait until the service holds it (an fd on cgroup.kill).
 	testenv.Eventually(t, 10*time.Second, "the run registered again", func() bool {
-		return holdsFile(fresh, filepath.Join(path, "cgroup.kill"))
+		return testenv.HoldsFile(fresh, filepath.Join(path, "cgroup.kill"))
 	})
 	if len(alive(fds)) != len(fds) {
 		t.Fatal("the service's death hurt the run")
@@ -154,18 +154,6 @@ func servicePID(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return id.PID
-}
-
-// holdsFile reports whether process pid has path open.
-func holdsFile(pid int, path string) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == path {
-			return true
-		}
-	}
-	return false
 }
 
 // TestGuardianServiceAdoptsOrphanedRuns: `snakepit create --owner-pid`
@@ -214,7 +202,7 @@ func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 	t.Cleanup(func() { _, _ = next.Teardown(context.Background(), 0) })
 	fresh := servicePID(t)
 	testenv.Eventually(t, 10*time.Second, "the orphaned run adopted (the new service holds its cgroup.kill)", func() bool {
-		return holdsFile(fresh, filepath.Join(path, "cgroup.kill"))
+		return testenv.HoldsFile(fresh, filepath.Join(path, "cgroup.kill"))
 	})
 	if len(alive(fds)) != len(fds) {
 		t.Fatal("the run died before its owner")

@@ -162,29 +162,10 @@ func Start(ctx context.Context, o Options) (reaper.Identity, error) {
 	// guardian's thread count and RSS down.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	start := func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, fmt.Errorf("start guardian: %w", err)
-		}
-		return cmd.Process.Pid, nil
-	}
-	var pid int
-	if o.Reaper != nil {
-		_, err = o.Reaper.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
-	} else {
-		pid, err = start()
-	}
+	// It normally outlives us; should it exit first, it is reaped.
+	pid, err := reaper.StartDetached(o.Reaper, cmd)
 	if err != nil {
-		return reaper.Identity{}, err
-	}
-	if o.Reaper != nil {
-		// The reaper collects it should it ever exit before us; release
-		// the pidfd os/exec holds.
-		_ = cmd.Process.Release()
-	} else {
-		// It normally outlives us; should it exit first, this reaps it
-		// rather than leaving a zombie.
-		go func() { _ = cmd.Wait() }()
+		return reaper.Identity{}, fmt.Errorf("start guardian: %w", err)
 	}
 	_ = placeOutside(ctx, pid)
 	id, err := reaper.IdentityOf(pid)

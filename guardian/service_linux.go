@@ -434,26 +434,12 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	cmd.ExtraFiles = []*os.File{ln}
 	cmd.Dir = "/" // it must not keep the first owner's directory busy
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	start := func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, fmt.Errorf("start guardian service: %w", err)
-		}
-		return cmd.Process.Pid, nil
+	pid, err := reaper.StartDetached(rp, cmd)
+	if err != nil {
+		return 0, fmt.Errorf("start guardian service: %w", err)
 	}
-	var pid int
-	var err error
-	if rp != nil {
-		_, err = rp.Subscribe(func() (int, error) { pid, err = start(); return pid, err })
-		if err == nil {
-			_ = cmd.Process.Release()
-		}
-	} else if pid, err = start(); err == nil {
-		go func() { _ = cmd.Wait() }()
-	}
-	if err == nil {
-		_ = placeOutside(ctx, pid)
-	}
-	return pid, err
+	_ = placeOutside(ctx, pid)
+	return pid, nil
 }
 
 // placeOutside moves a guardian (pid) out of its starter's systemd unit

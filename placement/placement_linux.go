@@ -159,7 +159,7 @@ func aloneIn(path string) bool {
 // ScopeName is the transient scope of run id.
 func ScopeName(id string) string { return cgroup.Prefix + id + ".scope" }
 
-// delegatedOnce lays out our delegated cgroup once per process.
+// delegated is our delegated cgroup, laid out once per process.
 var delegated struct {
 	sync.Mutex
 	root string
@@ -190,8 +190,6 @@ type Options struct {
 	// Reaper, if set, is the caller's wait4(-1) owner: a holder process
 	// is started under it.
 	Reaper *reaper.Reaper
-	// Description of a run scope.
-	Description string
 }
 
 // Prepare makes the place of run id ready and returns the parent its
@@ -228,14 +226,11 @@ func (p Plan) startScope(ctx context.Context, id string, o Options) (string, err
 	}
 	name := ScopeName(id)
 	so := systemd.ScopeOptions{
-		Description: o.Description,
+		Description: "snakepit run " + id,
 		Slice:       p.Slice,
 		Delegate:    true,
 		Properties:  p.req.Properties,
 		User:        p.User,
-	}
-	if so.Description == "" {
-		so.Description = "snakepit run " + id
 	}
 	if strings.HasSuffix(p.Unit, ".service") || strings.HasSuffix(p.Unit, ".scope") {
 		// Stopping or killing the owner's unit stops the run's scope:
@@ -278,26 +273,11 @@ func startHolder(rp *reaper.Reaper) (holder, error) {
 	cmd.Dir = "/"
 	cmd.Env = []string{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	var h holder
-	start := func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, fmt.Errorf("scope holder: %w", err)
-		}
-		h.pid = cmd.Process.Pid
-		return h.pid, nil
+	pid, err := reaper.StartDetached(rp, cmd)
+	if err != nil {
+		return holder{}, fmt.Errorf("scope holder: %w", err)
 	}
-	if rp != nil {
-		if _, err := rp.Subscribe(start); err != nil {
-			return h, err
-		}
-		_ = cmd.Process.Release()
-		return h, nil
-	}
-	if _, err := start(); err != nil {
-		return h, err
-	}
-	go func() { _ = cmd.Wait() }()
-	return h, nil
+	return holder{pid}, nil
 }
 
 func (h holder) kill() {

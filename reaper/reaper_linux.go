@@ -4,6 +4,7 @@ package reaper
 
 import (
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 
@@ -169,4 +170,32 @@ func (r *Reaper) Subscribe(start func() (int, error)) (<-chan Exit, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// StartDetached starts cmd, a child meant to outlive its caller (a
+// guardian, a scope's holder), and makes sure its exit is collected
+// should it end first: by rp, the process's one wait4(-1) loop, when
+// there is one (os/exec's pidfd is then released), else by a goroutine's
+// cmd.Wait. It returns the child's PID.
+func StartDetached(rp *Reaper, cmd *exec.Cmd) (int, error) {
+	if rp == nil {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		go func() { _ = cmd.Wait() }()
+		return cmd.Process.Pid, nil
+	}
+	var pid int
+	_, err := rp.Subscribe(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		pid = cmd.Process.Pid
+		return pid, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	_ = cmd.Process.Release() // sets cmd.Process.Pid to -1: pid was taken before
+	return pid, nil
 }

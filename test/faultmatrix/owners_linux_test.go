@@ -367,22 +367,10 @@ func TestGuardianServiceSIGKILL(t *testing.T) {
 	var fresh reaper.Identity
 	testenv.Eventually(t, 10*time.Second, "the run registered with a new service", func() bool {
 		fresh, err = guardian.Probe()
-		return err == nil && fresh.PID != old.PID && holds(fresh.PID, filepath.Join(path, "cgroup.kill"))
+		return err == nil && fresh.PID != old.PID && testenv.HoldsFile(fresh.PID, filepath.Join(path, "cgroup.kill"))
 	})
 	d := goneAfter(t, path, pins, kill)
 	t.Logf("service %d SIGKILLed, run registered with %d; owner SIGKILL -> all gone in %v", old.PID, fresh.PID, d)
-}
-
-// holds reports whether process pid has path open.
-func holds(pid int, path string) bool {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == path {
-			return true
-		}
-	}
-	return false
 }
 
 // TestNoRaceAtStart: 200 `snakepit run` started at once with no guardian
@@ -437,7 +425,7 @@ func TestNoRaceAtStart(t *testing.T) {
 	// One service, holding every run's cgroup.kill.
 	testenv.Eventually(t, 30*time.Second, "every run registered with the one service", func() bool {
 		for _, p := range runs {
-			if !holds(svc.PID, filepath.Join(p, "cgroup.kill")) {
+			if !testenv.HoldsFile(svc.PID, filepath.Join(p, "cgroup.kill")) {
 				return false
 			}
 		}
