@@ -748,7 +748,7 @@ func TestFileRecordFallback(t *testing.T) {
 
 	cmd, o := ownerProc(t)
 	live := newTestRun(t, Options{CgroupParent: parent})
-	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o})
+	stale := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true}) // gc, not the guardian, finds it stale
 	for _, r := range []*Run{live, stale} {
 		if _, err := os.Stat(filepath.Join(recs, r.ID()+".json")); err != nil {
 			t.Fatalf("run %s: no file record: %v", r.ID(), err)
