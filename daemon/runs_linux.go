@@ -45,15 +45,9 @@ type runState struct {
 	starting int            // workers being started: they count against the limit already
 	stopping bool
 
-	// Workers whose exit workerExited has not recorded yet, and the
-	// channel a teardown waits on for them (closed at 0): a counter, not a
-	// WaitGroup, so that the teardown needs no goroutine to wait with a
-	// deadline.
-	unrecorded int
-	recorded   chan struct{}
-
-	tdOnce sync.Once
-	td     api.Teardown
+	tdOnce   sync.Once
+	td       api.Teardown
+	watchers sync.WaitGroup // this run's workers whose exit is not recorded yet (workerExited)
 }
 
 type workerState struct {
@@ -394,7 +388,6 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	rs.mu.Lock()
 	rs.workers = append(rs.workers, ws)
 	rs.running++
-	rs.unrecorded++
 	rs.starting--
 	added = true
 	view := ws.viewLocked()
@@ -406,6 +399,7 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
 	d.kickStatus()
 	d.watchers.Add(1)
+	rs.watchers.Add(1)
 	// On the library's own waiter: no goroutine (and stack) per worker.
 	w.AfterExit(func() { d.workerExited(rs, ws) })
 	if !req.Ready.IsZero() {
@@ -444,14 +438,7 @@ func (d *Daemon) awaitReady(ctx context.Context, rs *runState, ws *workerState, 
 // workerExited records the worker's exit and announces it.
 func (d *Daemon) workerExited(rs *runState, ws *workerState) {
 	defer d.watchers.Done()
-	defer func() {
-		rs.mu.Lock()
-		if rs.unrecorded--; rs.unrecorded == 0 && rs.recorded != nil {
-			close(rs.recorded)
-			rs.recorded = nil
-		}
-		rs.mu.Unlock()
-	}()
+	defer rs.watchers.Done()
 	st, _ := ws.w.Wait(context.Background())
 	e := toExit(st)
 	rs.mu.Lock()
@@ -583,20 +570,13 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		// Every worker_exited of the run goes out before run_torn_down.
 		// The workers are dead unless the teardown failed; then do not
 		// wait past its deadline.
-		rs.mu.Lock()
-		var wdone chan struct{}
-		if rs.unrecorded > 0 {
-			rs.recorded = make(chan struct{})
-			wdone = rs.recorded
-		}
-		rs.mu.Unlock()
-		if wdone != nil {
-			select {
-			case <-wdone:
-			case <-tctx.Done():
-				// A worker outside the run's cgroup (it moved itself) lives on.
-				d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "uid", rs.owner, "after", teardownTimeout(grace))
-			}
+		wdone := make(chan struct{})
+		go func() { rs.watchers.Wait(); close(wdone) }()
+		select {
+		case <-wdone:
+		case <-tctx.Done():
+			// A worker outside the run's cgroup (it moved itself) lives on.
+			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "uid", rs.owner, "after", teardownTimeout(grace))
 		}
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
