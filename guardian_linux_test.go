@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,4 +228,92 @@ func TestGuardianServiceIdlesOutClean(t *testing.T) {
 		_, errPID := os.Stat(guardian.PIDPath())
 		return errors.Is(errSock, fs.ErrNotExist) && errors.Is(errPID, fs.ErrNotExist)
 	})
+}
+
+// TestGuardianServiceIdleExitLosesNoRun: `create --owner-pid` registers its
+// run and exits at once, so a registration the service never reads (it was
+// idling out as the owner connected) would leave the run unwatched. With an
+// idle time of a millisecond and four owners at a time, creates race
+// services' exits.
+func TestGuardianServiceIdleExitLosesNoRun(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	t.Setenv(guardian.IdleEnv, "1ms")
+	var mu sync.Mutex
+	services := map[int]int{} // pid -> pidfd of every service seen
+	t.Cleanup(func() {
+		// The last service removes its files as it idles out; the
+		// temporary directory goes only after it has.
+		mu.Lock()
+		defer mu.Unlock()
+		testenv.Eventually(t, 10*time.Second, "every service gone", func() bool { return len(alive(services)) == 0 })
+		for _, fd := range services {
+			unix.Close(fd)
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				if err := createAndOrphan(parent, func(pid int) {
+					mu.Lock()
+					defer mu.Unlock()
+					if _, ok := services[pid]; !ok {
+						if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+							services[pid] = fd
+						}
+					}
+				}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	t.Logf("%d services took the 200 registrations", len(services))
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// createAndOrphan makes a run owned by a sleep (`create --owner-pid`), kills
+// the sleep and waits for the run's cgroup to go. seen is told the service
+// that took the registration.
+func createAndOrphan(parent string, seen func(pid int)) error {
+	owner := exec.Command("sleep", "1000")
+	if err := owner.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = owner.Process.Kill(); _ = owner.Wait() }()
+	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
+	if err != nil {
+		return fmt.Errorf("snakepit create: %w", err)
+	}
+	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
+	if rec, err := record.ReadCgroup(path); err == nil && rec.Guardian != nil {
+		seen(rec.Guardian.PID)
+	}
+	_ = owner.Process.Kill()
+	_ = owner.Wait()
+	return waitGone(path, 10*time.Second)
+}
+
+// waitGone waits for directory path to be removed.
+func waitGone(path string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still there %v after its owner died", path, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -515,16 +515,17 @@ func dropInherited() {
 
 // service is the state of a running service.
 type service struct {
-	ln *net.UnixListener
+	ctx context.Context // Serve's: ends the service
+	ln  *net.UnixListener
 	// sockPath and sockIno are our socket file, noted at start (no other
 	// service can bind the path while we answer on it).
 	sockPath string
 	sockIno  uint64
 
 	mu      sync.Mutex
-	active  int // connections, pidfd watches and teardowns under way
-	closing bool
-	drained chan struct{} // closed when closing and active reaches 0
+	active  int        // connections, pidfd watches and teardowns under way
+	idleNow *sync.Cond // signalled when active reaches 0
+	closing bool       // no longer accepting: Serve returns once active is 0
 	timer   *time.Timer
 	idle    time.Duration
 	watched map[string]*svcReg // pidfd-owned registrations
@@ -542,35 +543,44 @@ type svcReg struct {
 // idle; it then stops listening (under the start lock, so a new owner
 // starts a new service) and returns once what it watches is done.
 func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error {
-	s := &service{ln: ln, idle: idle, drained: make(chan struct{}), watched: map[string]*svcReg{}}
+	s := &service{ctx: ctx, ln: ln, idle: idle, watched: map[string]*svcReg{}}
+	s.idleNow = sync.NewCond(&s.mu)
 	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
 		s.sockPath, s.sockIno = addr.Name, statSock(addr.Name)
 	}
+	// The adoption below counts as activity from the start; the timer is
+	// set under the lock its callback takes, so it sees both.
+	s.mu.Lock()
+	s.active = 1
 	s.timer = time.AfterFunc(idle, s.maybeExit)
+	s.mu.Unlock()
 	logf("service listening")
-	s.add(1)
 	go func() {
 		defer s.add(-1)
 		s.adopt(ctx)
 	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.stop()
-		case <-s.drained:
-		}
-	}()
+	defer context.AfterFunc(ctx, s.stop)()
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			break
 		}
-		s.add(1)
-		go s.serveConn(ctx, conn)
+		s.serve(ctx, conn)
 	}
-	<-s.drained
+	s.mu.Lock()
+	s.closing = true
+	for s.active > 0 {
+		s.idleNow.Wait()
+	}
+	s.mu.Unlock()
 	logf("service exits")
 	return nil
+}
+
+// serve counts conn as active and serves it.
+func (s *service) serve(ctx context.Context, conn *net.UnixConn) {
+	s.add(1)
+	go s.serveConn(ctx, conn)
 }
 
 // adopt watches, through pidfds of their owners, the runs whose recorded
@@ -640,15 +650,18 @@ func (s *service) add(n int) {
 	case s.active > 0:
 		s.timer.Stop()
 	case s.closing:
-		close(s.drained)
+		s.idleNow.Broadcast()
 	default:
 		s.timer.Reset(s.idle)
 	}
 }
 
-// maybeExit stops the service if it is still idle: under the start lock,
-// it removes the socket and closes the listener, so that an owner either
-// reached us before (and is served) or finds nothing and starts another.
+// maybeExit stops the service if it is still idle. Under the start lock it
+// removes our files and refuses new connections (shutdown of the listener:
+// a connect then fails, and the owner waits for the lock we hold and starts
+// another service). Connections queued before that are accepted and served,
+// not reset by the close: an owner such as `create --owner-pid` sends its
+// registration and exits, and could not send it again.
 func (s *service) maybeExit() {
 	unlock, err := lockStart()
 	if err != nil {
@@ -660,17 +673,41 @@ func (s *service) maybeExit() {
 		s.mu.Unlock()
 		return
 	}
+	s.closing = true
 	s.mu.Unlock()
-	// Our files go first: stop lets Serve return, and the process may exit
-	// before another line of this runs. From the unlink on, a connect
-	// fails and the owner waits for the lock we hold, then starts another
-	// service; one that connected just before is reset by stop and
-	// registers again.
+	// Our files go first: once the listener is closed, Serve may return
+	// and the process exit before another line of this runs.
 	if b, err := os.ReadFile(PIDPath()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		_ = os.Remove(PIDPath())
 	}
 	if s.sockPath != "" && s.sockIno != 0 && statSock(s.sockPath) == s.sockIno {
 		_ = os.Remove(s.sockPath)
+	}
+	if rc, err := s.ln.SyscallConn(); err == nil {
+		var queued []int
+		_ = rc.Control(func(fd uintptr) {
+			if unix.Shutdown(int(fd), unix.SHUT_RD) != nil {
+				return
+			}
+			// The listener is non-blocking: EAGAIN once the queue is empty.
+			for {
+				nfd, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+				if err != nil {
+					break
+				}
+				queued = append(queued, nfd)
+			}
+		})
+		for _, fd := range queued {
+			f := os.NewFile(uintptr(fd), "guardian connection")
+			c, err := net.FileConn(f)
+			f.Close()
+			if uc, ok := c.(*net.UnixConn); ok && err == nil {
+				s.serve(s.ctx, uc)
+			} else if c != nil {
+				c.Close()
+			}
+		}
 	}
 	s.stop()
 }
@@ -679,14 +716,6 @@ func (s *service) maybeExit() {
 func (s *service) stop() {
 	s.ln.SetUnlinkOnClose(false)
 	s.ln.Close()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closing {
-		s.closing = true
-		if s.active == 0 {
-			close(s.drained)
-		}
-	}
 }
 
 // statSock identifies a socket file: only ours is removed on exit.
