@@ -169,16 +169,17 @@ func waitIdle(t *testing.T, d *daemonProc) {
 	}
 }
 
-// attackerUID is a UID of this test process alone: a kill(-1, SIGSTOP)
-// loop as that user must not reach other tests' helpers (other packages'
-// or worktrees' tests use the fixed test UIDs).
+// attackerUID is a member UID of this test process alone, other than the
+// fixed test UIDs that other members' requests use.
 func attackerUID() int { return 65000 + os.Getpid()%500 }
 
 // Finding 1: a member whose worker loops kill(-1, SIGSTOP) stops its next
 // worker before exec, which held the shared spawn thread (and the reaper)
-// for ever. Other callers' starts go on meanwhile; the stuck start ends
-// after its time limit with the run's processes killed; the run's DELETE
-// completes.
+// for ever. Whether such a loop lands between clone and exec is chance, so
+// the test stops the child there for certain: it freezes the run's cgroup,
+// which the child is cloned into, frozen before its first instruction.
+// Other callers' starts go on meanwhile; the stuck start ends after its
+// time limit with the run's processes killed; the run's DELETE completes.
 func TestHostileStoppedStart(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
@@ -190,14 +191,16 @@ func TestHostileStoppedStart(t *testing.T) {
 	if err := att.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = d.c.DeleteRun(context.Background(), run.ID, 0) })
-	wpath := api.PathRuns + "/" + run.ID + "/workers"
-	// One loop: two would stop each other.
-	if err := att.do(ctx, "POST", wpath, `{"argv":["/bin/sh","-c","while :; do kill -s STOP -- -1; done"]}`, 201, nil); err != nil {
+	freeze := func(v string) error { return os.WriteFile(filepath.Join(run.Cgroup, "cgroup.freeze"), []byte(v), 0) }
+	t.Cleanup(func() {
+		_ = freeze("0")
+		_, _ = d.c.DeleteRun(context.Background(), run.ID, 0)
+	})
+	if err := freeze("1"); err != nil {
 		t.Fatal(err)
 	}
-	// Start workers until one is caught before exec: a stopped process
-	// in the run that is still the daemon's image.
+	wpath := api.PathRuns + "/" + run.ID + "/workers"
+	// The stuck child: in the run, still the daemon's image.
 	exe, err := os.Readlink("/proc/" + strconv.Itoa(d.cmd.Process.Pid) + "/exe")
 	if err != nil {
 		t.Fatal(err)
@@ -205,14 +208,6 @@ func TestHostileStoppedStart(t *testing.T) {
 	stuckStart := func() (int, bool) {
 		pids, _ := cgroup.At(run.Cgroup).Procs()
 		for _, pid := range pids {
-			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-			if err != nil {
-				continue
-			}
-			i := bytes.LastIndexByte(b, ')')
-			if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
-				continue
-			}
 			if e, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); e == exe {
 				return pid, true
 			}
@@ -223,36 +218,21 @@ func TestHostileStoppedStart(t *testing.T) {
 		err error
 		dur time.Duration
 	}
+	stuck := make(chan startResult, 1)
+	t0 := time.Now()
+	go func() {
+		err := att.do(ctx, "POST", wpath, `{"argv":["true"]}`, 201, nil)
+		stuck <- startResult{err, time.Since(t0)}
+	}()
 	var stuckPID int
-	var stuck chan startResult
-	for try := 0; try < 400 && stuckPID == 0; try++ {
-		res := make(chan startResult, 1)
-		t0 := time.Now()
-		go func() {
-			err := att.do(ctx, "POST", wpath, `{"argv":["true"]}`, 201, nil)
-			res <- startResult{err, time.Since(t0)}
-		}()
-		for stuckPID == 0 {
-			select {
-			case <-res:
-				res = nil
-			case <-time.After(2 * time.Millisecond):
-				if pid, ok := stuckStart(); ok {
-					stuckPID, stuck = pid, res
-				}
-			}
-			if res == nil {
-				break
-			}
-		}
-	}
-	if stuckPID == 0 {
-		t.Fatal("no start was caught before exec in 400 tries")
-	}
-	t.Logf("start stuck: pid %d stopped before exec", stuckPID)
+	testenv.Eventually(t, 30*time.Second, "the member's start stuck before exec", func() bool {
+		stuckPID, _ = stuckStart()
+		return stuckPID != 0
+	})
+	t.Logf("start stuck: pid %d frozen before exec", stuckPID)
 
 	// Root and another member start workers meanwhile.
-	t0 := time.Now()
+	t1 := time.Now()
 	rr, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -275,14 +255,14 @@ func TestHostileStoppedStart(t *testing.T) {
 	if err := member.do(ctx, "DELETE", api.PathRuns+"/"+mr.ID+"?grace=0s", "", 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	others := time.Since(t0)
+	others := time.Since(t1)
 	if _, still := stuckStart(); !still {
 		t.Fatal("the stuck start ended while the others ran: nothing was shown")
 	}
 	t.Logf("root's and another member's create+start+delete while it was stuck: %v", others)
 
-	// The stuck start ends with an error once its time is up; the run's
-	// processes were killed, so the attacker's loops are gone too.
+	// The stuck start ends with an error once its time is up, and the
+	// run's processes are killed, frozen or not.
 	r := <-stuck
 	if r.err == nil || !strings.Contains(r.err.Error(), "504") {
 		t.Errorf("stuck start: %v, want 504", r.err)
@@ -292,6 +272,9 @@ func TestHostileStoppedStart(t *testing.T) {
 		t.Errorf("pid %d stopped before exec survived", stuckPID)
 	}
 	// The run can be deleted.
+	if err := freeze("0"); err != nil {
+		t.Error(err)
+	}
 	td, err := d.c.DeleteRun(ctx, run.ID, 0)
 	if err != nil || td.Error != "" {
 		t.Errorf("DELETE of the attacked run: %+v, %v", td, err)
