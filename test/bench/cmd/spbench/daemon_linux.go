@@ -153,7 +153,7 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 	}
 
 	// Throughput: 8 concurrent callers for a fixed window, alternating.
-	const clients = 8
+	const clients = 8 // daemonTPCase, daemonTPAPI
 	window := time.Duration(c.pick(3, 1)) * time.Second
 	windows := c.pick(5, 2)
 	progress("daemon throughput: %d clients, 2 methods x %d windows of %v", clients, windows, window)
@@ -196,11 +196,11 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		{fmt.Sprintf("library, %d goroutines", clients), func(int) (float64, map[string]float64, error) {
 			return through(func(ctx context.Context, _ int) error { return lib(ctx) })
 		}},
-		{fmt.Sprintf("daemon API, %d clients", clients), func(int) (float64, map[string]float64, error) {
+		{daemonTPAPI, func(int) (float64, map[string]float64, error) {
 			return through(func(ctx context.Context, i int) error { return api1(ctx, cls[i]) })
 		}},
 	}
-	tpCase := fmt.Sprintf("throughput, %d concurrent callers (round trips/s)", clients)
+	tpCase := daemonTPCase
 	ss, err = runCase(ctx, windows, 0, tp)
 	if ctx.Err() != nil {
 		return out, ctx.Err()

@@ -96,12 +96,12 @@ func daemonScale(ctx context.Context, c *config) ([]Result, error) {
 		return nil, err
 	}
 	var out []Result
-	out = append(out, caseResults("daemon", "GET /v1/status", "ms",
+	out = append(out, caseResults("daemon", daemonStatus, "ms",
 		series{method: "1 run", samples: s1},
-		series{method: fmt.Sprintf("%d runs x 1 worker", n), samples: sN})...)
-	out = append(out, caseResults("daemon", "daemon RSS", "MiB",
+		series{method: daemonScaleRow(n), samples: sN})...)
+	out = append(out, caseResults("daemon", daemonRSSCase, "MiB",
 		series{method: "no runs", samples: []float64{idle}},
-		series{method: fmt.Sprintf("%d runs x 1 worker", n), samples: []float64{rssN}})...)
+		series{method: daemonScaleRow(n), samples: []float64{rssN}})...)
 
 	progress("daemon scale: shutdown of %d runs", m)
 	if err := fill(m); err != nil {
@@ -122,7 +122,7 @@ func daemonScale(ctx context.Context, c *config) ([]Result, error) {
 		errs = string(mm[1])
 	}
 	r := caseResults("daemon", "shutdown (SIGTERM until exit)", "ms",
-		series{method: fmt.Sprintf("%d runs x 1 worker", m), samples: []float64{took}, note: fmt.Sprintf("errors=%s, run cgroups left: %d", errs, left)})
+		series{method: daemonScaleRow(m), samples: []float64{took}, note: fmt.Sprintf("errors=%s, run cgroups left: %d", errs, left)})
 	if werr != nil || errs != "0" || left != 0 {
 		r[0].Error = errors.Join(werr, fmt.Errorf("errors=%s, %d run cgroups left", errs, left)).Error()
 	}

@@ -69,6 +69,9 @@ func TestTargets(t *testing.T) {
 		row("teardown", "N=100 flat", tdPOSIX, 20, 2.2),
 		{Group: "daemon", Case: daemonRTCase, Method: daemonRTLib, Median: 3, Ratio: 1},
 		row("daemon", daemonRTCase, daemonRTAPI, 4, 1.33),
+		row("daemon", daemonTPCase, daemonTPAPI, 400, 0.8),
+		row("daemon", daemonRSSCase, daemonScaleRow(1000), 27, 2.5),
+		row("daemon", daemonStatus, daemonScaleRow(200), 0.3, 1),
 	}
 	got := map[string]string{}
 	for _, tg := range evalTargets(rs) {
@@ -81,7 +84,10 @@ func TestTargets(t *testing.T) {
 		"teardown flat, N=100: snakepit vs bare cgroup.kill+wait+rmdir":           Pass,
 		"teardown flat, N=1000: snakepit vs bare cgroup.kill+wait+rmdir":          NotMeasured,
 		"teardown setsid, N=10: snakepit vs bare cgroup.kill+wait+rmdir":          NotMeasured,
-		"daemon round trip overhead over the library call":                        Pass,
+		"daemon round trip overhead over the library call":                        Pass, // +1 ms
+		"daemon throughput, 8 concurrent clients, vs the library's":               Fail,
+		"daemon RSS at 1000 runs x 1 worker":                                      Pass,
+		"GET /v1/status at 1000 runs vs 1 run (flat)":                             NotMeasured, // quick mode: 200
 		"guardian: SIGKILL of the supervisor to all gone vs bare kill, N=100":     NotMeasured,
 	}
 	for name, st := range want {

@@ -16,6 +16,10 @@ const (
 	daemonRTCase  = "round trip: create run, spawn sleep, kill run"
 	daemonRTLib   = "library: Create + Start + Teardown"
 	daemonRTAPI   = "daemon API: POST run + POST worker + DELETE run"
+	daemonTPCase  = "throughput, 8 concurrent callers (round trips/s)"
+	daemonTPAPI   = "daemon API, 8 clients"
+	daemonRSSCase = "daemon RSS"
+	daemonStatus  = "GET /v1/status"
 	guardianRow   = "guardian: SIGKILL snakepit run -> all gone, cgroup removed"
 
 	tdBare     = "bare cgroup.kill + wait + rmdir"
@@ -23,6 +27,9 @@ const (
 	tdPOSIX    = "POSIX fallback: Run.Teardown (--no-cgroup)"
 	tdPgid     = "kill(-pgid, SIGKILL) + wait for the group"
 )
+
+// daemonScaleRow is the row of a daemon filled with n runs.
+func daemonScaleRow(n int) string { return fmt.Sprintf("%d runs x 1 worker", n) }
 
 // Target statuses.
 const (
@@ -161,7 +168,7 @@ func evalTargets(rs resultSet) []Target {
 	}
 	// 8. Daemon round trip.
 	{
-		name, want := "daemon round trip overhead over the library call", "< 2 ms"
+		name, want := "daemon round trip overhead over the library call", "<= +1 ms"
 		lib, why1 := rs.find("daemon", daemonRTCase, daemonRTLib)
 		d, why2 := rs.find("daemon", daemonRTCase, daemonRTAPI)
 		switch {
@@ -171,7 +178,34 @@ func evalTargets(rs resultSet) []Target {
 			missing(name, want, why2)
 		default:
 			o := d.Median - lib.Median
-			check(name, want, o < 2, fmt.Sprintf("%+.2f ms (%s vs %s)", o, fmtMs(d.Median), fmtMs(lib.Median)))
+			check(name, want, o <= 1, fmt.Sprintf("%+.2f ms (%s vs %s)", o, fmtMs(d.Median), fmtMs(lib.Median)))
+		}
+	}
+	// 9. Daemon throughput against the library's, 8 concurrent callers.
+	{
+		name, want := "daemon throughput, 8 concurrent clients, vs the library's", ">= 0.85x"
+		if r, why := rs.find("daemon", daemonTPCase, daemonTPAPI); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Ratio >= 0.85, fmt.Sprintf("%.2fx (%.0f/s vs %.0f/s)", r.Ratio, r.Median, r.Median/r.Ratio))
+		}
+	}
+	// 10. Daemon RSS at 1000 runs (quick mode fills fewer).
+	{
+		name, want := "daemon RSS at 1000 runs x 1 worker", "< 30 MiB"
+		if r, why := rs.find("daemon", daemonRSSCase, daemonScaleRow(1000)); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Median < 30, fmt.Sprintf("%.1f MiB", r.Median))
+		}
+	}
+	// 11. GET /v1/status flat in the number of runs.
+	{
+		name, want := "GET /v1/status at 1000 runs vs 1 run (flat)", "<= 1.5x"
+		if r, why := rs.find("daemon", daemonStatus, daemonScaleRow(1000)); r == nil {
+			missing(name, want, why)
+		} else {
+			check(name, want, r.Ratio <= 1.5, fmt.Sprintf("%.2fx (%s vs %s)", r.Ratio, fmtMs(r.Median), fmtMs(r.Median/r.Ratio)))
 		}
 	}
 	return out
