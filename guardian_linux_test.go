@@ -238,19 +238,17 @@ func TestGuardianServiceIdlesOutClean(t *testing.T) {
 func TestGuardianServiceIdleExitLosesNoRun(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	dir := filepath.Join(t.TempDir(), "runs")
+	t.Setenv(record.DirEnv, dir)
 	t.Setenv(guardian.IdleEnv, "1ms")
 	var mu sync.Mutex
-	services := map[int]int{} // pid -> pidfd of every service seen
+	services := map[int]bool{} // every service named by a record
 	t.Cleanup(func() {
-		// The last service removes its files as it idles out; the
-		// temporary directory goes only after it has.
-		mu.Lock()
-		defer mu.Unlock()
-		testenv.Eventually(t, 10*time.Second, "every service gone", func() bool { return len(alive(services)) == 0 })
-		for _, fd := range services {
-			unix.Close(fd)
-		}
+		// A service takes the start lock (creating the lock file) as it
+		// idles out; the temporary directory goes only after the last
+		// one has. Not only those records name: a create may have found
+		// no pid file yet.
+		testenv.Eventually(t, 10*time.Second, "every service gone", func() bool { return len(processesWithEnv(record.DirEnv+"="+dir)) == 0 })
 	})
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -262,11 +260,7 @@ func TestGuardianServiceIdleExitLosesNoRun(t *testing.T) {
 				if err := createAndOrphan(parent, func(pid int) {
 					mu.Lock()
 					defer mu.Unlock()
-					if _, ok := services[pid]; !ok {
-						if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-							services[pid] = fd
-						}
-					}
+					services[pid] = true
 				}); err != nil {
 					errs <- err
 					return
@@ -316,4 +310,90 @@ func waitGone(path string, within time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestGuardianServiceDiesAfterAnOwner: an owner (create --owner-pid style:
+// another process) dies while the service is stopped, then the service is
+// SIGKILLed. The client registers its runs again with a new service: the
+// dead owner's run is torn down at once, and the live owner's is guarded.
+func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	ctx := context.Background()
+	owner := exec.Command("sleep", "1000")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	o, err := record.OwnerOf(owner.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := Create(ctx, Options{CgroupParent: parent, Owner: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = orphan.Teardown(ctx, 0) })
+	kept, err := Create(ctx, Options{CgroupParent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = kept.Teardown(ctx, 0) })
+	for _, r := range []*Run{orphan, kept} {
+		if _, err := r.Start(ctx, Command{Args: []string{"sleep", "1000"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orphanFDs := pidfdsOf(t, cgroup.At(orphan.CgroupPath()))
+	keptFDs := pidfdsOf(t, cgroup.At(kept.CgroupPath()))
+	old := servicePID(t)
+	oldFD, err := unix.PidfdOpen(old, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(oldFD)
+	// Stopped, the service cannot see the owner die.
+	if err := unix.Kill(old, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_ = owner.Process.Kill()
+	_ = owner.Wait()
+	if err := unix.Kill(old, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(map[int]int{old: oldFD})) == 0 })
+	allGone(t, orphan.CgroupPath(), orphanFDs, 10*time.Second)
+	var fresh int
+	testenv.Eventually(t, 10*time.Second, "the live owner's run registered with a new service", func() bool {
+		id, err := guardian.Probe()
+		fresh = id.PID
+		return err == nil && fresh != old && testenv.HoldsFile(fresh, filepath.Join(kept.CgroupPath(), "cgroup.kill"))
+	})
+	if len(alive(keptFDs)) != len(keptFDs) {
+		t.Fatal("the live owner's run was hurt")
+	}
+}
+
+// processesWithEnv lists the processes whose environment holds kv.
+func processesWithEnv(kv string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, v := range strings.Split(string(b), "\x00") {
+			if v == kv {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }

@@ -43,7 +43,9 @@ import (
 //
 //	"R <id>\x00<cgroup path or empty>\x00<flags>"
 //	                   flags: k = cgroup.kill attached, p = owner pidfd attached
-//	                   (in that order)
+//	                   (in that order); g = the owner is gone already (a run
+//	                   registered again after the owner died while no
+//	                   service ran): tear it down at once
 //	                   "U <id>": the owner tore the run down itself
 
 // IdleEnv, when set to a duration, is how long the service lives with no
@@ -171,7 +173,12 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.regs[r.ID] = cr
-	if err := c.send(cr); err != nil {
+	if err := c.send(cr, false); err != nil {
+		if errors.Is(err, errOwnerGone) {
+			delete(c.regs, r.ID)
+			cr.close()
+			return err
+		}
 		if err := c.reconnectLocked(ctx); err != nil {
 			delete(c.regs, r.ID)
 			cr.close()
@@ -202,7 +209,14 @@ func (cr *clientReg) close() {
 	}
 }
 
-func (c *Client) send(cr *clientReg) error {
+// errOwnerGone: a run's owner process is gone (exited, or its PID
+// reused).
+var errOwnerGone = errors.New("the owner is gone")
+
+// send hands cr to the service. A run whose owner is gone is an error
+// (errOwnerGone), unless goneOK: registered again after the owner died,
+// the service is told so and tears it down at once.
+func (c *Client) send(cr *clientReg, goneOK bool) error {
 	if c.conn == nil {
 		return net.ErrClosed
 	}
@@ -214,15 +228,22 @@ func (c *Client) send(cr *clientReg) error {
 	}
 	if cr.Owner.PID != 0 {
 		pin, err := reaper.Pin(cr.Owner.Identity())
-		if err != nil {
+		switch {
+		case errors.Is(err, reaper.ErrNoProcess) || errors.Is(err, reaper.ErrReused):
+			if !goneOK {
+				return fmt.Errorf("guardian: owner %v: %w: %w", cr.Owner, errOwnerGone, err)
+			}
+			flags += "g"
+		case err != nil:
 			return fmt.Errorf("guardian: owner %v: %w", cr.Owner, err)
-		}
-		defer pin.Close()
-		if pin.FD() < 0 {
+		case pin.FD() < 0:
+			pin.Close()
 			return fmt.Errorf("guardian: owner %v: no pidfd on this kernel", cr.Owner)
+		default:
+			defer pin.Close()
+			fds = append(fds, pin.FD())
+			flags += "p"
 		}
-		fds = append(fds, pin.FD())
-		flags += "p"
 	}
 	msg := "R " + cr.ID + "\x00" + cr.CgroupPath + "\x00" + flags
 	var oob []byte
@@ -256,7 +277,7 @@ func (c *Client) reconnectLocked(ctx context.Context) error {
 		return err
 	}
 	for _, cr := range c.regs {
-		if err := c.send(cr); err != nil {
+		if err := c.send(cr, true); err != nil {
 			return fmt.Errorf("guardian: register %s again: %w", cr.ID, err)
 		}
 	}
@@ -535,6 +556,7 @@ type svcReg struct {
 	id, cgroup string
 	kill       *os.File
 	pidfd      *os.File
+	ownerGone  bool
 	mu         sync.Mutex
 	done       bool
 }
@@ -750,6 +772,14 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 				logf("bad registration: %v", err)
 				continue
 			}
+			if r.ownerGone {
+				s.add(1)
+				go func() {
+					defer s.add(-1)
+					s.teardown(ctx, r, "owner exited while no service ran")
+				}()
+				continue
+			}
 			if r.pidfd != nil {
 				s.watch(ctx, r)
 				continue
@@ -781,20 +811,26 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 
 func parseReg(body string, fds []int) (*svcReg, error) {
 	parts := strings.Split(body, "\x00")
-	if len(parts) != 3 || parts[0] == "" || len(fds) != len(parts[2]) {
+	if len(parts) != 3 || parts[0] == "" || len(fds) != strings.Count(parts[2], "k")+strings.Count(parts[2], "p") {
 		closeFDs(fds)
 		return nil, fmt.Errorf("%q with %d fds", body, len(fds))
 	}
 	r := &svcReg{id: parts[0], cgroup: parts[1]}
-	for i, f := range parts[2] {
+	for _, f := range parts[2] {
 		switch f {
 		case 'k':
-			r.kill = os.NewFile(uintptr(fds[i]), "cgroup.kill")
+			r.kill = os.NewFile(uintptr(fds[0]), "cgroup.kill")
+			fds = fds[1:]
 		case 'p':
-			r.pidfd = os.NewFile(uintptr(fds[i]), "pidfd")
-		default:
-			_ = unix.Close(fds[i])
+			r.pidfd = os.NewFile(uintptr(fds[0]), "pidfd")
+			fds = fds[1:]
+		case 'g':
+			r.ownerGone = true
 		}
+	}
+	if r.ownerGone && r.pidfd != nil {
+		r.close()
+		return nil, fmt.Errorf("%q: both an owner pidfd and owner gone", body)
 	}
 	return r, nil
 }

@@ -187,7 +187,9 @@ func makeStale(ctx context.Context, c *config, pool string, owner snakepit.Owner
 		cmd.Env = env
 	}
 	for i := 0; i < n; i++ {
-		r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: pool, Owner: owner})
+		// No guardian: the owner is dead, and a guardian would tear the
+		// run down before gc could be timed on it.
+		r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: pool, Owner: owner, NoGuardian: true})
 		if err != nil {
 			return err
 		}
