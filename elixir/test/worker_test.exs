@@ -249,8 +249,17 @@ defmodule SnakepitJail.WorkerTest do
             link: false
           )
 
-        marked = Host.marked_pids(info.run_id)
-        assert length(marked) >= 2, "the sleep and its setsid grandchild: #{inspect(marked)}"
+        # start/2 returns once the command is started; its shell forks the
+        # setsid'd sleep afterwards.
+        marked =
+          Host.eventually(fn ->
+            m = Host.marked_pids(info.run_id)
+            length(m) >= 2 && m
+          end)
+
+        assert marked,
+               "the sleep and its setsid grandchild: #{inspect(Host.marked_pids(info.run_id))}"
+
         followed = Enum.map([info.os_pid, info.wrapper_pid | marked], &Host.ident/1)
         Process.exit(pid, :kill)
         assert_gone(info.run_id, followed)
