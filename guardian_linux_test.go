@@ -397,3 +397,42 @@ func processesWithEnv(kv string) []int {
 	}
 	return pids
 }
+
+// TestGuardianServiceLeavesARemovedDirectory: a service whose directory
+// was removed while it ran (a test's temporary directory) does not make it
+// again as it idles out.
+func TestGuardianServiceLeavesARemovedDirectory(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := privateParent(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "svc")
+	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	t.Setenv(guardian.IdleEnv, "1ms")
+	owner := exec.Command("sleep", "1000")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
+	if err != nil {
+		t.Fatalf("snakepit create: %v", err)
+	}
+	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
+	svc := servicePID(t) // watching the owner: not idle
+	fd, err := unix.PidfdOpen(svc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	_ = owner.Process.Kill()
+	if err := waitGone(path, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the service idled out", func() bool { return len(alive(map[int]int{svc: fd})) == 0 })
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the service made its removed directory again: %v", err)
+	}
+}

@@ -406,7 +406,13 @@ func lockStart() (unlock func(), err error) {
 	if err := os.MkdirAll(ServiceDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
 	}
-	fd, err := unix.Open(lockPath(), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	return takeLock(unix.O_CREAT)
+}
+
+// takeLock opens the lock file (creating it with flags O_CREAT) and locks
+// it.
+func takeLock(flags int) (unlock func(), err error) {
+	fd, err := unix.Open(lockPath(), unix.O_RDWR|unix.O_CLOEXEC|flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
 	}
@@ -494,9 +500,14 @@ func ScopeName(pid int) string { return "snakepit-guardian-" + strconv.Itoa(pid)
 // inherited at fd 3.
 func serveInherited(ctx context.Context) error {
 	dropInherited()
-	// Ours, whoever started us: the starter writes it too, but may have
-	// been killed before it could.
-	_ = os.WriteFile(PIDPath(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	// Ours, whoever started us. The starter writes it as soon as we run,
+	// and may have been killed before it could; we write it only then (a
+	// write into the directory of a starter that has gone on to remove it
+	// would make it again).
+	self := strconv.Itoa(os.Getpid())
+	if b, err := os.ReadFile(PIDPath()); err != nil || strings.TrimSpace(string(b)) != self {
+		_ = os.WriteFile(PIDPath(), []byte(self+"\n"), 0o644)
+	}
 	f := os.NewFile(3, "guardian.sock")
 	l, err := net.FileListener(f)
 	f.Close()
@@ -685,8 +696,13 @@ func (s *service) add(n int) {
 // not reset by the close: an owner such as `create --owner-pid` sends its
 // registration and exits, and could not send it again.
 func (s *service) maybeExit() {
-	unlock, err := lockStart()
-	if err != nil {
+	// Never made again here: our directory may have been removed (a test's
+	// temporary one), and then nobody else can be starting a service in it.
+	unlock, err := takeLock(0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		unlock = func() {}
+	case err != nil:
 		return
 	}
 	defer unlock()
