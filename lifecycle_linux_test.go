@@ -575,7 +575,10 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 				return
 			default:
 			}
-			rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids, MinAge: time.Nanosecond})
+			// The default MinAge: a run cgroup without a record yet is one
+			// that Create is making (its record comes right after the
+			// mkdir), and gc leaves it alone for that long.
+			rep, err := inventory.GC(context.Background(), inventory.GCOptions{Parents: []string{parent}, OnlyParents: true, RunIDs: ids})
 			if err != nil {
 				gcErr = err
 				gcErrSet.Store(true)
