@@ -166,16 +166,7 @@ func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 	parent := privateParent(t)
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	t.Setenv(inventory.ParentsEnv, parent)
-	owner := exec.Command("sleep", "1000")
-	if err := owner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
-	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
-	if err != nil {
-		t.Fatalf("snakepit create: %v", err)
-	}
-	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
+	owner, path := createOwnedT(t, parent)
 	worker := exec.Command("sleep", "1001")
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
@@ -280,22 +271,42 @@ func TestGuardianServiceIdleExitLosesNoRun(t *testing.T) {
 // the sleep and waits for the run's cgroup to go. seen is told the service
 // that took the registration.
 func createAndOrphan(parent string, seen func(pid int)) error {
-	owner := exec.Command("sleep", "1000")
-	if err := owner.Start(); err != nil {
+	owner, path, err := createOwned(parent)
+	if err != nil {
 		return err
 	}
-	defer func() { _ = owner.Process.Kill(); _ = owner.Wait() }()
-	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
-	if err != nil {
-		return fmt.Errorf("snakepit create: %w", err)
-	}
-	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
 	if rec, err := record.ReadCgroup(path); err == nil && rec.Guardian != nil {
 		seen(rec.Guardian.PID)
 	}
-	_ = owner.Process.Kill()
-	_ = owner.Wait()
+	killOwner(owner)
 	return waitGone(path, 10*time.Second)
+}
+
+// createOwned starts a sleep and makes a run owned by it with `snakepit
+// create --owner-pid` under parent. It returns the owner, which the caller
+// kills (killOwner), and the run cgroup.
+func createOwned(parent string) (*exec.Cmd, string, error) {
+	owner := exec.Command("sleep", "1000")
+	if err := owner.Start(); err != nil {
+		return nil, "", err
+	}
+	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
+	if err != nil {
+		killOwner(owner)
+		return nil, "", fmt.Errorf("snakepit create: %w", err)
+	}
+	return owner, filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out))), nil
+}
+
+// createOwnedT is createOwned in a test: the owner is killed at cleanup.
+func createOwnedT(t *testing.T, parent string) (*exec.Cmd, string) {
+	t.Helper()
+	owner, path, err := createOwned(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killOwner(owner) })
+	return owner, path
 }
 
 // waitGone waits for directory path to be removed.
@@ -321,15 +332,7 @@ func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
 	parent := privateParent(t)
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
 	ctx := context.Background()
-	owner := exec.Command("sleep", "1000")
-	if err := owner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
-	o, err := record.OwnerOf(owner.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	owner, o := ownerProc(t)
 	orphan, err := Create(ctx, Options{CgroupParent: parent, Owner: o})
 	if err != nil {
 		t.Fatal(err)
@@ -357,8 +360,7 @@ func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
 	if err := unix.Kill(old, unix.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	_ = owner.Process.Kill()
-	_ = owner.Wait()
+	killOwner(owner)
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -408,16 +410,7 @@ func TestGuardianServiceLeavesARemovedDirectory(t *testing.T) {
 	dir := filepath.Join(base, "svc")
 	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
 	t.Setenv(guardian.IdleEnv, "1ms")
-	owner := exec.Command("sleep", "1000")
-	if err := owner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
-	out, err := exec.Command(os.Getenv("SNAKEPIT_BIN"), "create", "--owner-pid", strconv.Itoa(owner.Process.Pid), "--cgroup-parent", parent).Output()
-	if err != nil {
-		t.Fatalf("snakepit create: %v", err)
-	}
-	path := filepath.Join(parent, cgroup.Prefix+strings.TrimSpace(string(out)))
+	owner, path := createOwnedT(t, parent)
 	svc := servicePID(t) // watching the owner: not idle
 	fd, err := unix.PidfdOpen(svc, 0)
 	if err != nil {

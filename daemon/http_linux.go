@@ -66,10 +66,10 @@ func (d *Daemon) newServer() *http.Server {
 	h("GET "+api.PathEvents, roleUser, d.handleEvents)
 	h("GET "+api.PathStatus, roleUser, d.handleStatus)
 	// Its own check: members of --metrics-group need not be API users.
-	h("GET "+PathMetrics, roleNone, d.handleMetrics)
+	h("GET "+api.PathMetrics, roleNone, d.handleMetrics)
 	// Known paths with another method: 405, as JSON. Anything else: 404.
 	for _, p := range []string{api.PathRuns, api.PathRuns + "/{id}", api.PathRuns + "/{id}/stats", api.PathRuns + "/{id}/workers",
-		api.PathRuns + "/{id}/workers/{wid}", api.PathEvents, api.PathStatus, PathMetrics} {
+		api.PathRuns + "/{id}/workers/{wid}", api.PathEvents, api.PathStatus, api.PathMetrics} {
 		h(p, roleNone, func(w http.ResponseWriter, r *http.Request, _ peer) {
 			writeErr(w, errf(http.StatusMethodNotAllowed, api.CodeMethod, "method %s not allowed on %s", r.Method, r.URL.Path))
 		})

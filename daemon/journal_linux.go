@@ -60,7 +60,8 @@ func NewLogger(stderr io.Writer, level slog.Leveler) *slog.Logger {
 // PRIORITY from the level, SYSLOG_IDENTIFIER, and each attribute as a
 // field SNAKEPIT_<KEY> (groups joined by _). The journal stamps the time
 // itself. A record too large for a datagram goes as a sealed memfd, as
-// sd_journal_send does.
+// sd_journal_send does. Not go-systemd's journal.Send: its socket path is
+// fixed (tests send to a socket of their own) and a send has no deadline.
 type JournalHandler struct {
 	j      *journalConn
 	level  slog.Leveler

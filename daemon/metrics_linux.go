@@ -15,9 +15,6 @@ import (
 	"github.com/snakepit/snakepit/limits"
 )
 
-// PathMetrics is the Prometheus endpoint, on the API's socket.
-const PathMetrics = api.PathMetrics
-
 // Bounds of a scrape: the per-run collector reads at most maxRuns runs'
 // cgroup files within runStatsBudget (the rest are left out of that
 // scrape), and at most maxScrapes scrapes run at once (others get 503).
