@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,49 +42,138 @@ type Watcher struct {
 	timer   *time.Timer
 	stopped bool
 
-	inotify  *os.File // non-blocking: waited on by the netpoller, no thread
-	done     chan struct{}
+	wds      []int32        // its watches in the shared instance
+	checking sync.WaitGroup // checks the shared reader has begun
 	stopOnce sync.Once
 }
 
 // Watch watches dir for limit events; it returns nil when dir
 // has none of the event files (their controllers are not enabled).
 func Watch(runID, dir string, emit func(Event)) (*Watcher, error) {
-	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("inotify_init1: %w", err)
-	}
-	n := 0
-	for _, f := range eventFiles {
-		_, err := unix.InotifyAddWatch(ifd, filepath.Join(dir, f.file), unix.IN_MODIFY)
-		if err == nil {
-			n++
-		} else if !errors.Is(err, unix.ENOENT) {
-			unix.Close(ifd)
-			return nil, fmt.Errorf("inotify_add_watch %s: %w", f.file, err)
-		}
-	}
-	if n == 0 {
-		unix.Close(ifd)
-		return nil, nil
-	}
 	w := &Watcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
-		pending: map[EventKind]*Event{}, emitted: map[EventKind]time.Time{},
-		inotify: os.NewFile(uintptr(ifd), "inotify"), done: make(chan struct{})}
-	w.check(false) // baseline
-	go w.loop()
+		pending: map[EventKind]*Event{}, emitted: map[EventKind]time.Time{}}
+	files := make([]string, len(eventFiles))
+	for i, f := range eventFiles {
+		files[i] = filepath.Join(dir, f.file)
+	}
+	ok, err := notify.add(w, files)
+	if err != nil || !ok {
+		return nil, err
+	}
 	return w, nil
 }
 
-func (w *Watcher) loop() {
-	defer close(w.done)
+// notify is the process's one inotify instance, shared by every Watcher:
+// instances are limited per user (fs.inotify.max_user_instances, 128 by
+// default), and a daemon watches each of its thousands of runs. Watches
+// (fs.inotify.max_user_watches) are plentiful.
+var notify = &inotifyHub{watchers: map[int32][]*Watcher{}}
+
+type inotifyHub struct {
+	mu       sync.Mutex
+	file     *os.File // non-blocking: read by one goroutine on the netpoller, no thread
+	watchers map[int32][]*Watcher
+}
+
+// add watches files for w, and takes w's baseline under the hub's lock, so
+// that the reader checks w only against it. It reports false when none of
+// the files exists.
+func (h *inotifyHub) add(w *Watcher, files []string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.file == nil {
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+		if err != nil {
+			return false, fmt.Errorf("inotify_init1: %w", err)
+		}
+		h.file = os.NewFile(uintptr(fd), "inotify")
+		go h.read(h.file)
+	}
+	rc, err := h.file.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	for _, path := range files {
+		var wd int
+		cerr := rc.Control(func(fd uintptr) {
+			wd, err = unix.InotifyAddWatch(int(fd), path, unix.IN_MODIFY)
+		})
+		switch {
+		case cerr != nil:
+			err = cerr
+		case err == nil:
+			w.wds = append(w.wds, int32(wd))
+			h.watchers[int32(wd)] = append(h.watchers[int32(wd)], w)
+			continue
+		case errors.Is(err, unix.ENOENT):
+			continue
+		}
+		h.removeLocked(w)
+		return false, fmt.Errorf("inotify_add_watch %s: %w", path, err)
+	}
+	if len(w.wds) == 0 {
+		return false, nil
+	}
+	w.check(false) // baseline
+	return true, nil
+}
+
+// remove ends w's watches; once it returns, the reader begins no check of w.
+func (h *inotifyHub) remove(w *Watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeLocked(w)
+}
+
+func (h *inotifyHub) removeLocked(w *Watcher) {
+	rc, _ := h.file.SyscallConn()
+	for _, wd := range w.wds {
+		ws := slices.DeleteFunc(h.watchers[wd], func(x *Watcher) bool { return x == w })
+		if len(ws) > 0 {
+			h.watchers[wd] = ws // the same file watched twice shares its watch
+			continue
+		}
+		delete(h.watchers, wd)
+		if rc != nil {
+			// EINVAL once the cgroup is gone: the kernel dropped the watch.
+			_ = rc.Control(func(fd uintptr) { _, _ = unix.InotifyRmWatch(int(fd), uint32(wd)) })
+		}
+	}
+	w.wds = nil
+}
+
+// read checks the watchers whose files changed, for the life of the
+// process.
+func (h *inotifyHub) read(f *os.File) {
 	var buf [4096]byte
 	for {
-		// Returns an error once stop closes the file.
-		if _, err := w.inotify.Read(buf[:]); err != nil {
+		n, err := f.Read(buf[:])
+		if err != nil {
 			return
 		}
-		w.check(true)
+		var changed []*Watcher
+		h.mu.Lock()
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if ev.Mask&unix.IN_IGNORED != 0 {
+				// The file is gone (its cgroup was removed) and the
+				// kernel dropped the watch: nothing more to read.
+				delete(h.watchers, ev.Wd)
+				continue
+			}
+			for _, w := range h.watchers[ev.Wd] {
+				if !slices.Contains(changed, w) {
+					w.checking.Add(1)
+					changed = append(changed, w)
+				}
+			}
+		}
+		h.mu.Unlock()
+		for _, w := range changed {
+			w.check(true)
+			w.checking.Done()
+		}
 	}
 }
 
@@ -149,16 +240,16 @@ func (w *Watcher) checkFinal(emit, final bool) {
 	}
 }
 
-// stop ends the watcher after a final check that reports everything held
-// back. The cgroup must still exist
-// for the final check to see anything. Idempotent.
+// Stop ends the watcher after a final check that reports everything held
+// back. The cgroup must still exist for the final check to see anything.
+// Idempotent.
 func (w *Watcher) Stop() {
 	if w == nil {
 		return
 	}
 	w.stopOnce.Do(func() {
-		w.inotify.Close()
-		<-w.done
+		notify.remove(w)
+		w.checking.Wait()
 		w.mu.Lock()
 		w.stopped = true
 		if w.timer != nil {

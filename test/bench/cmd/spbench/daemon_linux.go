@@ -99,12 +99,22 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 	defer d.stop()
 	worker := []string{"/bin/sleep", "100000"}
 
+	// Both methods wait until the worker has finished starting (asleep in
+	// nanosleep) before they tear it down. Without that, the library's
+	// Teardown, which follows Start at once, kills the worker inside the
+	// dynamic loader, while the daemon's comes a request later, after the
+	// worker has run its start: with 2 CPUs the daemon rows paid for the
+	// worker's own start (its CPU per cycle doubled) as if it were the
+	// daemon's overhead.
 	lib := func(ctx context.Context) error {
 		r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: c.libDir()})
 		if err != nil {
 			return err
 		}
-		_, serr := r.Start(ctx, snakepit.Command{Args: worker, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
+		w, serr := r.Start(ctx, snakepit.Command{Args: worker, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
+		if serr == nil {
+			serr = asleep(ctx, w.PID(), 20*time.Microsecond)
+		}
 		_, terr := r.Teardown(context.WithoutCancel(ctx), 0)
 		return errors.Join(serr, terr)
 	}
@@ -113,7 +123,10 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		if err != nil {
 			return err
 		}
-		_, serr := cl.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: worker})
+		w, serr := cl.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: worker})
+		if serr == nil {
+			serr = asleep(ctx, w.PID, 20*time.Microsecond)
+		}
 		td, terr := cl.DeleteRun(context.WithoutCancel(ctx), run.ID, 0)
 		if terr == nil && td.Error != "" {
 			terr = errors.New(td.Error)

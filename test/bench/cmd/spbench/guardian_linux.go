@@ -111,7 +111,7 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 	if rec.Guardian == nil || rec.Guardian.PID <= 0 {
 		return 0, nil, errors.New("run has no guardian recorded")
 	}
-	if err := waitSleeping(ctx, rec.Guardian.PID); err != nil {
+	if err := settled(ctx, rec.Guardian.PID); err != nil {
 		return 0, nil, err
 	}
 
@@ -137,27 +137,4 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 	}
 	gone := time.Since(t0)
 	return msOf(gone), map[string]float64{"empty_ms": msOf(empty)}, nil
-}
-
-// waitSleeping waits until pid is in interruptible sleep (the guardian in
-// poll(2)), then a little more.
-func waitSleeping(ctx context.Context, pid int) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := reaper.ReadStat(pid)
-		if err != nil {
-			return fmt.Errorf("guardian %d: %w", pid, err)
-		}
-		if st.State == 'S' {
-			time.Sleep(5 * time.Millisecond)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("guardian %d not asleep (state %c)", pid, st.State)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

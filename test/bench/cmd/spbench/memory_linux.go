@@ -151,7 +151,7 @@ func rssOfWrapper(ctx context.Context, c *config) (wrapper, guardian float64, sh
 	if rec.Guardian == nil || rec.Guardian.PID <= 0 {
 		return 0, 0, false, errors.New("no guardian recorded")
 	}
-	if err := waitSleeping(ctx, rec.Guardian.PID); err != nil {
+	if err := settled(ctx, rec.Guardian.PID); err != nil {
 		return 0, 0, false, err
 	}
 	time.Sleep(settle)
@@ -201,7 +201,7 @@ func rssOfCreateGuardian(ctx context.Context, c *config) (float64, error) {
 	defer g.Close()
 	// The guardian is the service every run shares: it tears this run
 	// down when the owner dies (the deferred kill) and exits once idle.
-	if err := waitSleeping(ctx, g.PID); err != nil {
+	if err := settled(ctx, g.PID); err != nil {
 		return 0, err
 	}
 	time.Sleep(settle)

@@ -13,7 +13,7 @@ const (
 	spawnCLI      = "snakepit run -- /bin/true (whole process)"
 	spawnBwrap    = "bwrap --dev-bind / / --unshare-pid --die-with-parent"
 	gcEmptySuffix = "stale empty runs"
-	daemonRTCase  = "round trip: create run, spawn sleep, kill run"
+	daemonRTCase  = "round trip: create run, spawn sleep (until it sleeps), kill run"
 	daemonRTLib   = "library: Create + Start + Teardown"
 	daemonRTAPI   = "daemon API: POST run + POST worker + DELETE run"
 	daemonTPCase  = "throughput, 8 concurrent callers (round trips/s)"

@@ -354,3 +354,35 @@ func finishChild(ctx context.Context, cmd *exec.Cmd, exitc <-chan reaper.Exit) (
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "spbench: "+format+"\n", args...)
 }
+
+// asleep waits until pid is in interruptible sleep (state S), reading its
+// stat every poll: a worker in nanosleep, a guardian in poll(2).
+func asleep(ctx context.Context, pid int, poll time.Duration) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := reaper.ReadStat(pid)
+		if err != nil {
+			return fmt.Errorf("pid %d: %w", pid, err)
+		}
+		if st.State == 'S' {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d not asleep within 10s (state %c)", pid, st.State)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(poll)
+	}
+}
+
+// settled is asleep, then a little more: a guardian's first sleep may
+// still be on its way into poll(2).
+func settled(ctx context.Context, pid int) error {
+	if err := asleep(ctx, pid, time.Millisecond); err != nil {
+		return err
+	}
+	time.Sleep(5 * time.Millisecond)
+	return nil
+}
