@@ -105,7 +105,10 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 	// dynamic loader, while the daemon's comes a request later, after the
 	// worker has run its start: with 2 CPUs the daemon rows paid for the
 	// worker's own start (its CPU per cycle doubled) as if it were the
-	// daemon's overhead.
+	// daemon's overhead. The first look comes after workerStart (sleep
+	// takes about 2.5 ms to start here), the next every 100 us: polling
+	// /proc from 8 callers at once would eat the CPU both sides share.
+	const workerStart = 2 * time.Millisecond
 	lib := func(ctx context.Context) error {
 		r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: c.libDir()})
 		if err != nil {
@@ -113,7 +116,7 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		}
 		w, serr := r.Start(ctx, snakepit.Command{Args: worker, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
 		if serr == nil {
-			serr = asleep(ctx, w.PID(), 20*time.Microsecond)
+			serr = asleep(ctx, w.PID(), workerStart, 100*time.Microsecond)
 		}
 		_, terr := r.Teardown(context.WithoutCancel(ctx), 0)
 		return errors.Join(serr, terr)
@@ -125,7 +128,7 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		}
 		w, serr := cl.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: worker})
 		if serr == nil {
-			serr = asleep(ctx, w.PID, 20*time.Microsecond)
+			serr = asleep(ctx, w.PID, workerStart, 100*time.Microsecond)
 		}
 		td, terr := cl.DeleteRun(context.WithoutCancel(ctx), run.ID, 0)
 		if terr == nil && td.Error != "" {

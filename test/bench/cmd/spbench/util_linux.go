@@ -356,9 +356,11 @@ func progress(format string, args ...any) {
 }
 
 // asleep waits until pid is in interruptible sleep (state S), reading its
-// stat every poll: a worker in nanosleep, a guardian in poll(2).
-func asleep(ctx context.Context, pid int, poll time.Duration) error {
+// stat after first and then every poll: a worker in nanosleep, a guardian
+// in poll(2).
+func asleep(ctx context.Context, pid int, first, poll time.Duration) error {
 	deadline := time.Now().Add(10 * time.Second)
+	time.Sleep(first)
 	for {
 		st, err := reaper.ReadStat(pid)
 		if err != nil {
@@ -380,7 +382,7 @@ func asleep(ctx context.Context, pid int, poll time.Duration) error {
 // settled is asleep, then a little more: a guardian's first sleep may
 // still be on its way into poll(2).
 func settled(ctx context.Context, pid int) error {
-	if err := asleep(ctx, pid, time.Millisecond); err != nil {
+	if err := asleep(ctx, pid, 0, time.Millisecond); err != nil {
 		return err
 	}
 	time.Sleep(5 * time.Millisecond)
