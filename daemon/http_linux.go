@@ -276,7 +276,9 @@ func (d *Daemon) graceParam(r *http.Request, def time.Duration) (time.Duration, 
 	if v == "" {
 		return def, nil
 	}
-	outOfRange := errf(http.StatusBadRequest, api.CodeBadRequest, "grace %q: must be between 0 and %v", truncate(v), d.maxGrace)
+	outOfRange := func() *httpError {
+		return errf(http.StatusBadRequest, api.CodeBadRequest, "grace %q: must be between 0 and %v", truncate(v), d.maxGrace)
+	}
 	g, err := time.ParseDuration(v)
 	if err != nil {
 		secs, ferr := strconv.ParseFloat(v, 64)
@@ -287,12 +289,12 @@ func (d *Daemon) graceParam(r *http.Request, def time.Duration) (time.Duration, 
 		// Compared in seconds first: a huge float would wrap around in
 		// the conversion (NaN compares false both ways).
 		if !(secs >= 0 && secs <= d.maxGrace.Seconds()) {
-			return 0, outOfRange
+			return 0, outOfRange()
 		}
 		g = time.Duration(secs * float64(time.Second))
 	}
 	if g < 0 || g > d.maxGrace {
-		return 0, outOfRange
+		return 0, outOfRange()
 	}
 	return g, nil
 }

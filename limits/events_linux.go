@@ -52,9 +52,17 @@ type Watcher struct {
 func Watch(runID, dir string, emit func(Event)) (*Watcher, error) {
 	w := &Watcher{runID: runID, dir: dir, emit: emit, last: map[EventKind]uint64{},
 		pending: map[EventKind]*Event{}, emitted: map[EventKind]time.Time{}}
-	files := make([]string, len(eventFiles))
-	for i, f := range eventFiles {
-		files[i] = filepath.Join(dir, f.file)
+	// Only the files there are: a host without the controllers (or a run
+	// whose parent does not pass them down) costs no inotify instance and
+	// no reader, which a short-lived `snakepit run` would pay for nothing.
+	var files []string
+	for _, f := range eventFiles {
+		if p := filepath.Join(dir, f.file); unix.Access(p, unix.F_OK) == nil {
+			files = append(files, p)
+		}
+	}
+	if len(files) == 0 {
+		return nil, nil
 	}
 	ok, err := notify.add(w, files)
 	if err != nil || !ok {
