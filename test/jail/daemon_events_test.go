@@ -4,6 +4,11 @@ package jail_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +95,68 @@ func TestVMDaemonLimitEvents(t *testing.T) {
 	if _, err := d.c.DeleteRun(ctx, run.ID, time.Second); err != nil {
 		t.Errorf("delete: %v", err)
 	}
+}
+
+// More runs with limits than a user may have inotify instances
+// (fs.inotify.max_user_instances, 128 by default): the daemon watches every
+// run's limit events through one instance, creating none fails, and the
+// newest run's events still reach the stream.
+func TestVMDaemonManyWatchedRuns(t *testing.T) {
+	testenv.RequireControllers(t, "pids")
+	d := startTestDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	b, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances")
+	if err != nil {
+		t.Fatal(err)
+	}
+	instances, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := min(instances+8, 400)
+	var run api.Run
+	for i := range n {
+		if st, e := d.post(t, api.PathRuns, `{"limits":{"pids_max":16}}`, &run); st != 201 {
+			t.Fatalf("create %d of %d (max_user_instances %d): %d %+v", i+1, n, instances, st, e)
+		}
+	}
+	if got := inotifyFDs(t, d.pid); got != 1 {
+		t.Errorf("the daemon holds %d inotify instances for %d watched runs, want 1", got, n)
+	}
+	s, err := d.c.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := d.c.StartWorker(ctx, run.ID, spec.Worker{Argv: []string{"sh", "-c",
+		`i=0; while [ $i -lt 100 ]; do (sleep 1000 &) 2>/dev/null; i=$((i+1)); done; exec sleep 1000`}}); err != nil {
+		t.Fatal(err)
+	}
+	ev, ok := waitEvent(t, s, api.EventPidsMax, run.ID, 60*time.Second)
+	if !ok {
+		t.Fatalf("no %s event of run %s, the %dth", api.EventPidsMax, run.ID, n)
+	}
+	if ev.Count < 1 || ev.Limit != "16" {
+		t.Errorf("pids_max event %+v", ev)
+	}
+	t.Logf("%d runs (max_user_instances %d); event of the last: %+v", n, instances, ev)
+	// The daemon's SIGTERM at cleanup tears the runs down.
+}
+
+// inotifyFDs counts the inotify instances process pid holds.
+func inotifyFDs(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
 }

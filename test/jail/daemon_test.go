@@ -32,6 +32,7 @@ import (
 // POST /v1/runs and /v1/runs/{id}/workers.
 type testDaemon struct {
 	socket, parent string
+	pid            int
 	c              *client.Client
 }
 
@@ -47,6 +48,7 @@ func startTestDaemon(t *testing.T) *testDaemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	d.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
