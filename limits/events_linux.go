@@ -160,21 +160,34 @@ func (h *inotifyHub) read(f *os.File) {
 			return
 		}
 		var changed []*Watcher
+		seen := map[*Watcher]bool{}
+		add := func(ws []*Watcher) {
+			for _, w := range ws {
+				if !seen[w] {
+					seen[w] = true
+					w.checking.Add(1)
+					changed = append(changed, w)
+				}
+			}
+		}
 		h.mu.Lock()
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			off += unix.SizeofInotifyEvent + int(ev.Len)
-			if ev.Mask&unix.IN_IGNORED != 0 {
+			switch {
+			case ev.Mask&unix.IN_Q_OVERFLOW != 0:
+				// The queue (fs.inotify.max_queued_events) overflowed,
+				// say under fork bombs in many runs: later changes of
+				// any file may be lost, so every watcher looks.
+				for _, ws := range h.watchers {
+					add(ws)
+				}
+			case ev.Mask&unix.IN_IGNORED != 0:
 				// The file is gone (its cgroup was removed) and the
 				// kernel dropped the watch: nothing more to read.
 				delete(h.watchers, ev.Wd)
-				continue
-			}
-			for _, w := range h.watchers[ev.Wd] {
-				if !slices.Contains(changed, w) {
-					w.checking.Add(1)
-					changed = append(changed, w)
-				}
+			default:
+				add(h.watchers[ev.Wd])
 			}
 		}
 		h.mu.Unlock()

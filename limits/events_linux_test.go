@@ -126,3 +126,72 @@ func TestWatchWithoutEventFiles(t *testing.T) {
 		}
 	}
 }
+
+// When the shared queue overflows (fs.inotify.max_queued_events), the
+// changes after it are lost from the queue; every watcher then looks, so
+// the increase of a run whose change was lost is still reported without
+// waiting for its Stop.
+func TestWatchersLookAfterOverflow(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Skipf("no max_queued_events: %v", err)
+	}
+	var queue int
+	if _, err := fmt.Sscan(string(b), &queue); err != nil || queue > 1<<17 {
+		t.Skipf("max_queued_events %q: too large to overflow here", strings.TrimSpace(string(b)))
+	}
+	events := make(chan Event, 16)
+	dirs := [3]string{t.TempDir(), t.TempDir(), t.TempDir()}
+	var ws []*Watcher
+	t.Cleanup(func() {
+		for _, w := range ws {
+			w.Stop()
+		}
+	})
+	for i, d := range dirs {
+		for f, v := range map[string]string{"memory.events": "oom_kill 0\noom_group_kill 0\n", "pids.events": "max 0\n", "pids.max": "20\n"} {
+			if err := os.WriteFile(filepath.Join(d, f), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, err := Watch(fmt.Sprintf("r%06d", i), d, func(e Event) { events <- e })
+		if err != nil || w == nil {
+			t.Fatalf("watcher %d: %v, %v", i, w, err)
+		}
+		ws = append(ws, w)
+	}
+	// The reader takes the hub's lock after each read: held here, the
+	// queue fills. Writes to two runs' files in turn are not merged, and
+	// change no counter.
+	notify.mu.Lock()
+	files := []*os.File{}
+	for _, d := range dirs[:2] {
+		f, err := os.OpenFile(filepath.Join(d, "memory.events"), os.O_WRONLY, 0)
+		if err != nil {
+			notify.mu.Unlock()
+			t.Fatal(err)
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	for i := 0; i < queue+1000; i++ {
+		if _, err := files[i%2].WriteAt([]byte("oom_kill 0\n"), 0); err != nil {
+			notify.mu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	// The third run's change, after the overflow: lost from the queue.
+	if err := os.WriteFile(filepath.Join(dirs[2], "pids.events"), []byte("max 5\n"), 0o644); err != nil {
+		notify.mu.Unlock()
+		t.Fatal(err)
+	}
+	notify.mu.Unlock()
+	select {
+	case e := <-events:
+		if e.RunID != "r000002" || e.Kind != EventPidsMax || e.Total != 5 {
+			t.Fatalf("got %+v, want run r000002's pids_max at 5", e)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("not within 30s: the change made after the queue overflowed")
+	}
+}
