@@ -92,13 +92,8 @@ func TestWatchersShareOneInotify(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dirs[1], "memory.events"), []byte("oom_kill 1\noom_group_kill 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case e := <-events:
-		if e.RunID != "r000001" || e.Kind != EventOOMKill || e.Count != 1 {
-			t.Fatalf("got %+v, want run r000001's oom_kill", e)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("not within 30s: the oom_kill of run r000001")
+	if e := nextEvent(t, events, "the oom_kill of run r000001"); e.RunID != "r000001" || e.Kind != EventOOMKill || e.Count != 1 {
+		t.Fatalf("got %+v, want run r000001's oom_kill", e)
 	}
 	// Run 0's write came first: had its watcher reported it, that event
 	// would have been read before run 1's.
@@ -186,12 +181,19 @@ func TestWatchersLookAfterOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	notify.mu.Unlock()
+	if e := nextEvent(t, events, "the change made after the queue overflowed"); e.RunID != "r000002" || e.Kind != EventPidsMax || e.Total != 5 {
+		t.Fatalf("got %+v, want run r000002's pids_max at 5", e)
+	}
+}
+
+// nextEvent waits for the next event, up to 30 s.
+func nextEvent(t *testing.T, events <-chan Event, what string) Event {
+	t.Helper()
 	select {
 	case e := <-events:
-		if e.RunID != "r000002" || e.Kind != EventPidsMax || e.Total != 5 {
-			t.Fatalf("got %+v, want run r000002's pids_max at 5", e)
-		}
+		return e
 	case <-time.After(30 * time.Second):
-		t.Fatal("not within 30s: the change made after the queue overflowed")
+		t.Fatalf("not within 30s: %s", what)
+		return Event{}
 	}
 }
