@@ -157,6 +157,19 @@ func servicePID(t *testing.T) int {
 	return id.PID
 }
 
+// pinnedService returns the running service's PID and a pidfd of it, as
+// alive takes it (closed at cleanup).
+func pinnedService(t *testing.T) (int, map[int]int) {
+	t.Helper()
+	pid := servicePID(t)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return pid, map[int]int{pid: fd}
+}
+
 // TestGuardianServiceAdoptsOrphanedRuns: `snakepit create --owner-pid`
 // registers its run and exits, so when the service is SIGKILLed nobody can
 // register the run again. The next service (started by the next owner)
@@ -176,16 +189,11 @@ func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	fds := pidfdsOf(t, cgroup.At(path))
-	old := servicePID(t)
-	oldFD, err := unix.PidfdOpen(old, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(oldFD)
+	old, oldFD := pinnedService(t)
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(map[int]int{old: oldFD})) == 0 })
+	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(oldFD)) == 0 })
 	// The next owner starts the next service.
 	next, err := Create(context.Background(), Options{CgroupParent: parent})
 	if err != nil {
@@ -350,12 +358,7 @@ func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
 	}
 	orphanFDs := pidfdsOf(t, cgroup.At(orphan.CgroupPath()))
 	keptFDs := pidfdsOf(t, cgroup.At(kept.CgroupPath()))
-	old := servicePID(t)
-	oldFD, err := unix.PidfdOpen(old, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(oldFD)
+	old, oldFD := pinnedService(t)
 	// Stopped, the service cannot see the owner die.
 	if err := unix.Kill(old, unix.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -364,7 +367,7 @@ func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(map[int]int{old: oldFD})) == 0 })
+	testenv.Eventually(t, 10*time.Second, "the old service gone", func() bool { return len(alive(oldFD)) == 0 })
 	allGone(t, orphan.CgroupPath(), orphanFDs, 10*time.Second)
 	var fresh int
 	testenv.Eventually(t, 10*time.Second, "the live owner's run registered with a new service", func() bool {
@@ -411,12 +414,7 @@ func TestGuardianServiceLeavesARemovedDirectory(t *testing.T) {
 	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
 	t.Setenv(guardian.IdleEnv, "1ms")
 	owner, path := createOwnedT(t, parent)
-	svc := servicePID(t) // watching the owner: not idle
-	fd, err := unix.PidfdOpen(svc, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	_, svcFD := pinnedService(t) // watching the owner: not idle
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +422,7 @@ func TestGuardianServiceLeavesARemovedDirectory(t *testing.T) {
 	if err := waitGone(path, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the service idled out", func() bool { return len(alive(map[int]int{svc: fd})) == 0 })
+	testenv.Eventually(t, 10*time.Second, "the service idled out", func() bool { return len(alive(svcFD)) == 0 })
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the service made its removed directory again: %v", err)
 	}

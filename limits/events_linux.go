@@ -78,8 +78,12 @@ func Watch(runID, dir string, emit func(Event)) (*Watcher, error) {
 var notify = &inotifyHub{watchers: map[int32][]*Watcher{}}
 
 type inotifyHub struct {
-	mu       sync.Mutex
-	file     *os.File // non-blocking: read by one goroutine on the netpoller, no thread
+	mu sync.Mutex
+	// fd is the instance, made at the first watch and never closed; file
+	// is the same fd, non-blocking, read by one goroutine on the
+	// netpoller (no thread).
+	fd       int
+	file     *os.File
 	watchers map[int32][]*Watcher
 }
 
@@ -94,30 +98,20 @@ func (h *inotifyHub) add(w *Watcher, files []string) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("inotify_init1: %w", err)
 		}
-		h.file = os.NewFile(uintptr(fd), "inotify")
+		h.fd, h.file = fd, os.NewFile(uintptr(fd), "inotify")
 		go h.read(h.file)
 	}
-	rc, err := h.file.SyscallConn()
-	if err != nil {
-		return false, err
-	}
 	for _, path := range files {
-		var wd int
-		cerr := rc.Control(func(fd uintptr) {
-			wd, err = unix.InotifyAddWatch(int(fd), path, unix.IN_MODIFY)
-		})
+		wd, err := unix.InotifyAddWatch(h.fd, path, unix.IN_MODIFY)
 		switch {
-		case cerr != nil:
-			err = cerr
 		case err == nil:
 			w.wds = append(w.wds, int32(wd))
 			h.watchers[int32(wd)] = append(h.watchers[int32(wd)], w)
-			continue
 		case errors.Is(err, unix.ENOENT):
-			continue
+		default:
+			h.removeLocked(w)
+			return false, fmt.Errorf("inotify_add_watch %s: %w", path, err)
 		}
-		h.removeLocked(w)
-		return false, fmt.Errorf("inotify_add_watch %s: %w", path, err)
 	}
 	if len(w.wds) == 0 {
 		return false, nil
@@ -134,7 +128,6 @@ func (h *inotifyHub) remove(w *Watcher) {
 }
 
 func (h *inotifyHub) removeLocked(w *Watcher) {
-	rc, _ := h.file.SyscallConn()
 	for _, wd := range w.wds {
 		ws := slices.DeleteFunc(h.watchers[wd], func(x *Watcher) bool { return x == w })
 		if len(ws) > 0 {
@@ -142,10 +135,8 @@ func (h *inotifyHub) removeLocked(w *Watcher) {
 			continue
 		}
 		delete(h.watchers, wd)
-		if rc != nil {
-			// EINVAL once the cgroup is gone: the kernel dropped the watch.
-			_ = rc.Control(func(fd uintptr) { _, _ = unix.InotifyRmWatch(int(fd), uint32(wd)) })
-		}
+		// EINVAL once the cgroup is gone: the kernel dropped the watch.
+		_, _ = unix.InotifyRmWatch(h.fd, uint32(wd))
 	}
 	w.wds = nil
 }

@@ -9,23 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// inotifyInstances counts this process's inotify instances.
-func inotifyInstances(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && l == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
-}
+	"github.com/snakepit/snakepit/internal/testenv"
+)
 
 // More watchers than a user may have inotify instances (128 by default)
 // share one instance, and each still reports its own run's events.
@@ -55,7 +41,7 @@ func TestWatchersShareOneInotify(t *testing.T) {
 		}
 		ws = append(ws, w)
 	}
-	if n := inotifyInstances(t); n != 1 {
+	if n := testenv.FilesOpen(os.Getpid(), "anon_inode:inotify"); n != 1 {
 		t.Fatalf("%d watchers hold %d inotify instances, want 1", runs, n)
 	}
 	// Every run's counter goes up by its own amount.

@@ -4,9 +4,7 @@ package jail_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,7 +119,7 @@ func TestVMDaemonManyWatchedRuns(t *testing.T) {
 			t.Fatalf("create %d of %d (max_user_instances %d): %d %+v", i+1, n, instances, st, e)
 		}
 	}
-	if got := inotifyFDs(t, d.pid); got != 1 {
+	if got := testenv.FilesOpen(d.pid, "anon_inode:inotify"); got != 1 {
 		t.Errorf("the daemon holds %d inotify instances for %d watched runs, want 1", got, n)
 	}
 	s, err := d.c.Events(ctx)
@@ -142,21 +140,4 @@ func TestVMDaemonManyWatchedRuns(t *testing.T) {
 	}
 	t.Logf("%d runs (max_user_instances %d); event of the last: %+v", n, instances, ev)
 	// The daemon's SIGTERM at cleanup tears the runs down.
-}
-
-// inotifyFDs counts the inotify instances process pid holds.
-func inotifyFDs(t *testing.T, pid int) int {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
 }
