@@ -4,7 +4,6 @@ package snakepit
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 
@@ -30,16 +29,5 @@ func (r *Run) abandonForTest() {
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "snakepit-bin")
-	if err != nil {
-		panic(err)
-	}
-	if _, err := testenv.GuardianBinary(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.MainWithGuardian(m))
 }

@@ -34,18 +34,7 @@ func TestMain(m *testing.M) {
 			_ = f.Value.Set("^Test")
 		}
 	}
-	dir, err := os.MkdirTemp("", "snakepit-bin")
-	if err != nil {
-		panic(err)
-	}
-	if _, err := testenv.GuardianBinary(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.MainWithGuardian(m))
 }
 
 // TestSelfLeaky is the deliberately leaky test: a double-forked, setsid'd
