@@ -16,6 +16,11 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Everything the suite makes is newer than this: the last step looks for
+# what it left behind.
+since=$(mktemp)
+trap 'rm -f "$since"' EXIT
+
 step "gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
@@ -50,3 +55,13 @@ step "systemd rig (daemon as a Type=notify service with Delegate=yes)"; SNAKEPIT
 
 step "benchmarks (quick)"
 bash test/bench/run.sh --quick
+
+step "nothing left behind (temp dirs, run and test cgroups)"
+left=$(find /tmp -maxdepth 1 -newer "$since" \( -name 'snakepit-bin*' -o -name 'snakepit-records-*' \
+	-o -name 'snakepit-daemon-test-bin-*' -o -name 'faultmatrix-*' -o -name 'snakepit-notify-*' \) 2>/dev/null || true)
+for m in $(awk '$3 == "cgroup2" {print $2}' /proc/mounts); do
+	left+=$(find "$m" -mindepth 1 -type d -newer "$since" \( -name 'snakepit-*' -o -name 'sptest*' \
+		-o -name 'spbench*' -o -name 'sp-rig*' \) -printf '\n%p' 2>/dev/null || true)
+done
+if [ -n "${left//[[:space:]]/}" ]; then echo "left behind:$left"; exit 1; fi
+echo "none"
