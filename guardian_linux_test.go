@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,16 +51,57 @@ func TestHelperSupervisor(t *testing.T) {
 		os.Exit(1)
 	}
 	_ = w
+	if f := os.Getenv(leakConnEnv); f != "" {
+		if err := leakConnection(f); err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+	}
 	fmt.Println(r.CgroupPath())
 	select {}
 }
 
-// supervisor starts the helper supervisor and returns it, its run cgroup
-// and pidfds of the run's processes once the tree is up.
-func supervisor(t *testing.T, parent string) (*exec.Cmd, string, map[int]int) {
+// leakConnEnv makes the helper supervisor hand its connection to the
+// guardian service to a sleep outside the run (whose PID it writes to the
+// file named), so that the connection outlives the supervisor.
+const leakConnEnv = "SNAKEPIT_TEST_LEAK_CONN"
+
+func leakConnection(pidFile string) error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := unix.Getpeername(fd)
+		if ua, ok := sa.(*unix.SockaddrUnix); err != nil || !ok || ua.Name != guardian.SocketPath() {
+			continue
+		}
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		holder := exec.Command("sleep", "3600")
+		holder.ExtraFiles = []*os.File{os.NewFile(uintptr(dup), "guardian connection")}
+		holder.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := holder.Start(); err != nil {
+			return err
+		}
+		return os.WriteFile(pidFile, []byte(strconv.Itoa(holder.Process.Pid)), 0o600)
+	}
+	return errors.New("no connection to the guardian service")
+}
+
+// supervisor starts the helper supervisor (with env added to ours) and
+// returns it, its run cgroup and pidfds of the run's processes once the
+// tree is up.
+func supervisor(t *testing.T, parent string, env ...string) (*exec.Cmd, string, map[int]int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSupervisor$")
-	cmd.Env = append(os.Environ(), supervisorEnv+"="+parent)
+	cmd.Env = append(append(os.Environ(), supervisorEnv+"="+parent), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +155,42 @@ func TestGuardianServiceLibrarySupervisor(t *testing.T) {
 	_ = cmd.Process.Kill()
 	allGone(t, path, fds, 10*time.Second)
 	t.Logf("SIGKILL of the library supervisor -> all gone in %v", time.Since(t0))
+}
+
+// TestGuardianServiceNoticesOwnerDeath: the service tears a run down when
+// its owner dies even while the owner's connection stays open (here a
+// process outside the run holds it): it watches a thread of the owner, and
+// does not wait for the kernel to close the owner's files, which comes
+// only after the owner's memory is torn down.
+func TestGuardianServiceNoticesOwnerDeath(t *testing.T) {
+	testenv.RequireRoot(t)
+	if !guardian.ThreadNotice() {
+		testenv.Missing(t, "needs PIDFD_THREAD (Linux 6.9)")
+	}
+	parent := privateParent(t)
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	pidFile := filepath.Join(t.TempDir(), "holder")
+	cmd, path, fds := supervisor(t, parent, leakConnEnv+"="+pidFile)
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, _ := strconv.Atoi(string(b))
+	hfd, err := unix.PidfdOpen(holder, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.PidfdSendSignal(hfd, unix.SIGKILL, nil, 0)
+		p := []unix.PollFd{{Fd: int32(hfd), Events: unix.POLLIN}}
+		_, _ = unix.Poll(p, 10000)
+		unix.Close(hfd)
+	})
+	_ = cmd.Process.Kill()
+	allGone(t, path, fds, 10*time.Second)
+	if len(alive(map[int]int{holder: hfd})) != 1 {
+		t.Fatal("the process holding the connection died: the run may have gone by EOF")
+	}
 }
 
 // TestGuardianServiceDies: the service is SIGKILLed while a run is

@@ -766,44 +766,47 @@ func statSock(p string) uint64 {
 }
 
 // serveConn serves one owner's connection until EOF, then tears down the
-// runs it registered for itself.
+// runs it registered for itself. If the owner's death is noticed first
+// (notice_linux.go), the messages it sent are read to the end and its runs
+// torn down then, without waiting for EOF.
 func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer s.add(-1)
 	defer conn.Close()
 	own := map[string]*svcReg{}
-	buf := make([]byte, 8192)
-	oob := make([]byte, unix.CmsgSpace(2*4))
-	for {
-		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-		fds := rights(oob[:oobn])
-		if err != nil || n == 0 {
-			closeFDs(fds)
-			break // EOF: the owner is gone, or closed its connection
-		}
-		msg := string(buf[:n])
+	dying := "" // why, once the owner is dying: its runs go at once
+	teardown := func(r *svcReg) {
+		why := dying
+		s.add(1)
+		go func() {
+			defer s.add(-1)
+			s.teardown(ctx, r, why)
+		}()
+	}
+	handle := func(msg string, fds []int) {
 		switch {
 		case strings.HasPrefix(msg, "R "):
 			r, err := parseReg(msg[2:], fds)
 			if err != nil {
 				logf("bad registration: %v", err)
-				continue
+				return
 			}
-			if r.ownerGone {
+			switch {
+			case r.ownerGone:
 				s.add(1)
 				go func() {
 					defer s.add(-1)
 					s.teardown(ctx, r, "owner exited while no service ran")
 				}()
-				continue
-			}
-			if r.pidfd != nil {
+			case r.pidfd != nil:
 				s.watch(ctx, r)
-				continue
+			case dying != "":
+				teardown(r)
+			default:
+				if old := own[r.id]; old != nil {
+					old.close()
+				}
+				own[r.id] = r
 			}
-			if old := own[r.id]; old != nil {
-				old.close()
-			}
-			own[r.id] = r
 		case strings.HasPrefix(msg, "U "):
 			closeFDs(fds)
 			id := msg[2:]
@@ -816,13 +819,65 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 			closeFDs(fds)
 		}
 	}
-	for _, r := range own {
-		s.add(1)
-		go func() {
-			defer s.add(-1)
-			s.teardown(ctx, r, "owner's connection closed")
-		}()
+	ownerDying := func(why string) {
+		if dying == "" {
+			dying = why
+		}
+		for id, r := range own {
+			teardown(r)
+			delete(own, id)
+		}
 	}
+	if d := noticeDeath(conn); d != nil {
+		noticed := make(chan struct{})
+		go func() {
+			defer close(noticed)
+			if d.Wait() {
+				// Wakes the read below: the only deadline ever set here.
+				_ = conn.SetReadDeadline(time.Unix(1, 0))
+			}
+		}()
+		defer func() { d.Close(); <-noticed }()
+	}
+	buf := make([]byte, 8192)
+	oob := make([]byte, unix.CmsgSpace(2*4))
+	for {
+		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The owner is dying. What it sent before (a "U" for a run
+			// it tore down itself, a last registration) is read first.
+			drain(conn, buf, oob, handle)
+			ownerDying("owner died")
+			_ = conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		fds := rights(oob[:oobn])
+		if err != nil || n == 0 {
+			closeFDs(fds)
+			break // EOF: the owner is gone, or closed its connection
+		}
+		handle(string(buf[:n]), fds)
+	}
+	ownerDying("owner's connection closed")
+}
+
+// drain hands every message queued on conn to handle, without waiting.
+func drain(conn *net.UnixConn, buf, oob []byte, handle func(string, []int)) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		for {
+			n, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			fds := rights(oob[:oobn])
+			if err != nil || n == 0 {
+				closeFDs(fds)
+				return
+			}
+			handle(string(buf[:n]), fds)
+		}
+	})
 }
 
 func parseReg(body string, fds []int) (*svcReg, error) {
@@ -898,7 +953,7 @@ func (s *service) watch(ctx context.Context, r *svcReg) {
 	s.add(1)
 	go func() {
 		defer s.add(-1)
-		if !waitPidfd(r.pidfd) {
+		if !ownerExits(r.pidfd) {
 			return // unregistered: closed under us
 		}
 		s.mu.Lock()

@@ -40,6 +40,8 @@ type Stat struct {
 	// Start is field 22, the process start time in clock ticks after boot.
 	// PID plus Start identifies a process for the lifetime of a boot.
 	Start uint64
+	// Pending is field 31: the signals (1-31) queued to this task itself.
+	Pending uint64
 }
 
 // Dead reports whether the process has exited (zombie or dead) and only
@@ -111,7 +113,39 @@ func ParseStat(b []byte) (Stat, error) {
 	if s.Start, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
 		return Stat{}, fmt.Errorf("malformed stat: starttime: %w", err)
 	}
+	if len(f) > 28 {
+		s.Pending, _ = strconv.ParseUint(string(f[28]), 10, 64)
+	}
 	return s, nil
+}
+
+// Dying reports whether process pid is on its way out as a whole: it is
+// gone, or every thread of it is dead, inside exit(2), or has SIGKILL
+// queued. A fatal signal and exit_group(2) queue SIGKILL to every thread
+// of the group; a thread that ends on its own, or the other threads of an
+// exec, leave a thread that is none of these.
+func Dying(pid int) bool {
+	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+	}
+	tasks, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return false
+	}
+	var buf [1024]byte
+	for _, tid := range tasks {
+		n, err := readProcFile(pid, "task/"+tid+"/stat", buf[:])
+		if err != nil {
+			continue // that thread is gone
+		}
+		st, err := ParseStat(buf[:n])
+		if err != nil || !(st.Exiting() || st.Pending&(1<<(unix.SIGKILL-1)) != 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // readProcFile reads /proc/PID/name into buf with one read (enough for stat;

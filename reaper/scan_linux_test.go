@@ -23,11 +23,12 @@ import (
 func TestParseStat(t *testing.T) {
 	// comm may hold spaces and parentheses; fields count from the last ')'.
 	rest := "S 1 4321 4321 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10"
-	st, err := ParseStat([]byte("4321 (a) (b c)) " + rest + " 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"))
+	// Field 31 (pending signals) is 256: SIGKILL.
+	st, err := ParseStat([]byte("4321 (a) (b c)) " + rest + " 0 0 0 0 0 0 256 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stat{PID: 4321, Comm: "a) (b c)", State: 'S', PPID: 1, PGID: 4321, Session: 4321, Flags: 4194564, Start: 987654}
+	want := Stat{PID: 4321, Comm: "a) (b c)", State: 'S', PPID: 1, PGID: 4321, Session: 4321, Flags: 4194564, Start: 987654, Pending: 256}
 	if st != want {
 		t.Fatalf("got %+v\nwant %+v", st, want)
 	}
@@ -38,6 +39,55 @@ func TestParseStat(t *testing.T) {
 		if _, err := ParseStat([]byte(bad)); err == nil {
 			t.Errorf("ParseStat(%q) accepted", bad)
 		}
+	}
+}
+
+// Dying: a live process is not (even when one of its threads has ended on
+// its own); an exited one, or none, is.
+func TestDying(t *testing.T) {
+	// A thread of ours ends: its goroutine returns while locked to it
+	// (not on the main thread, which the runtime keeps).
+	tid := 0
+	for range 100 {
+		c := make(chan int)
+		go func() {
+			runtime.LockOSThread()
+			if id := unix.Gettid(); id != os.Getpid() {
+				c <- id
+				return
+			}
+			runtime.UnlockOSThread()
+			c <- 0
+		}()
+		if tid = <-c; tid != 0 {
+			break
+		}
+	}
+	if tid == 0 {
+		t.Fatal("no goroutine ran off the main thread")
+	}
+	gone := "/proc/self/task/" + strconv.Itoa(tid)
+	testenv.Eventually(t, 10*time.Second, "our locked thread gone", func() bool {
+		_, err := os.Stat(gone)
+		return err != nil
+	})
+	if Dying(os.Getpid()) {
+		t.Fatal("Dying(self)")
+	}
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "/bin/true a zombie", func() bool {
+		st, err := ReadStat(cmd.Process.Pid)
+		return err == nil && st.Dead()
+	})
+	if !Dying(cmd.Process.Pid) {
+		t.Fatal("Dying(zombie) is false")
+	}
+	_ = cmd.Wait()
+	if !Dying(1 << 30) { // above any pid_max
+		t.Fatal("Dying(no such process) is false")
 	}
 }
 

@@ -219,8 +219,12 @@ func init() {
 		if systemd.IsRunning() {
 			where = "; it lives in a scope of its own (snakepit-guardian-<pid>.scope), outside every unit it guards"
 		}
+		notice := "when the owner's connection closes (no PIDFD_THREAD on this kernel: Linux < 6.9)"
+		if guardian.ThreadNotice() {
+			notice = "as soon as one of the owner's threads exits in its death (PIDFD_THREAD), before its connection closes"
+		}
 		if id, err := guardian.Probe(); err == nil {
-			return checkOK, fmt.Sprintf("runs register with the guardian service (pid %d at %s): it tears a run down when its owner's connection closes%s", id.PID, guardian.SocketPath(), where)
+			return checkOK, fmt.Sprintf("runs register with the guardian service (pid %d at %s): it tears a run down when its owner dies, noticed %s%s", id.PID, guardian.SocketPath(), notice, where)
 		}
 		if bin, err := guardian.FindBinary(selfBinary()); err == nil {
 			return checkOK, fmt.Sprintf("no guardian service runs at %s; the first run starts one from %s (if that fails, each owner gets an exec'd guardian)", guardian.SocketPath(), bin)

@@ -1,0 +1,270 @@
+//go:build linux
+
+package guardian
+
+import (
+	"errors"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/internal/kfile"
+	"github.com/snakepit/snakepit/reaper"
+)
+
+// An owner's death, noticed before its connection closes. The kernel
+// closes a dead process's files only after it has torn down its address
+// space (do_exit: exit_mm, then exit_files), which for a Go owner on a
+// slow host takes a millisecond or more, and longer the more memory it
+// has; a pidfd of the process is readable later still (exit_notify of its
+// last thread). A PIDFD_THREAD pidfd (Linux 6.9) of one of the owner's
+// other threads is readable as soon as that thread has exited, which in a
+// group exit is at once. A thread may also end on its own, so a notice
+// counts only once the whole process is seen dying (reaper.Dying);
+// otherwise another thread is watched. The leader is never watched: the
+// kernel reports it only when its whole group has exited. With no thread
+// left to watch, the process's own pidfd is the notice; without
+// PIDFD_THREAD, EOF on the connection (or that pidfd) is.
+
+// pidfdThread is PIDFD_THREAD: a pidfd of one thread rather than of its
+// thread group.
+const pidfdThread = unix.O_EXCL
+
+// soPeerPidfd is SO_PEERPIDFD (Linux 6.5; asm-generic, as on amd64 and
+// arm64): a pidfd of the process at the other end of a unix socket.
+const soPeerPidfd = 77
+
+// threadPidfds reports whether the kernel has PIDFD_THREAD (probed once:
+// older kernels refuse the flag with EINVAL).
+var threadPidfds = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(unix.Gettid(), pidfdThread)
+	if err != nil {
+		return !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS)
+	}
+	unix.Close(fd)
+	return true
+})
+
+// ThreadNotice reports whether owners' deaths are noticed at their
+// threads' exits (PIDFD_THREAD) rather than when their connections close.
+func ThreadNotice() bool { return threadPidfds() }
+
+// deathNotice watches one owner process.
+type deathNotice struct {
+	pid   int
+	proc  *os.File     // a pidfd of the owner itself; nil if the caller watches that
+	tried map[int]bool // threads watched already
+
+	mu     sync.Mutex
+	f      *os.File // the watched thread's pidfd
+	tid    int      // its thread; 0 when none is watched
+	closed bool
+	done   chan struct{} // closed by Close
+}
+
+// noticeDeath starts watching the owner at the other end of conn: the
+// process that connected, which may have died since. nil when the kernel
+// cannot tell a thread's exit or the peer is unknown.
+func noticeDeath(conn *net.UnixConn) *deathNotice {
+	if !threadPidfds() {
+		return nil
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	pidfd := -1
+	_ = rc.Control(func(fd uintptr) {
+		pidfd, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd)
+	})
+	if err != nil || pidfd < 0 {
+		return nil
+	}
+	proc := os.NewFile(uintptr(pidfd), "owner pidfd")
+	pid := pidfdPID(pidfd)
+	if pid == 0 {
+		proc.Close()
+		return nil
+	}
+	d := newDeathNotice(pid) // pid -1: reaped already; Wait says so at once
+	d.proc = proc
+	return d
+}
+
+// noticePidfd starts watching the process a pidfd refers to (the owner of
+// a create --owner-pid run), whose own exit the caller watches; nil when
+// the kernel cannot tell a thread's exit. Its PID is the owner's for as
+// long as the owner lives, which is all that matters: a dying process
+// under a reused PID means the owner is gone too.
+func noticePidfd(f *os.File) *deathNotice {
+	if !threadPidfds() {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	pid := 0
+	_ = rc.Control(func(fd uintptr) { pid = pidfdPID(int(fd)) })
+	if pid <= 0 {
+		return nil
+	}
+	return newDeathNotice(pid)
+}
+
+// pidfdPID reads the PID a pidfd refers to from its fdinfo ("Pid:"); 0 if
+// unknown, -1 once the process has been reaped.
+func pidfdPID(fd int) int {
+	var buf [512]byte
+	n, err := kfile.Read("/proc/self/fdinfo/"+strconv.Itoa(fd), buf[:])
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(buf[:n]), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0
+			}
+			return pid
+		}
+	}
+	return 0
+}
+
+func newDeathNotice(pid int) *deathNotice {
+	return &deathNotice{pid: pid, tried: map[int]bool{}, done: make(chan struct{})}
+}
+
+// Wait returns true once the owner is dying, false once Close was called.
+func (d *deathNotice) Wait() bool {
+	if d.pid < 0 || (d.proc != nil && readable(d.proc)) {
+		return true // dead before we looked
+	}
+	for {
+		f := d.arm()
+		if f == nil {
+			// Only the leader is left: the process's own exit tells.
+			if d.proc == nil {
+				<-d.done
+				return false
+			}
+			return waitPidfd(d.proc)
+		}
+		if !waitPidfd(f) {
+			return false // closed by Close
+		}
+		if reaper.Dying(d.pid) {
+			return true
+		}
+		// That thread ended on its own (or the process is mid-exec):
+		// watch another.
+	}
+}
+
+// readable polls a pidfd once: true if its process has exited.
+func readable(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		n, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+	})
+	return n > 0
+}
+
+// arm opens a pidfd of a thread of the owner not watched before, other
+// than its leader, the oldest first (a Go program's first threads are the
+// runtime's, kept for good); nil if there is none or d is closed.
+func (d *deathNotice) arm() *os.File {
+	d.mu.Lock()
+	if d.f != nil { // the last thread watched, which has exited
+		d.f.Close()
+		d.f, d.tid = nil, 0
+	}
+	d.mu.Unlock()
+	dir := "/proc/" + strconv.Itoa(d.pid) + "/task"
+	df, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	names, _ := df.Readdirnames(-1)
+	df.Close()
+	var tids []int
+	for _, n := range names {
+		if tid, err := strconv.Atoi(n); err == nil && tid != d.pid && !d.tried[tid] {
+			tids = append(tids, tid)
+		}
+	}
+	slices.Sort(tids)
+	for _, tid := range tids {
+		d.tried[tid] = true
+		fd, err := unix.PidfdOpen(tid, pidfdThread|unix.PIDFD_NONBLOCK)
+		if err != nil {
+			continue
+		}
+		// A thread ID reused by another process since the listing is
+		// harmless (its exit finds the owner not dying); checking that
+		// it is still the owner's keeps it rare.
+		if _, err := os.Stat(dir + "/" + strconv.Itoa(tid)); err != nil {
+			unix.Close(fd)
+			continue
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed {
+			unix.Close(fd)
+			return nil
+		}
+		d.f, d.tid = os.NewFile(uintptr(fd), "thread pidfd"), tid
+		return d.f
+	}
+	return nil
+}
+
+// Close ends the watch; a Wait in progress returns false.
+func (d *deathNotice) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	close(d.done)
+	if d.f != nil {
+		d.f.Close()
+	}
+	if d.proc != nil {
+		d.proc.Close()
+	}
+}
+
+// ownerExits blocks until the owner that pidfd f refers to is dying (true),
+// or f is closed under it (false): whichever of its thread notice and its
+// exit comes first.
+func ownerExits(f *os.File) bool {
+	d := noticePidfd(f)
+	if d == nil {
+		return waitPidfd(f)
+	}
+	exited := make(chan bool, 1)
+	go func() { exited <- waitPidfd(f) }()
+	noticed := make(chan bool, 1)
+	go func() { noticed <- d.Wait() }()
+	select {
+	case ok := <-exited:
+		d.Close()
+		return ok
+	case <-noticed:
+		// Wait returns false only once closed, and only we close it.
+		// The exit watch ends when the caller closes f.
+		return true
+	}
+}
