@@ -70,6 +70,18 @@ def events_until(stream, pred, timeout: float = 20.0) -> list[dict]:
             return out
 
 
+def comms(pids):
+    """The command names of pids, sorted ("?" for one gone)."""
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                out.append(f.read().strip())
+        except OSError:
+            out.append("?")
+    return sorted(out)
+
+
 def test_run_lifecycle(client, daemon):
     st = client.status()
     assert st["mode"] == "configured" and st["run_parent"] == daemon.parent, st
@@ -87,7 +99,9 @@ def test_run_lifecycle(client, daemon):
         w2 = client.start_worker(rid, ["sleep", "1003"])
         assert (w1["id"], w2["id"]) == (1, 2) and w1["state"] == "running"
         assert cg.endswith(pid_cgroup(w1["pid"])) and cg.endswith(pid_cgroup(w2["pid"]))
-        wait_until(lambda: len(cgroup_pids(cg)) >= 4, 10, "4 processes in the run")
+        # The settled tree: the forking shells gone, four sleeps left (the
+        # teardown below must find all three of worker 1's to SIGTERM).
+        wait_until(lambda: comms(cgroup_pids(cg)) == ["sleep"] * 4, 10, "the run's four sleeps, nothing else")
         procs = cgroup_pids(cg)
         fds = [os.pidfd_open(p) for p in procs]
         try:
