@@ -54,17 +54,22 @@ var threadPidfds = sync.OnceValue(func() bool {
 // threads' exits (PIDFD_THREAD) rather than when their connections close.
 func ThreadNotice() bool { return threadPidfds() }
 
+// watchThreads is how many of an owner's threads are watched at once: the
+// one that frees the memory exits last, so one alone may be no sooner
+// than EOF.
+const watchThreads = 3
+
 // deathNotice watches one owner process.
 type deathNotice struct {
 	pid   int
 	proc  *os.File     // a pidfd of the owner itself; nil if the caller watches that
 	tried map[int]bool // threads watched already
+	exits chan int     // a watched thread has exited
 
-	mu     sync.Mutex
-	f      *os.File // the watched thread's pidfd
-	tid    int      // its thread; 0 when none is watched
-	closed bool
-	done   chan struct{} // closed by Close
+	mu      sync.Mutex
+	watched map[int]*os.File // thread -> its pidfd
+	closed  bool
+	done    chan struct{} // closed by Close
 }
 
 // noticeDeath starts watching the owner at the other end of conn: the
@@ -138,7 +143,8 @@ func pidfdPID(fd int) int {
 }
 
 func newDeathNotice(pid int) *deathNotice {
-	return &deathNotice{pid: pid, tried: map[int]bool{}, done: make(chan struct{})}
+	return &deathNotice{pid: pid, tried: map[int]bool{}, exits: make(chan int),
+		watched: map[int]*os.File{}, done: make(chan struct{})}
 }
 
 // Wait returns true once the owner is dying, false once Close was called.
@@ -147,23 +153,29 @@ func (d *deathNotice) Wait() bool {
 		return true // dead before we looked
 	}
 	for {
-		f := d.arm()
-		if f == nil {
-			// Only the leader is left: the process's own exit tells.
+		if d.arm() == 0 {
+			// No thread but the leader: the group may be exiting (the
+			// leader last), or have one thread; else its exit tells.
+			if reaper.Dying(d.pid) {
+				return true
+			}
 			if d.proc == nil {
 				<-d.done
 				return false
 			}
 			return waitPidfd(d.proc)
 		}
-		if !waitPidfd(f) {
-			return false // closed by Close
+		select {
+		case tid := <-d.exits:
+			d.drop(tid)
+			if reaper.Dying(d.pid) {
+				return true
+			}
+			// That thread ended on its own (or the process is
+			// mid-exec): watch another.
+		case <-d.done:
+			return false
 		}
-		if reaper.Dying(d.pid) {
-			return true
-		}
-		// That thread ended on its own (or the process is mid-exec):
-		// watch another.
 	}
 }
 
@@ -180,31 +192,35 @@ func readable(f *os.File) bool {
 	return n > 0
 }
 
-// arm opens a pidfd of a thread of the owner not watched before, other
-// than its leader, the oldest first (a Go program's first threads are the
-// runtime's, kept for good); nil if there is none or d is closed.
-func (d *deathNotice) arm() *os.File {
+// arm watches threads of the owner not watched before, other than its
+// leader, the oldest first (a Go program's first threads are the
+// runtime's, kept for good), until watchThreads are watched. It returns
+// how many are.
+func (d *deathNotice) arm() int {
 	d.mu.Lock()
-	if d.f != nil { // the last thread watched, which has exited
-		d.f.Close()
-		d.f, d.tid = nil, 0
-	}
+	n := len(d.watched)
 	d.mu.Unlock()
+	if n >= watchThreads {
+		return n
+	}
 	dir := "/proc/" + strconv.Itoa(d.pid) + "/task"
 	df, err := os.Open(dir)
 	if err != nil {
-		return nil
+		return n
 	}
 	names, _ := df.Readdirnames(-1)
 	df.Close()
 	var tids []int
-	for _, n := range names {
-		if tid, err := strconv.Atoi(n); err == nil && tid != d.pid && !d.tried[tid] {
+	for _, name := range names {
+		if tid, err := strconv.Atoi(name); err == nil && tid != d.pid && !d.tried[tid] {
 			tids = append(tids, tid)
 		}
 	}
 	slices.Sort(tids)
 	for _, tid := range tids {
+		if n >= watchThreads {
+			break
+		}
 		d.tried[tid] = true
 		fd, err := unix.PidfdOpen(tid, pidfdThread|unix.PIDFD_NONBLOCK)
 		if err != nil {
@@ -217,16 +233,36 @@ func (d *deathNotice) arm() *os.File {
 			unix.Close(fd)
 			continue
 		}
+		f := os.NewFile(uintptr(fd), "thread pidfd")
 		d.mu.Lock()
-		defer d.mu.Unlock()
 		if d.closed {
-			unix.Close(fd)
-			return nil
+			d.mu.Unlock()
+			f.Close()
+			return 0
 		}
-		d.f, d.tid = os.NewFile(uintptr(fd), "thread pidfd"), tid
-		return d.f
+		d.watched[tid] = f
+		n = len(d.watched)
+		d.mu.Unlock()
+		go func() {
+			if waitPidfd(f) {
+				select {
+				case d.exits <- tid:
+				case <-d.done:
+				}
+			}
+		}()
 	}
-	return nil
+	return n
+}
+
+// drop stops watching a thread that has exited.
+func (d *deathNotice) drop(tid int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f := d.watched[tid]; f != nil {
+		f.Close()
+		delete(d.watched, tid)
+	}
 }
 
 // Close ends the watch; a Wait in progress returns false.
@@ -238,8 +274,8 @@ func (d *deathNotice) Close() {
 	}
 	d.closed = true
 	close(d.done)
-	if d.f != nil {
-		d.f.Close()
+	for _, f := range d.watched {
+		f.Close()
 	}
 	if d.proc != nil {
 		d.proc.Close()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,11 +91,16 @@ func requireThreadNotice(t *testing.T) {
 	}
 }
 
-// watching is the thread d watches (0: none left).
-func (d *deathNotice) watching() int {
+// watching is the threads d watches, oldest first.
+func (d *deathNotice) watching() []int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.tid
+	var tids []int
+	for tid := range d.watched {
+		tids = append(tids, tid)
+	}
+	slices.Sort(tids)
+	return tids
 }
 
 // A thread of the owner that ends on its own is no death notice: the
@@ -130,33 +136,36 @@ func TestDeathNoticeIgnoresThreadsEndingAlone(t *testing.T) {
 	}
 	res := make(chan bool, 1)
 	go func() { res <- d.Wait() }()
-	// The oldest threads are watched first, and the runtime's are marked
-	// seen: each watched thread is one of the helper's until they are
-	// all gone. End each once it is watched.
-	for range index {
-		var w int
-		testenv.Eventually(t, 10*time.Second, "a thread watched", func() bool { w = d.watching(); return w != 0 })
-		i, ok := index[w]
-		if !ok {
-			t.Fatalf("watching thread %d, not one of the helper's own %v", w, tids)
+	notDead := func() {
+		select {
+		case <-res:
+			t.Fatal("a thread that ended alone was taken for the owner's death")
+		default:
 		}
-		if _, err := fmt.Fprintln(in, i); err != nil {
+	}
+	// The oldest threads are watched first, and the runtime's are marked
+	// seen: the helper's own are watched until they are all gone. End
+	// them one by one.
+	for range index {
+		w := -1
+		testenv.Eventually(t, 10*time.Second, "a thread of the helper's own watched", func() bool {
+			for _, tid := range d.watching() {
+				if _, ok := index[tid]; ok {
+					w = tid
+					return true
+				}
+			}
+			return false
+		})
+		if _, err := fmt.Fprintln(in, index[w]); err != nil {
 			t.Fatal(err)
 		}
-		testenv.Eventually(t, 10*time.Second, "the watch moved on from thread "+strconv.Itoa(w), func() bool {
-			select {
-			case <-res:
-				t.Fatalf("thread %d ended alone and was taken for the owner's death", w)
-			default:
-			}
-			return d.watching() != w
+		testenv.Eventually(t, 10*time.Second, "the watch dropped thread "+strconv.Itoa(w), func() bool {
+			notDead()
+			return !slices.Contains(d.watching(), w)
 		})
 	}
-	select {
-	case <-res:
-		t.Fatal("a thread that ended alone was taken for the owner's death")
-	default:
-	}
+	notDead()
 	d.Close()
 	if <-res {
 		t.Fatal("Wait after Close reported a death")
@@ -171,7 +180,7 @@ func TestDeathNoticeSeesKill(t *testing.T) {
 	defer d.Close()
 	res := make(chan bool, 1)
 	go func() { res <- d.Wait() }()
-	testenv.Eventually(t, 10*time.Second, "a thread watched", func() bool { return d.watching() != 0 })
+	testenv.Eventually(t, 10*time.Second, "a thread watched", func() bool { return len(d.watching()) != 0 })
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

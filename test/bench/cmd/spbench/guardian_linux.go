@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +25,9 @@ import (
 // SIGKILLed; measured is the time from the kill until the run cgroup is
 // empty and removed by the guardian (the wrapper's direct child dies by
 // Pdeathsig, the rest only by the guardian). Baseline: a bare cgroup.kill
-// + wait + rmdir of a run of the same N, done by a live supervisor.
+// + wait + rmdir of a run of the same N, done by a live supervisor. The
+// last case's supervisor is a Go program with a large heap (cmdOwner),
+// whose memory the kernel frees before it closes the supervisor's files.
 func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 	var out GroupOutput
 	rp, err := startReaper()
@@ -31,9 +35,19 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 		return out, err
 	}
 	defer rp.Stop()
-	type size struct{ n, reps int }
-	for _, sz := range []size{{10, c.pick(11, 3)}, {100, c.pick(11, 3)}, {1000, c.pick(5, 0)}} {
+	// The owner: `snakepit run`, or (last case) a Go program with a large
+	// heap that Creates its run through the library (spbench owner).
+	type size struct {
+		n, reps int
+		heapMB  int
+	}
+	for _, sz := range []size{{10, c.pick(11, 3), 0}, {100, c.pick(11, 3), 0}, {1000, c.pick(5, 0), 0}, {10, c.pick(11, 3), ownerHeapMB}} {
 		cas := fmt.Sprintf("N=%d flat", sz.n)
+		row := guardianRow
+		if sz.heapMB > 0 {
+			cas = fmt.Sprintf("N=%d flat, %d MiB supervisor", sz.n, sz.heapMB)
+			row = guardianHeapRow
+		}
 		if sz.reps == 0 {
 			out.Notes = append(out.Notes, "guardian "+cas+": skipped in quick mode")
 			continue
@@ -57,8 +71,8 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 				err = bareKill(ctx, r.CgroupPath())
 				return msOf(time.Since(t0)), nil, err
 			}},
-			{guardianRow, func(int) (float64, map[string]float64, error) {
-				return guardianOnce(ctx, c, rp, sz.n)
+			{row, func(int) (float64, map[string]float64, error) {
+				return guardianOnce(ctx, c, rp, sz.n, sz.heapMB)
 			}},
 		}
 		ss, err := runCase(ctx, sz.reps, 1, methods)
@@ -79,11 +93,21 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 	return out, nil
 }
 
-func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (float64, map[string]float64, error) {
+func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB int) (float64, map[string]float64, error) {
 	id := runid.Generate()
 	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
-	argv := append([]string{"run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
-	cmd := exec.Command(c.snakepit, argv...)
+	var cmd *exec.Cmd
+	if heapMB > 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return 0, nil, err
+		}
+		argv := append([]string{"owner", "--heap-mb", strconv.Itoa(heapMB), "--parent", c.runsDir(), "--id", id, "--"}, treeArgs(c.perl, n, false)...)
+		cmd = exec.Command(self, argv...)
+	} else {
+		argv := append([]string{"run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
+		cmd = exec.Command(c.snakepit, argv...)
+	}
 	cmd.Stderr = os.Stderr
 	exitc, err := startChild(rp, cmd)
 	if err != nil {
@@ -137,4 +161,38 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (flo
 	}
 	gone := time.Since(t0)
 	return msOf(gone), map[string]float64{"empty_ms": msOf(empty)}, nil
+}
+
+// ownerHeapMB is the heap of the large supervisor (cmdOwner).
+const ownerHeapMB = 256
+
+// ownerHeap keeps the large supervisor's heap in use.
+var ownerHeap []byte
+
+// cmdOwner is the large supervisor of the guardian group: it touches
+// --heap-mb MiB of heap, Creates run --id under --parent through the
+// library (guarded by the service, as any library caller), starts the
+// command after "--" in it and waits to be killed.
+func cmdOwner(args []string) int {
+	fs := flag.NewFlagSet("owner", flag.ContinueOnError)
+	heapMB := fs.Int("heap-mb", ownerHeapMB, "MiB of heap to touch")
+	parent := fs.String("parent", "", "run parent")
+	id := fs.String("id", "", "run ID")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		return 2
+	}
+	ownerHeap = make([]byte, *heapMB<<20)
+	for i := 0; i < len(ownerHeap); i += os.Getpagesize() {
+		ownerHeap[i] = 1
+	}
+	ctx := context.Background()
+	r, err := snakepit.Create(ctx, snakepit.Options{ID: *id, CgroupParent: *parent})
+	if err == nil {
+		_, err = r.Start(ctx, snakepit.Command{Args: fs.Args()})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "spbench owner:", err)
+		return 1
+	}
+	select {}
 }

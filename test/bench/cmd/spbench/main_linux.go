@@ -47,7 +47,9 @@ func usage() {
                                       gc, guardian, daemon, memory, systemd-spawn)
   spbench publish --results FILE --docs FILE [--img NAME]
                                       write the results into the docs page
-  spbench rmdirloop DIR | killloop DIR  the gc baselines`)
+  spbench rmdirloop DIR | killloop DIR  the gc baselines
+  spbench owner [--heap-mb M] --parent DIR --id ID -- CMD...
+                                      the guardian group's large supervisor`)
 }
 
 func realMain(args []string) int {
@@ -62,6 +64,8 @@ func realMain(args []string) int {
 		return cmdGroup(args[1:])
 	case "publish":
 		return cmdPublish(args[1:])
+	case "owner":
+		return cmdOwner(args[1:])
 	case "rmdirloop", "killloop":
 		if len(args) != 2 {
 			usage()

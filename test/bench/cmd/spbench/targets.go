@@ -21,6 +21,8 @@ const (
 	daemonRSSCase = "daemon RSS"
 	daemonStatus  = "GET /v1/status"
 	guardianRow   = "guardian: SIGKILL snakepit run -> all gone, cgroup removed"
+	// guardianHeapRow's supervisor is a Go program with a large heap.
+	guardianHeapRow = "guardian: SIGKILL Go supervisor (large heap) -> all gone, cgroup removed"
 
 	tdBare     = "bare cgroup.kill + wait + rmdir"
 	tdSnakepit = "snakepit: Run.Teardown(grace 0)"
