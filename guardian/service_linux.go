@@ -774,8 +774,7 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	own := map[string]*svcReg{}
 	dying := "" // why, once the owner is dying: its runs go at once
-	teardown := func(r *svcReg) {
-		why := dying
+	teardown := func(r *svcReg, why string) {
 		s.add(1)
 		go func() {
 			defer s.add(-1)
@@ -792,15 +791,11 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 			}
 			switch {
 			case r.ownerGone:
-				s.add(1)
-				go func() {
-					defer s.add(-1)
-					s.teardown(ctx, r, "owner exited while no service ran")
-				}()
+				teardown(r, "owner exited while no service ran")
 			case r.pidfd != nil:
 				s.watch(ctx, r)
 			case dying != "":
-				teardown(r)
+				teardown(r, dying)
 			default:
 				if old := own[r.id]; old != nil {
 					old.close()
@@ -824,7 +819,7 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 			dying = why
 		}
 		for id, r := range own {
-			teardown(r)
+			teardown(r, dying)
 			delete(own, id)
 		}
 	}
