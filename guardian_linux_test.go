@@ -100,16 +100,12 @@ func leakConnection(pidFile string) error {
 // tree is up.
 func supervisor(t *testing.T, parent string, env ...string) (*exec.Cmd, string, map[int]int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSupervisor$")
-	cmd.Env = append(append(os.Environ(), supervisorEnv+"="+parent), env...)
+	cmd := testenv.HelperProcess("TestHelperSupervisor", append(env, supervisorEnv+"="+parent)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	testenv.StartHelper(t, cmd)
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	path := strings.TrimSpace(line)
 	if !strings.HasPrefix(path, parent+"/") {

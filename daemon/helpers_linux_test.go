@@ -136,8 +136,7 @@ func asUser(t *testing.T, socket string, uid, gid int, groups []int, reqs ...hel
 		gs[i] = strconv.Itoa(g)
 	}
 	rj, _ := json.Marshal(reqs)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "SP_SOCKET="+socket,
+	cmd := testenv.HelperProcess("", helperEnv+"=1", "SP_SOCKET="+socket,
 		"SP_UID="+strconv.Itoa(uid), "SP_GID="+strconv.Itoa(gid), "SP_GROUPS="+strings.Join(gs, ","),
 		"SP_REQS="+string(rj))
 	var stderr bytes.Buffer

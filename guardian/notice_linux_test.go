@@ -57,8 +57,7 @@ func TestHelperThreads(t *testing.T) {
 // writer that ends thread i when sent line i, and their thread IDs.
 func threads(t *testing.T, n int) (*exec.Cmd, io.Writer, []int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperThreads$")
-	cmd.Env = append(os.Environ(), threadsEnv+"="+strconv.Itoa(n))
+	cmd := testenv.HelperProcess("TestHelperThreads", threadsEnv+"="+strconv.Itoa(n))
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +66,7 @@ func threads(t *testing.T, n int) (*exec.Cmd, io.Writer, []int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	testenv.StartHelper(t, cmd)
 	r := bufio.NewReader(out)
 	var tids []int
 	for range n {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -99,8 +98,7 @@ func TestMoveToLeaf(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dir.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), leafHelperEnv+"="+p)
+	cmd := testenv.HelperProcess("", leafHelperEnv+"="+p)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
 	out, err := cmd.Output()
 	if err != nil {
