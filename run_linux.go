@@ -576,10 +576,10 @@ func (w *Worker) wait() {
 		w.proc.PidFD = -1
 	}
 	w.fdMu.Unlock()
-	close(w.done)
 	if w.ready != nil {
-		w.ready.Exited()
+		w.ready.Exited() // its notify socket is gone before anyone sees done
 	}
+	close(w.done)
 	w.run.mu.Lock()
 	delete(w.run.workers, w.WID)
 	w.run.mu.Unlock()

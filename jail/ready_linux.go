@@ -264,6 +264,9 @@ func (rs *Ready) stop() {
 			_ = rc.Control(func(fd uintptr) { rs.drain(int(fd)) })
 		}
 		rs.sock.Close() // ends readLoop's Read
+		// Here, not only when readLoop ends: the owner may exit as soon
+		// as the worker is reaped (snakepit run), before readLoop runs.
+		_ = os.RemoveAll(rs.dir)
 	})
 }
 

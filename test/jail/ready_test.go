@@ -3,10 +3,13 @@
 package jail_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,5 +200,31 @@ func TestWaitReadyLibrary(t *testing.T) {
 	case <-w4.Ready():
 	default:
 		t.Error("a worker without readiness settings is not ready")
+	}
+}
+
+// A notify worker's socket directory is gone once the worker is reaped:
+// an owner that exits right after (snakepit run) leaves nothing in /tmp.
+func TestReadyNotifyDirGoneWithWorker(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	ctx := context.Background()
+	r := newRun(t, snakepit.Options{})
+	for i := 0; i < 20; i++ {
+		var out bytes.Buffer
+		w, err := r.Start(ctx, snakepit.Command{Args: []string{"sh", "-c", `echo "$NOTIFY_SOCKET"`}, Stdout: &out,
+			Readiness: snakepit.Readiness{Notify: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sock := strings.TrimSpace(out.String())
+		if sock == "" {
+			t.Fatal("the worker got no NOTIFY_SOCKET")
+		}
+		if _, err := os.Stat(filepath.Dir(sock)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("worker %d reaped, its notify directory still there: %v", i, err)
+		}
 	}
 }
