@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -79,14 +80,8 @@ func noticeDeath(conn *net.UnixConn) *deathNotice {
 	if !threadPidfds() {
 		return nil
 	}
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	pidfd := -1
-	_ = rc.Control(func(fd uintptr) {
-		pidfd, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd)
-	})
+	pidfd, err := -1, error(nil)
+	withFD(conn, func(fd int) { pidfd, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, soPeerPidfd) })
 	if err != nil || pidfd < 0 {
 		return nil
 	}
@@ -110,12 +105,8 @@ func noticePidfd(f *os.File) *deathNotice {
 	if !threadPidfds() {
 		return nil
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil
-	}
 	pid := 0
-	_ = rc.Control(func(fd uintptr) { pid = pidfdPID(int(fd)) })
+	withFD(f, func(fd int) { pid = pidfdPID(fd) })
 	if pid <= 0 {
 		return nil
 	}
@@ -181,15 +172,16 @@ func (d *deathNotice) Wait() bool {
 
 // readable polls a pidfd once: true if its process has exited.
 func readable(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
 	n := 0
-	_ = rc.Control(func(fd uintptr) {
-		n, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
-	})
+	withFD(f, func(fd int) { n, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0) })
 	return n > 0
+}
+
+// withFD runs f with the descriptor behind c (not at all if c is closed).
+func withFD(c syscall.Conn, f func(fd int)) {
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { f(int(fd)) })
+	}
 }
 
 // arm watches threads of the owner not watched before, other than its
