@@ -170,10 +170,9 @@ func (rs *Ready) checkReady() {
 	close(rs.ready)
 }
 
-// readLoop handles datagrams until stop closes the socket.
+// readLoop handles datagrams until stop (or Cleanup) closes the socket.
 func (rs *Ready) readLoop() {
 	defer close(rs.finished)
-	defer rs.Cleanup()
 	rc, err := rs.sock.SyscallConn()
 	if err != nil {
 		return
@@ -263,10 +262,10 @@ func (rs *Ready) stop() {
 		if rc, err := rs.sock.SyscallConn(); err == nil {
 			_ = rc.Control(func(fd uintptr) { rs.drain(int(fd)) })
 		}
-		rs.sock.Close() // ends readLoop's Read
-		// Here, not only when readLoop ends: the owner may exit as soon
-		// as the worker is reaped (snakepit run), before readLoop runs.
-		_ = os.RemoveAll(rs.dir)
+		// Closing ends readLoop's Read. Both are done here, not when
+		// readLoop ends: the owner may exit as soon as the worker is
+		// reaped (snakepit run), before readLoop runs again.
+		rs.Cleanup()
 	})
 }
 
