@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/snakepit/snakepit/record"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // BenchmarkRegister is what an owner process pays to be guarded, with the
@@ -37,7 +38,7 @@ func BenchmarkRegister(b *testing.B) {
 		if err := c.connect(ctx); err != nil {
 			b.Fatal(err)
 		}
-		if err := c.Register(ctx, Registration{ID: "bench"}); err != nil {
+		if err := c.Register(ctx, Registration{ID: runid.Generate()}); err != nil {
 			b.Fatal(err)
 		}
 		c.mu.Lock()

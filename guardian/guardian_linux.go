@@ -247,27 +247,43 @@ func waitOwner(ctx context.Context, owner record.Owner) (gone bool, err error) {
 		}
 		return false, nil
 	}
-	// Wake on the owner's exit (pidfd readable) or on ctx (a pipe written
-	// by a goroutine), never on a timer.
+	// Wake on the owner's exit (pidfd readable), on the exit of one of its
+	// threads in its death (sooner, as in the service: notice_linux.go),
+	// or on ctx: the latter two through a pipe written by a goroutine.
+	// Never on a timer.
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return false, err
 	}
 	defer unix.Close(p[0])
 	stop := make(chan struct{})
+	noticed := make(chan struct{})
 	var wg sync.WaitGroup
+	defer wg.Wait() // last: the goroutines end on stop and d.Close
+	defer close(stop)
+	if threadPidfds() {
+		d := newDeathNotice(owner.PID)
+		defer d.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if d.Wait() {
+				close(noticed)
+			}
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer unix.Close(p[1])
 		select {
 		case <-ctx.Done():
-			_, _ = unix.Write(p[1], []byte{0})
+		case <-noticed:
 		case <-stop:
+			return
 		}
+		_, _ = unix.Write(p[1], []byte{0})
 	}()
-	defer wg.Wait()
-	defer close(stop)
 	fds := []unix.PollFd{{Fd: int32(pin.FD()), Events: unix.POLLIN}, {Fd: int32(p[0]), Events: unix.POLLIN}}
 	for {
 		_, err := unix.Poll(fds, -1)
@@ -278,7 +294,7 @@ func waitOwner(ctx context.Context, owner record.Owner) (gone bool, err error) {
 			return false, nil
 		}
 		if fds[1].Revents != 0 {
-			return false, ctx.Err()
+			return false, ctx.Err() // nil: the owner is dying
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
+	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/systemd"
 )
 
@@ -598,6 +599,14 @@ func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error 
 		if err != nil {
 			break
 		}
+		if uid, ok := peerAllowed(conn); !ok {
+			// The socket is 0600, but only from its chmod on: a peer of
+			// another UID (a connect before it, or a root service's
+			// socket made under a loose umask) registers nothing here.
+			logf("refused a connection from uid %d", uid)
+			conn.Close()
+			continue
+		}
 		s.serve(ctx, conn)
 	}
 	s.mu.Lock()
@@ -877,9 +886,19 @@ func drain(conn *net.UnixConn, buf, oob []byte, handle func(string, []int)) {
 
 func parseReg(body string, fds []int) (*svcReg, error) {
 	parts := strings.Split(body, "\x00")
-	if len(parts) != 3 || parts[0] == "" || len(fds) != strings.Count(parts[2], "k")+strings.Count(parts[2], "p") {
+	if len(parts) != 3 || !validFlags(parts[2]) || len(fds) != strings.Count(parts[2], "k")+strings.Count(parts[2], "p") {
 		closeFDs(fds)
 		return nil, fmt.Errorf("%q with %d fds", body, len(fds))
+	}
+	// The ID names the run's record and process markers, the path is
+	// removed: both must name one run cgroup of that ID.
+	if err := runid.Validate(parts[0]); err != nil {
+		closeFDs(fds)
+		return nil, err
+	}
+	if p := parts[1]; p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p || filepath.Base(p) != cgroup.Prefix+parts[0]) {
+		closeFDs(fds)
+		return nil, fmt.Errorf("%q is not the cgroup of run %s", p, parts[0])
 	}
 	r := &svcReg{id: parts[0], cgroup: parts[1]}
 	for _, f := range parts[2] {
@@ -899,6 +918,29 @@ func parseReg(body string, fds []int) (*svcReg, error) {
 		return nil, fmt.Errorf("%q: both an owner pidfd and owner gone", body)
 	}
 	return r, nil
+}
+
+// validFlags: each of k (cgroup.kill), p (owner pidfd) and g (owner gone)
+// at most once.
+func validFlags(f string) bool {
+	for i, c := range f {
+		if !strings.ContainsRune("kpg", c) || strings.ContainsRune(f[i+1:], c) {
+			return false
+		}
+	}
+	return true
+}
+
+// peerAllowed reports whether conn's peer may register runs: a process of
+// our UID, or root.
+func peerAllowed(conn *net.UnixConn) (uid int, ok bool) {
+	uid = -1
+	withFD(conn, func(fd int) {
+		if cr, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			uid = int(cr.Uid)
+		}
+	})
+	return uid, uid == os.Geteuid() || uid == 0
 }
 
 func rights(oob []byte) []int {
