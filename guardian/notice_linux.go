@@ -85,7 +85,7 @@ func noticeDeath(conn *net.UnixConn) *deathNotice {
 	if err != nil || pidfd < 0 {
 		return nil
 	}
-	proc := os.NewFile(uintptr(pidfd), "owner pidfd")
+	proc := pidfdFile(pidfd, "owner pidfd")
 	pid := pidfdPID(pidfd)
 	if pid == 0 {
 		proc.Close()
@@ -96,21 +96,12 @@ func noticeDeath(conn *net.UnixConn) *deathNotice {
 	return d
 }
 
-// noticePidfd starts watching the process a pidfd refers to (the owner of
-// a create --owner-pid run), whose own exit the caller watches; nil when
-// the kernel cannot tell a thread's exit. Its PID is the owner's for as
-// long as the owner lives, which is all that matters: a dying process
-// under a reused PID means the owner is gone too.
-func noticePidfd(f *os.File) *deathNotice {
-	if !threadPidfds() {
-		return nil
-	}
-	pid := 0
-	withFD(f, func(fd int) { pid = pidfdPID(fd) })
-	if pid <= 0 {
-		return nil
-	}
-	return newDeathNotice(pid)
+// pidfdFile makes fd, a pidfd, a file that the runtime's poller waits on:
+// os.NewFile polls only a non-blocking descriptor, and a blocking one
+// would hold an OS thread for each owner watched.
+func pidfdFile(fd int, name string) *os.File {
+	_ = unix.SetNonblock(fd, true)
+	return os.NewFile(uintptr(fd), name)
 }
 
 // pidfdPID reads the PID a pidfd refers to from its fdinfo ("Pid:"); 0 if
@@ -274,25 +265,84 @@ func (d *deathNotice) Close() {
 	}
 }
 
-// ownerExits blocks until the owner that pidfd f refers to is dying (true),
-// or f is closed under it (false): whichever of its thread notice and its
+// owners are the death notices of owners that registered runs with a
+// pidfd (create --owner-pid), one per owner however many runs it has: a
+// BEAM owning a hundred runs is watched through three thread pidfds, and
+// its death costs one reaper.Dying scan of its threads, not a hundred.
+type owners struct {
+	mu sync.Mutex
+	m  map[int]*ownerNotice // by PID
+}
+
+type ownerNotice struct {
+	refs  int
+	d     *deathNotice
+	dying chan struct{} // closed once the owner is seen dying
+}
+
+// exits blocks until the owner that pidfd f refers to is dying (true), or
+// f is closed under it (false): whichever of its thread notice and its
 // exit comes first.
-func ownerExits(f *os.File) bool {
-	d := noticePidfd(f)
-	if d == nil {
-		return waitPidfd(f)
-	}
+func (o *owners) exits(f *os.File) bool {
+	dying, release := o.notice(f)
+	defer release()
 	exited := make(chan bool, 1)
+	// Ends when f is closed (the caller's, at teardown or unregistration).
 	go func() { exited <- waitPidfd(f) }()
-	noticed := make(chan bool, 1)
-	go func() { noticed <- d.Wait() }()
 	select {
 	case ok := <-exited:
-		d.Close()
 		return ok
-	case <-noticed:
-		// Wait returns false only once closed, and only we close it.
-		// The exit watch ends when the caller closes f.
+	case <-dying:
 		return true
+	}
+}
+
+// notice joins (or starts) the death notice of f's process; dying is nil
+// when the kernel cannot tell a thread's exit. Its PID is the owner's for
+// as long as the owner lives, which is all that matters: a dying process
+// under a reused PID means the owner is gone too. A notice leaves the map
+// once it has fired, so a later owner under that PID gets its own.
+func (o *owners) notice(f *os.File) (dying <-chan struct{}, release func()) {
+	pid := 0
+	withFD(f, func(fd int) { pid = pidfdPID(fd) })
+	if !threadPidfds() || pid <= 0 {
+		return nil, func() {}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = map[int]*ownerNotice{}
+	}
+	n := o.m[pid]
+	if n == nil {
+		n = &ownerNotice{d: newDeathNotice(pid), dying: make(chan struct{})}
+		o.m[pid] = n
+		go func() {
+			if n.d.Wait() {
+				o.forget(pid, n)
+				close(n.dying)
+			}
+		}()
+	}
+	n.refs++
+	return n.dying, func() {
+		o.mu.Lock()
+		n.refs--
+		last := n.refs == 0
+		if last && o.m[pid] == n {
+			delete(o.m, pid)
+		}
+		o.mu.Unlock()
+		if last {
+			n.d.Close()
+		}
+	}
+}
+
+func (o *owners) forget(pid int, n *ownerNotice) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m[pid] == n {
+		delete(o.m, pid)
 	}
 }

@@ -562,6 +562,7 @@ type service struct {
 	timer   *time.Timer
 	idle    time.Duration
 	watched map[string]*svcReg // pidfd-owned registrations
+	owners  owners             // their owners' death notices
 }
 
 type svcReg struct {
@@ -663,7 +664,7 @@ func (s *service) adopt(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		r := &svcReg{id: id, cgroup: path, pidfd: os.NewFile(uintptr(fd), "pidfd")}
+		r := &svcReg{id: id, cgroup: path, pidfd: pidfdFile(fd, "pidfd")}
 		if f, err := os.OpenFile(filepath.Join(path, "cgroup.kill"), os.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {
 			r.kill = f
 		}
@@ -907,7 +908,7 @@ func parseReg(body string, fds []int) (*svcReg, error) {
 			r.kill = os.NewFile(uintptr(fds[0]), "cgroup.kill")
 			fds = fds[1:]
 		case 'p':
-			r.pidfd = os.NewFile(uintptr(fds[0]), "pidfd")
+			r.pidfd = pidfdFile(fds[0], "pidfd")
 			fds = fds[1:]
 		case 'g':
 			r.ownerGone = true
@@ -990,7 +991,7 @@ func (s *service) watch(ctx context.Context, r *svcReg) {
 	s.add(1)
 	go func() {
 		defer s.add(-1)
-		if !ownerExits(r.pidfd) {
+		if !s.owners.exits(r.pidfd) {
 			return // unregistered: closed under us
 		}
 		s.mu.Lock()

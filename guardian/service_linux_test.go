@@ -19,6 +19,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -59,12 +60,21 @@ func TestParseRegRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(p[1])
-	r, err := parseReg(id+"\x00"+path+"\x00k", []int{p[0]})
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0) // blocking, as create sends it
 	if err != nil {
 		unix.Close(p[0])
+		t.Fatal(err)
+	}
+	r, err := parseReg(id+"\x00"+path+"\x00kp", []int{p[0], pidfd})
+	if err != nil {
 		t.Fatalf("a valid registration: %v", err)
 	}
-	r.close()
+	defer r.close()
+	// The owner's pidfd is waited on by the runtime's poller, not by a
+	// thread of its own: it must be non-blocking.
+	if fl, err := unix.FcntlInt(r.pidfd.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK == 0 {
+		t.Fatalf("owner pidfd flags %#o, %v: blocking", fl, err)
+	}
 }
 
 // The service registers nothing from a peer of another UID, even one that
@@ -73,34 +83,16 @@ func TestParseRegRefuses(t *testing.T) {
 // spares it.
 func TestServiceRefusesOtherUID(t *testing.T) {
 	m := testenv.RequireCgroup2(t)
-	dir, err := os.MkdirTemp("", "snakepit-records-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	log := filepath.Join(dir, "guardian.log")
-	t.Setenv(LogEnv, log)
-	sock := filepath.Join(dir, "guardian.sock")
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
-	if err != nil {
+	sock, log := serveForTest(t)
+	if err := os.Chmod(filepath.Dir(sock), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, time.Hour) }()
-	t.Cleanup(func() { cancel(); <-done })
 
 	// A run cgroup with a process in it.
-	parent := filepath.Join(m.Path, "sptest-guardian-"+runid.Generate())
-	if err := os.Mkdir(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	parent := testParent(t, m)
 	id := runid.Generate()
 	run := filepath.Join(parent, cgroup.Prefix+id)
 	if err := os.Mkdir(run, 0o755); err != nil {
@@ -122,7 +114,6 @@ func TestServiceRefusesOtherUID(t *testing.T) {
 		_ = sleep.Wait()
 		_ = cgroup.At(run).WaitEmpty(context.Background())
 		_ = unix.Rmdir(run)
-		_ = unix.Rmdir(parent)
 	})
 	reg := "R " + id + "\x00" + run + "\x00"
 
@@ -186,4 +177,146 @@ func registerAs(sock string, uid int, msg string) error {
 		}()
 	}()
 	return <-errc
+}
+
+// serveForTest runs a service in this process, its socket and log in a
+// directory of their own (also the records' directory), until the test
+// ends.
+func serveForTest(t *testing.T) (sock, log string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "snakepit-records-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	log = filepath.Join(dir, "guardian.log")
+	t.Setenv(LogEnv, log)
+	sock = SocketPath()
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return sock, log
+}
+
+// testParent makes a cgroup parent for the test's runs, removed (once
+// empty) at its end.
+func testParent(t *testing.T, m cgroup.Mount) string {
+	t.Helper()
+	parent := filepath.Join(m.Path, "sptest-guardian-"+runid.Generate())
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Rmdir(parent); err != nil {
+			t.Errorf("remove %s: %v", parent, err)
+		}
+	})
+	return parent
+}
+
+// Runs of one owner registered with its pidfd (create --owner-pid) share
+// one death notice: its thread pidfds are opened once, however many runs.
+func TestOwnersShareOneNotice(t *testing.T) {
+	requireThreadNotice(t)
+	cmd, _, _ := threads(t, 2)
+	pid := cmd.Process.Pid
+	var o owners
+	const k = 20
+	var dying []<-chan struct{}
+	for range k {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer f.Close()
+		d, release := o.notice(f)
+		defer release()
+		dying = append(dying, d)
+	}
+	o.mu.Lock()
+	n := o.m[pid]
+	notices := len(o.m)
+	o.mu.Unlock()
+	if notices != 1 || n == nil || n.refs != k {
+		t.Fatalf("%d runs of one owner: %d notices (refs %v), want 1 shared", k, notices, n)
+	}
+	for _, d := range dying[1:] {
+		if d != dying[0] {
+			t.Fatal("runs of one owner wait on different notices")
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "the owner's threads watched", func() bool { return len(n.d.watching()) != 0 })
+	if got := len(n.d.watching()); got > watchThreads {
+		t.Fatalf("%d threads watched, want at most %d", got, watchThreads)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dying[0]:
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGKILL of the owner not noticed within 10s")
+	}
+	o.mu.Lock()
+	left := len(o.m)
+	o.mu.Unlock()
+	if left != 0 {
+		t.Fatal("a fired notice stayed in the map: a later owner under the PID would join it")
+	}
+}
+
+// Every run an owner registered with its pidfd goes when it is killed.
+func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
+	m := testenv.RequireCgroup2(t)
+	sock, _ := serveForTest(t)
+	parent := testParent(t, m)
+	cmd, _, _ := threads(t, 2)
+	owner, err := record.OwnerOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := &Client{sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.mu.Lock()
+		conn := c.conn
+		c.conn = nil
+		c.mu.Unlock()
+		conn.Close()
+	})
+	const k = 10
+	var runs []string
+	for range k {
+		id := runid.Generate()
+		run := filepath.Join(parent, cgroup.Prefix+id)
+		if err := os.Mkdir(run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Rmdir(run) })
+		runs = append(runs, run)
+		if err := c.Register(ctx, Registration{ID: id, CgroupPath: run, Owner: owner}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "every run of the killed owner removed", func() bool {
+		for _, run := range runs {
+			if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
+				return false
+			}
+		}
+		return true
+	})
 }
