@@ -16,6 +16,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
@@ -40,11 +41,17 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 	type size struct {
 		n, reps int
 		heapMB  int
+		exec    bool // guarded by the exec'd guardian, not the service
 	}
-	for _, sz := range []size{{10, c.pick(11, 3), 0}, {100, c.pick(11, 3), 0}, {1000, c.pick(5, 0), 0}, {10, c.pick(11, 3), ownerHeapMB}} {
+	for _, sz := range []size{{10, c.pick(11, 3), 0, false}, {100, c.pick(11, 3), 0, false}, {1000, c.pick(5, 0), 0, false},
+		{10, c.pick(11, 3), ownerHeapMB, false}, {10, c.pick(11, 3), ownerHeapMB, true}} {
 		cas := fmt.Sprintf("N=%d flat", sz.n)
 		row := guardianRow
-		if sz.heapMB > 0 {
+		switch {
+		case sz.exec:
+			cas = fmt.Sprintf("N=%d flat, %d MiB supervisor, exec'd guardian", sz.n, sz.heapMB)
+			row = guardianExecRow
+		case sz.heapMB > 0:
 			cas = fmt.Sprintf("N=%d flat, %d MiB supervisor", sz.n, sz.heapMB)
 			row = guardianHeapRow
 		}
@@ -72,7 +79,7 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 				return msOf(time.Since(t0)), nil, err
 			}},
 			{row, func(int) (float64, map[string]float64, error) {
-				return guardianOnce(ctx, c, rp, sz.n, sz.heapMB)
+				return guardianOnce(ctx, c, rp, sz.n, sz.heapMB, sz.exec)
 			}},
 		}
 		ss, err := runCase(ctx, sz.reps, 1, methods)
@@ -93,7 +100,7 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 	return out, nil
 }
 
-func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB int) (float64, map[string]float64, error) {
+func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB int, execd bool) (float64, map[string]float64, error) {
 	id := runid.Generate()
 	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
 	var cmd *exec.Cmd
@@ -104,6 +111,12 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB i
 		}
 		argv := append([]string{"owner", "--heap-mb", strconv.Itoa(heapMB), "--parent", c.runsDir(), "--id", id, "--"}, treeArgs(c.perl, n, false)...)
 		cmd = exec.Command(self, argv...)
+		cmd.Env = append(os.Environ(), "SNAKEPIT_BIN="+c.snakepit)
+		if execd {
+			// No service can be reached or started under a regular
+			// file: Create falls back to the exec'd guardian.
+			cmd.Env = append(cmd.Env, guardian.DirEnv+"="+filepath.Join(c.snakepit, "no-service"))
+		}
 	} else {
 		argv := append([]string{"run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
 		cmd = exec.Command(c.snakepit, argv...)

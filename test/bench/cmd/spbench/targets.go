@@ -23,6 +23,10 @@ const (
 	guardianRow   = "guardian: SIGKILL snakepit run -> all gone, cgroup removed"
 	// guardianHeapRow's supervisor is a Go program with a large heap.
 	guardianHeapRow = "guardian: SIGKILL Go supervisor (large heap) -> all gone, cgroup removed"
+	// guardianExecRow: the same supervisor, guarded by the exec'd
+	// per-owner guardian (the fallback, and the daemon's own) instead of
+	// the service.
+	guardianExecRow = "exec'd guardian: SIGKILL Go supervisor (large heap) -> all gone, cgroup removed"
 
 	tdBare     = "bare cgroup.kill + wait + rmdir"
 	tdSnakepit = "snakepit: Run.Teardown(grace 0)"
