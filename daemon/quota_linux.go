@@ -31,42 +31,35 @@ func (d *Daemon) putLocked(uid int, u *usage) {
 
 // takeRun counts a run against uid's --max-runs.
 func (d *Daemon) takeRun(uid int) *httpError {
-	d.qmu.Lock()
-	defer d.qmu.Unlock()
-	u := d.usageLocked(uid)
-	if u.runs >= d.maxRuns {
-		d.putLocked(uid, u)
-		return errf(http.StatusTooManyRequests, api.CodeLimit, "too many runs for uid %d (limit %d per uid)", uid, d.maxRuns)
-	}
-	u.runs++
-	return nil
+	return d.take(uid, func(u *usage) *int { return &u.runs }, d.maxRuns, "runs")
 }
 
-func (d *Daemon) releaseRun(uid int) {
-	d.qmu.Lock()
-	defer d.qmu.Unlock()
-	u := d.usageLocked(uid)
-	u.runs--
-	d.putLocked(uid, u)
-}
+func (d *Daemon) releaseRun(uid int) { d.release(uid, func(u *usage) *int { return &u.runs }) }
 
 // takeWorker counts a worker against uid's --max-workers.
 func (d *Daemon) takeWorker(uid int) *httpError {
-	d.qmu.Lock()
-	defer d.qmu.Unlock()
-	u := d.usageLocked(uid)
-	if u.workers >= d.maxWorkers {
-		d.putLocked(uid, u)
-		return errf(http.StatusTooManyRequests, api.CodeLimit, "too many running workers for uid %d (limit %d per uid)", uid, d.maxWorkers)
-	}
-	u.workers++
-	return nil
+	return d.take(uid, func(u *usage) *int { return &u.workers }, d.maxWorkers, "running workers")
 }
 
-func (d *Daemon) releaseWorker(uid int) {
+func (d *Daemon) releaseWorker(uid int) { d.release(uid, func(u *usage) *int { return &u.workers }) }
+
+// take counts one more of what count selects against uid's limit.
+func (d *Daemon) take(uid int, count func(*usage) *int, limit int, what string) *httpError {
 	d.qmu.Lock()
 	defer d.qmu.Unlock()
 	u := d.usageLocked(uid)
-	u.workers--
+	if n := count(u); *n < limit {
+		*n++
+		return nil
+	}
+	d.putLocked(uid, u)
+	return errf(http.StatusTooManyRequests, api.CodeLimit, "too many %s for uid %d (limit %d per uid)", what, uid, limit)
+}
+
+func (d *Daemon) release(uid int, count func(*usage) *int) {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	u := d.usageLocked(uid)
+	*count(u)--
 	d.putLocked(uid, u)
 }
