@@ -30,7 +30,10 @@ import (
 // otherwise another thread is watched. The leader is never watched: the
 // kernel reports it only when its whole group has exited. With no thread
 // left to watch, the process's own pidfd is the notice; without
-// PIDFD_THREAD, EOF on the connection (or that pidfd) is.
+// PIDFD_THREAD, EOF on the connection (or that pidfd) is. Watched so:
+// each owner connected to the service (serveConn), each owner of pidfd
+// registrations, once however many runs it has (owners), and the exec'd
+// guardian's owner (waitOwner).
 
 // pidfdThread is PIDFD_THREAD: a pidfd of one thread rather than of its
 // thread group.
