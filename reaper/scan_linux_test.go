@@ -46,7 +46,14 @@ func TestParseStat(t *testing.T) {
 // its own); an exited one, or none, is.
 func TestDying(t *testing.T) {
 	// A thread of ours ends: its goroutine returns while locked to it
-	// (not on the main thread, which the runtime keeps).
+	// (not on the main thread, which the runtime keeps). Our own thread
+	// is locked to us and a try that lands on the main thread keeps it
+	// busy, so that another try gets another thread (run alone, the test
+	// used to find only the main thread, 100 times).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	hold := make(chan struct{})
+	defer close(hold)
 	tid := 0
 	for range 100 {
 		c := make(chan int)
@@ -56,8 +63,9 @@ func TestDying(t *testing.T) {
 				c <- id
 				return
 			}
-			runtime.UnlockOSThread()
 			c <- 0
+			<-hold
+			runtime.UnlockOSThread()
 		}()
 		if tid = <-c; tid != 0 {
 			break
