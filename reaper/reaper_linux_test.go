@@ -3,9 +3,13 @@
 package reaper
 
 import (
+	"errors"
 	"os/exec"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/snakepit/snakepit/internal/testenv"
 )
 
 func TestStartDetachedPID(t *testing.T) {
@@ -21,6 +25,16 @@ func TestStartDetachedPID(t *testing.T) {
 		if pid <= 0 {
 			t.Fatalf("StartDetached(reaper %v): pid %d", r != nil, pid)
 		}
+		st0, err := ReadStat(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)
+		// Reaped (by the goroutine or the reaper), not left a zombie
+		// for the next test to find among our children.
+		testenv.Eventually(t, 10*time.Second, "the detached child reaped", func() bool {
+			st, err := ReadStat(pid)
+			return errors.Is(err, ErrNoProcess) || (err == nil && st.Start != st0.Start)
+		})
 	}
 }
