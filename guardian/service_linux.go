@@ -77,10 +77,15 @@ func ServiceDir() string {
 // SocketPath is the service's socket.
 func SocketPath() string { return filepath.Join(ServiceDir(), "guardian.sock") }
 
-func lockPath() string { return filepath.Join(ServiceDir(), "guardian.lock") }
+// A service's files live beside its socket: an owner connected to one
+// (whose environment may name another directory since) and the service
+// itself find them from the socket's path.
+func lockPathOf(sock string) string { return filepath.Join(filepath.Dir(sock), "guardian.lock") }
+
+func pidPathOf(sock string) string { return filepath.Join(filepath.Dir(sock), "guardian.pid") }
 
 // PIDPath holds the service's PID while it runs.
-func PIDPath() string { return filepath.Join(ServiceDir(), "guardian.pid") }
+func PIDPath() string { return pidPathOf(SocketPath()) }
 
 // ServiceArgs is the service's command line after the binary; it expects
 // its listening socket at fd 3.
@@ -139,6 +144,9 @@ func Shared(ctx context.Context, o ClientOptions) (*Client, error) {
 	shared.Lock()
 	defer shared.Unlock()
 	if c := shared.m[sock]; c != nil {
+		if err := c.ensureConnected(ctx); err != nil {
+			return nil, err
+		}
 		return c, nil
 	}
 	c := &Client{o: o, sock: sock, regs: map[string]*clientReg{}}
@@ -150,6 +158,17 @@ func Shared(ctx context.Context, o ClientOptions) (*Client, error) {
 	}
 	shared.m[sock] = c
 	return c, nil
+}
+
+// ensureConnected connects a client again whose service died while it
+// guarded no run (watch then leaves it unconnected).
+func (c *Client) ensureConnected(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		return nil
+	}
+	return c.reconnectLocked(ctx)
 }
 
 // Guardian returns the service process the client is connected to.
@@ -300,6 +319,13 @@ func (c *Client) watch(conn *net.UnixConn) {
 	if c.conn != conn {
 		return // replaced already
 	}
+	if len(c.regs) == 0 {
+		// Nothing to guard: no service is started for nothing. The next
+		// run connects again (Shared).
+		c.conn.Close()
+		c.conn = nil
+		return
+	}
 	for attempt := 0; ; attempt++ {
 		err := c.reconnectLocked(context.Background())
 		if err == nil {
@@ -375,7 +401,7 @@ func dialOrStart(ctx context.Context, sock string, o ClientOptions) (*net.UnixCo
 // startLocked takes the start lock and, if still no service answers,
 // starts one. started is false when another owner's service answered.
 func startLocked(ctx context.Context, sock string, o ClientOptions) (started bool, err error) {
-	unlock, err := lockStart()
+	unlock, err := lockStart(sock)
 	if err != nil {
 		return false, err
 	}
@@ -397,23 +423,23 @@ func startLocked(ctx context.Context, sock string, o ClientOptions) (started boo
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrNoService, err)
 	}
-	_ = os.WriteFile(PIDPath(), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	_ = os.WriteFile(pidPathOf(sock), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 	return true, nil
 }
 
 // lockStart takes the exclusive start lock (flock), which also serializes
 // an idle service's exit against a start.
-func lockStart() (unlock func(), err error) {
-	if err := os.MkdirAll(ServiceDir(), 0o755); err != nil {
+func lockStart(sock string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
 	}
-	return takeLock(unix.O_CREAT)
+	return takeLock(sock, unix.O_CREAT)
 }
 
-// takeLock opens the lock file (creating it with flags O_CREAT) and locks
-// it.
-func takeLock(flags int) (unlock func(), err error) {
-	fd, err := unix.Open(lockPath(), unix.O_RDWR|unix.O_CLOEXEC|flags, 0o600)
+// takeLock opens the lock file of the service at sock (creating it with
+// flags O_CREAT) and locks it.
+func takeLock(sock string, flags int) (unlock func(), err error) {
+	fd, err := unix.Open(lockPathOf(sock), unix.O_RDWR|unix.O_CLOEXEC|flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoService, err)
 	}
@@ -505,15 +531,18 @@ func serveInherited(ctx context.Context) error {
 	// and may have been killed before it could; we write it only then (a
 	// write into the directory of a starter that has gone on to remove it
 	// would make it again).
-	self := strconv.Itoa(os.Getpid())
-	if b, err := os.ReadFile(PIDPath()); err != nil || strings.TrimSpace(string(b)) != self {
-		_ = os.WriteFile(PIDPath(), []byte(self+"\n"), 0o644)
-	}
 	f := os.NewFile(3, "guardian.sock")
 	l, err := net.FileListener(f)
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("guardian service: fd 3: %w", err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	if a, ok := l.Addr().(*net.UnixAddr); ok && a.Name != "" {
+		pidPath := pidPathOf(a.Name)
+		if b, err := os.ReadFile(pidPath); err != nil || strings.TrimSpace(string(b)) != self {
+			_ = os.WriteFile(pidPath, []byte(self+"\n"), 0o644)
+		}
 	}
 	idle := DefaultIdle
 	if v := os.Getenv(IdleEnv); v != "" {
@@ -708,7 +737,11 @@ func (s *service) add(n int) {
 func (s *service) maybeExit() {
 	// Never made again here: our directory may have been removed (a test's
 	// temporary one), and then nobody else can be starting a service in it.
-	unlock, err := takeLock(0)
+	sock := s.sockPath
+	if sock == "" {
+		sock = SocketPath()
+	}
+	unlock, err := takeLock(sock, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		unlock = func() {}
@@ -725,8 +758,8 @@ func (s *service) maybeExit() {
 	s.mu.Unlock()
 	// Our files go first: once the listener is closed, Serve may return
 	// and the process exit before another line of this runs.
-	if b, err := os.ReadFile(PIDPath()); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
-		_ = os.Remove(PIDPath())
+	if b, err := os.ReadFile(pidPathOf(sock)); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		_ = os.Remove(pidPathOf(sock))
 	}
 	if s.sockPath != "" && s.sockIno != 0 && statSock(s.sockPath) == s.sockIno {
 		_ = os.Remove(s.sockPath)

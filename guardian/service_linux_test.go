@@ -328,3 +328,75 @@ func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
 		return true
 	})
 }
+
+// An owner that guards no run does not start (or reach for) a service when
+// its own dies: it connects again with its next run. One that guards runs
+// registers them again at once.
+func TestClientReconnectsOnlyForRuns(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "guardian.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan *net.UnixConn, 4)
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	accept := func() *net.UnixConn {
+		t.Helper()
+		select {
+		case c := <-conns:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no connection within 10s")
+			return nil
+		}
+	}
+	ctx := context.Background()
+	c := &Client{sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	accept().Close() // the service dies
+	testenv.Eventually(t, 10*time.Second, "the client without runs drops its connection", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.conn == nil
+	})
+	select {
+	case <-conns:
+		t.Fatal("a client without runs connected again")
+	default:
+	}
+
+	// The next run connects again, and is registered again when that
+	// service dies in turn.
+	if err := c.ensureConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	accept().Close()
+	again := accept()
+	defer again.Close()
+	buf := make([]byte, 256)
+	n, err := again.Read(buf)
+	if err != nil || string(buf[:n]) != "R "+id+"\x00\x00" {
+		t.Fatalf("after the service died: %q, %v; want the run registered again", buf[:n], err)
+	}
+	c.mu.Lock()
+	conn := c.conn
+	c.conn = nil
+	c.mu.Unlock()
+	conn.Close()
+}

@@ -142,8 +142,17 @@ func lcWaitExited(t *testing.T, what string, ps []*reaper.Pinned, d time.Duratio
 
 const lcTree = `sleep 300 & setsid sh -c 'sleep 301 & exec sleep 302' & exec sleep 303`
 
+// privateGuardian gives the snakepit processes the test starts a guardian
+// service of their own: this test process's own runs (tests call run in
+// process) keep the shared one connected, so it would never idle out.
+func privateGuardian(t *testing.T) {
+	t.Helper()
+	t.Setenv(guardian.DirEnv, t.TempDir())
+}
+
 func TestGuardianCleansUpAfterSIGKILL(t *testing.T) {
 	testenv.RequireCgroup2(t)
+	privateGuardian(t)
 	for _, target := range []string{"wrapper", "process-group"} {
 		t.Run(target, func(t *testing.T) {
 			id := runid.Generate()
@@ -173,6 +182,7 @@ func TestGuardianCleansUpAfterSIGKILL(t *testing.T) {
 
 func TestGuardianExitsWithWrapper(t *testing.T) {
 	testenv.RequireCgroup2(t)
+	privateGuardian(t)
 	id := runid.Generate()
 	cmd := lcStart(t, id, "run", "--run-id", id, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
 	g := lcWaitRun(t, id, 2)
