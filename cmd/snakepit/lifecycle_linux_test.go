@@ -101,9 +101,14 @@ func lcPin(t *testing.T, g *cgroup.Group) []*reaper.Pinned {
 	return out
 }
 
-// lcGuardian pins the guardian recorded on run g.
+// lcGuardian pins the guardian recorded on run g, which must exit once
+// its duty is done: the test gives it a service of its own first
+// (privateGuardian).
 func lcGuardian(t *testing.T, g *cgroup.Group) *reaper.Pinned {
 	t.Helper()
+	if os.Getenv(guardian.DirEnv) == "" {
+		t.Fatal("lcGuardian without privateGuardian: the shared service outlives the test's run")
+	}
 	rec, err := record.ReadCgroup(g.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +208,7 @@ func TestGuardianExitsWithWrapper(t *testing.T) {
 
 func TestCreateGuardianWatchesOwner(t *testing.T) {
 	testenv.RequireCgroup2(t)
+	privateGuardian(t)
 	owner := exec.Command("sleep", "300")
 	if err := owner.Start(); err != nil {
 		t.Fatal(err)
