@@ -4,12 +4,8 @@ package guardian
 
 import (
 	"context"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -18,20 +14,8 @@ import (
 // and one registration message (a POSIX run: no cgroup needed). The
 // service's own work runs in this process here, in other goroutines.
 func BenchmarkRegister(b *testing.B) {
-	dir := b.TempDir()
-	b.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
-	sock := SocketPath()
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(PIDPath(), []byte("1\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, DefaultIdle) }()
-	defer func() { cancel(); <-done }()
+	sock := serveForTest(b)
+	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		c := &Client{sock: sock, regs: map[string]*clientReg{}}

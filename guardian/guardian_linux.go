@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -247,56 +246,35 @@ func waitOwner(ctx context.Context, owner record.Owner) (gone bool, err error) {
 		}
 		return false, nil
 	}
-	// Wake on the owner's exit (pidfd readable), on the exit of one of its
-	// threads in its death (sooner, as in the service: notice_linux.go),
-	// or on ctx: the latter two through a pipe written by a goroutine.
-	// Never on a timer.
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return false, err
+	// Wake on the owner's exit (its pidfd, in the runtime's poller), on the
+	// exit of one of its threads in its death (sooner, as in the service:
+	// notice_linux.go), or on ctx; never on a timer. The goroutines end
+	// when their file and notice are closed (their channels are buffered).
+	fd, err := unix.FcntlInt(uintptr(pin.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("guardian: watch owner: %w", err)
 	}
-	defer unix.Close(p[0])
-	stop := make(chan struct{})
-	noticed := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait() // last: the goroutines end on stop and d.Close
-	defer close(stop)
+	f := pidfdFile(fd, "owner pidfd")
+	defer f.Close()
+	exited := make(chan bool, 1)
+	go func() { exited <- waitPidfd(f) }()
+	var noticed chan bool // nil: no thread notice on this kernel
 	if threadPidfds() {
 		d := newDeathNotice(owner.PID)
 		defer d.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if d.Wait() {
-				close(noticed)
-			}
-		}()
+		noticed = make(chan bool, 1)
+		go func() { noticed <- d.Wait() }() // false only once closed
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer unix.Close(p[1])
-		select {
-		case <-ctx.Done():
-		case <-noticed:
-		case <-stop:
-			return
+	select {
+	case ok := <-exited:
+		if !ok {
+			return false, errors.New("guardian: watch owner: cannot wait on its pidfd")
 		}
-		_, _ = unix.Write(p[1], []byte{0})
-	}()
-	fds := []unix.PollFd{{Fd: int32(pin.FD()), Events: unix.POLLIN}, {Fd: int32(p[0]), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, -1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false, fmt.Errorf("guardian: poll: %w", err)
-		}
-		if fds[0].Revents != 0 {
-			return false, nil
-		}
-		if fds[1].Revents != 0 {
-			return false, ctx.Err() // nil: the owner is dying
-		}
+	case <-noticed:
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
+	return false, nil
 }
 
 // guardianLock takes the per-owner guardian lock (flock on

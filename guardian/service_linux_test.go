@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,7 +84,9 @@ func TestParseRegRefuses(t *testing.T) {
 // spares it.
 func TestServiceRefusesOtherUID(t *testing.T) {
 	m := testenv.RequireCgroup2(t)
-	sock, log := serveForTest(t)
+	sock := serveForTest(t)
+	log := filepath.Join(filepath.Dir(sock), "guardian.log")
+	t.Setenv(LogEnv, log)
 	if err := os.Chmod(filepath.Dir(sock), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -187,29 +190,30 @@ func registerAs(sock string, uid int, msg string) error {
 	return <-errc
 }
 
-// serveForTest runs a service in this process, its socket and log in a
-// directory of their own (also the records' directory), until the test
-// ends.
-func serveForTest(t *testing.T) (sock, log string) {
-	t.Helper()
+// serveForTest runs a service in this process, its socket (and pid file,
+// naming us) in a directory of their own that is also the records'
+// directory, until the test ends. It returns the socket's path.
+func serveForTest(tb testing.TB) string {
+	tb.Helper()
 	dir, err := os.MkdirTemp("", "snakepit-records-")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	t.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
-	log = filepath.Join(dir, "guardian.log")
-	t.Setenv(LogEnv, log)
-	sock = SocketPath()
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	tb.Setenv(record.DirEnv, filepath.Join(dir, "runs"))
+	sock := SocketPath()
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(PIDPath(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, ln, time.Hour) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return sock, log
+	tb.Cleanup(func() { cancel(); <-done })
+	return sock
 }
 
 // testParent makes a cgroup parent for the test's runs, removed (once
@@ -283,7 +287,7 @@ func TestOwnersShareOneNotice(t *testing.T) {
 // Every run an owner registered with its pidfd goes when it is killed.
 func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
 	m := testenv.RequireCgroup2(t)
-	sock, _ := serveForTest(t)
+	sock := serveForTest(t)
 	parent := testParent(t, m)
 	cmd, _, _ := threads(t, 2)
 	owner, err := record.OwnerOf(cmd.Process.Pid)
