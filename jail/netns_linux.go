@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/spec"
@@ -34,7 +32,7 @@ const nsGetNsType = 0xb703
 type Netns struct {
 	cfg    spec.Net
 	mu     sync.RWMutex // held for reading across a setns, for writing by close
-	ns     netns.NsHandle
+	ns     nsHandle
 	closed bool
 }
 
@@ -67,9 +65,9 @@ func OpenNet(n spec.Net) (*Netns, error) {
 // thread that was moved into the new namespace is never reused. No child
 // is ever forked from that thread, so its end fires no Pdeathsig
 // (golang/go#34031 is about exactly that combination).
-func newLoopbackNetns() (netns.NsHandle, error) {
+func newLoopbackNetns() (nsHandle, error) {
 	type result struct {
-		ns  netns.NsHandle
+		ns  nsHandle
 		err error
 	}
 	ch := make(chan result, 1)
@@ -79,7 +77,7 @@ func newLoopbackNetns() (netns.NsHandle, error) {
 			ch <- result{-1, fmt.Errorf("new network namespace: unshare(CLONE_NEWNET): %w", err)}
 			return
 		}
-		ns, err := netns.Get()
+		ns, err := threadNetns()
 		if err != nil {
 			ch <- result{-1, fmt.Errorf("new network namespace: %w", err)}
 			return
@@ -95,23 +93,56 @@ func newLoopbackNetns() (netns.NsHandle, error) {
 	return r.ns, r.err
 }
 
-// loopbackUp sets lo up in the calling thread's network namespace.
+// loopbackUp sets lo up in the calling thread's network namespace. It is
+// one SIOCSIFFLAGS ioctl: a netlink library for it made every snakepit
+// process start ~7% slower with its initialisers (docs/BENCHMARKS.md).
 func loopbackUp() error {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return err
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFFLAGS lo: %w", err)
 	}
-	return h.LinkSetUp(lo)
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFFLAGS lo: %w", err)
+	}
+	return nil
+}
+
+// nsHandle is an open network namespace (an nsfs file descriptor).
+type nsHandle int
+
+// threadNetns opens the calling thread's network namespace; the caller
+// has locked its goroutine to the thread.
+func threadNetns() (nsHandle, error) {
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /proc/thread-self/ns/net: %w", err)
+	}
+	return nsHandle(fd), nil
+}
+
+// set moves the calling thread into the namespace.
+func (h nsHandle) set() error { return unix.Setns(int(h), unix.CLONE_NEWNET) }
+
+// Close closes the handle; the namespace lives on while anything uses it.
+func (h nsHandle) Close() error {
+	if h < 0 {
+		return nil
+	}
+	return unix.Close(int(h))
 }
 
 // openNamedNetns opens /run/netns/NAME and checks that it is a network
 // namespace.
-func openNamedNetns(name string) (netns.NsHandle, error) {
+func openNamedNetns(name string) (nsHandle, error) {
 	if err := spec.ValidNetnsName(name); err != nil {
 		return -1, err
 	}
@@ -133,7 +164,7 @@ func openNamedNetns(name string) (netns.NsHandle, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("%w: %q: %s is a namespace, but not a network namespace", spec.ErrBadNetns, name, p)
 	}
-	return netns.NsHandle(fd), nil
+	return nsHandle(fd), nil
 }
 
 // around wraps a spawn.Options.Around hook so that the worker is forked in
@@ -149,21 +180,21 @@ func (rn *Netns) Around(inner func() (func() error, error)) func() (func() error
 			rn.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		orig, err := netns.Get()
+		orig, err := threadNetns()
 		if err != nil {
 			rn.mu.RUnlock()
 			return nil, fmt.Errorf("save the spawner thread's network namespace: %w", err)
 		}
 		restore := func() error {
 			defer rn.mu.RUnlock()
-			err := netns.Set(orig)
+			err := orig.set()
 			orig.Close()
 			if err != nil {
 				return fmt.Errorf("setns back to the spawner's network namespace: %w", err)
 			}
 			return nil
 		}
-		if err := netns.Set(rn.ns); err != nil {
+		if err := rn.ns.set(); err != nil {
 			orig.Close()
 			rn.mu.RUnlock()
 			return nil, fmt.Errorf("setns into the run's network namespace (%s): %w", rn.cfg, err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/internal/testenv"
@@ -96,17 +95,13 @@ func makeNamedNetns(t *testing.T, name string) uint64 {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with us
-		ns, err := netns.NewNamed(name)
-		if err == nil {
-			ns.Close()
-		}
-		errc <- err
+		errc <- newNamedNetns(name)
 	}()
 	if err := <-errc; err != nil {
 		t.Fatalf("make netns %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		if err := netns.DeleteNamed(name); err != nil {
+		if err := deleteNamedNetns(name); err != nil {
 			t.Errorf("delete netns %s: %v", name, err)
 		}
 	})
@@ -115,6 +110,39 @@ func makeNamedNetns(t *testing.T, name string) uint64 {
 		t.Fatal(err)
 	}
 	return st.Ino
+}
+
+// newNamedNetns makes a new network namespace and binds it at
+// /run/netns/name, as "ip netns add" does; the calling thread is left in
+// it, so it must be a locked thread that is never unlocked.
+func newNamedNetns(name string) error {
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		return err
+	}
+	p := filepath.Join("/run/netns", name)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		os.Remove(p)
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Mount("/proc/thread-self/ns/net", p, "none", unix.MS_BIND, ""); err != nil {
+		os.Remove(p)
+		return fmt.Errorf("bind %s: %w", p, err)
+	}
+	return nil
+}
+
+// deleteNamedNetns undoes newNamedNetns, as "ip netns delete" does.
+func deleteNamedNetns(name string) error {
+	p := filepath.Join("/run/netns", name)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount %s: %w", p, err)
+	}
+	return os.Remove(p)
 }
 
 // Workers forked before and after network namespace switches of the same
