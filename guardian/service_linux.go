@@ -342,6 +342,29 @@ func (c *Client) watch(conn *net.UnixConn) {
 	}
 }
 
+// Forget tells the service at SocketPath that runs ids were torn down by
+// someone other than their owner (`snakepit kill`): it stops watching their
+// owners and closes what it held of them. Without it, a run of `create
+// --owner-pid` killed from outside stayed registered, and kept the service
+// from idling out, until its owner died. With no service listening there
+// is nothing to forget.
+func Forget(ids ...string) error {
+	conn, _, err := dial(SocketPath())
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			return nil
+		}
+		return fmt.Errorf("guardian: forget %s: %w", strings.Join(ids, " "), err)
+	}
+	defer conn.Close()
+	for _, id := range ids {
+		if _, err := conn.Write([]byte("U " + id)); err != nil {
+			return fmt.Errorf("guardian: forget %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Probe reports the service listening at SocketPath, without starting one.
 func Probe() (reaper.Identity, error) {
 	conn, id, err := dial(SocketPath())
@@ -705,6 +728,11 @@ func (s *service) adopt(ctx context.Context) {
 	}
 }
 
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // ownedByUs reports whether process pid runs with our effective UID.
 func ownedByUs(pid int) bool {
 	var st unix.Stat_t
@@ -835,6 +863,10 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 			switch {
 			case r.ownerGone:
 				teardown(r, "owner exited while no service ran")
+			case r.pidfd != nil && r.cgroup != "" && !exists(r.cgroup):
+				// Killed before we read its registration: a Forget that
+				// came first found nothing to forget.
+				r.close()
 			case r.pidfd != nil:
 				s.watch(ctx, r)
 			case dying != "":

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -80,4 +81,12 @@ func cmdKill(ctx context.Context, ids []string, grace time.Duration, parents []s
 
 // killRun is how kill tears one run down; the daemon client can replace it
 // to go through the daemon's socket.
-var killRun = inventory.KillRun
+var killRun = func(ctx context.Context, id string, grace time.Duration, parents ...string) (snakepit.TeardownReport, error) {
+	rep, err := inventory.KillRun(ctx, id, grace, parents...)
+	if err == nil {
+		// The guardian service may still watch the run's owner (`create
+		// --owner-pid`); best effort: a watch left behind ends with the owner.
+		_ = guardian.Forget(id)
+	}
+	return rep, err
+}

@@ -237,6 +237,39 @@ func TestCreateGuardianWatchesOwner(t *testing.T) {
 	t.Logf("owner killed -> run %s gone in %v", id, time.Since(t0))
 }
 
+// A run of `create --owner-pid` that `snakepit kill` tears down is
+// forgotten by the guardian service: with nothing else to watch it idles
+// out although the owner lives on (it used to watch that owner, holding
+// the dead run's descriptors, until the owner died).
+func TestKillForgetsOwnerWatch(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	privateGuardian(t)
+	owner := exec.Command("sleep", "300")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	id := runid.Generate()
+	out, err := exec.Command(binPath, "create", "--run-id", id, "--owner-pid", strconv.Itoa(owner.Process.Pid)).Output()
+	if err != nil || strings.TrimSpace(string(out)) != id {
+		removeRun(id)
+		t.Fatalf("create: %q, %v", out, err)
+	}
+	lcStart(t, id, "exec", id, "--", "sleep", "300")
+	g := lcWaitRun(t, id, 1)
+	procs := lcPin(t, g)
+	guardian := lcGuardian(t, g)
+	if o, e, status := lcRun(t, "kill", "--grace", "0", id); status != 0 {
+		t.Fatalf("kill: status %d\n%s%s", status, o, e)
+	}
+	lcWaitExited(t, "run processes", procs, 10*time.Second)
+	lcWaitGone(t, id, 10*time.Second)
+	lcWaitExited(t, "guardian service (idle once the run is forgotten)", []*reaper.Pinned{guardian}, 10*time.Second)
+	if err := unix.Kill(owner.Process.Pid, 0); err != nil {
+		t.Fatalf("the owner died meanwhile (%v): the test proves nothing", err)
+	}
+}
+
 func TestCreateRejectsBadOwner(t *testing.T) {
 	testenv.RequireCgroup2(t)
 	for _, arg := range []string{"0", "-3", "abc", "999999999"} {
