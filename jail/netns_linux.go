@@ -94,8 +94,8 @@ func newLoopbackNetns() (nsHandle, error) {
 }
 
 // loopbackUp sets lo up in the calling thread's network namespace. It is
-// one SIOCSIFFLAGS ioctl: a netlink library for it made every snakepit
-// process start ~7% slower with its initialisers (docs/BENCHMARKS.md).
+// one SIOCSIFFLAGS ioctl: the netlink library it replaces made every
+// snakepit process ~7% slower to reach main (docs/BENCHMARKS.md).
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
