@@ -206,20 +206,28 @@ func TestGuardianExitsWithWrapper(t *testing.T) {
 	}
 }
 
-func TestCreateGuardianWatchesOwner(t *testing.T) {
-	testenv.RequireCgroup2(t)
-	privateGuardian(t)
-	owner := exec.Command("sleep", "300")
+// createOwned makes a run with `create --owner-pid` whose owner is a
+// sleep of the test's, killed at its end (if the test has not).
+func createOwned(t *testing.T) (owner *exec.Cmd, id string) {
+	t.Helper()
+	owner = exec.Command("sleep", "300")
 	if err := owner.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
-	id := runid.Generate()
+	id = runid.Generate()
 	out, err := exec.Command(binPath, "create", "--run-id", id, "--owner-pid", strconv.Itoa(owner.Process.Pid)).Output()
 	if err != nil || strings.TrimSpace(string(out)) != id {
 		removeRun(id)
 		t.Fatalf("create: %q, %v", out, err)
 	}
+	return owner, id
+}
+
+func TestCreateGuardianWatchesOwner(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	privateGuardian(t)
+	owner, id := createOwned(t)
 	lcStart(t, id, "exec", id, "--", "sh", "-c", "setsid sleep 300 & exec sleep 301")
 	g := lcWaitRun(t, id, 2)
 	rec, err := record.ReadCgroup(g.Path())
@@ -244,17 +252,7 @@ func TestCreateGuardianWatchesOwner(t *testing.T) {
 func TestKillForgetsOwnerWatch(t *testing.T) {
 	testenv.RequireCgroup2(t)
 	privateGuardian(t)
-	owner := exec.Command("sleep", "300")
-	if err := owner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
-	id := runid.Generate()
-	out, err := exec.Command(binPath, "create", "--run-id", id, "--owner-pid", strconv.Itoa(owner.Process.Pid)).Output()
-	if err != nil || strings.TrimSpace(string(out)) != id {
-		removeRun(id)
-		t.Fatalf("create: %q, %v", out, err)
-	}
+	owner, id := createOwned(t)
 	lcStart(t, id, "exec", id, "--", "sleep", "300")
 	g := lcWaitRun(t, id, 1)
 	procs := lcPin(t, g)
