@@ -306,9 +306,12 @@ func (o *owners) exits(f *os.File) bool {
 // under a reused PID means the owner is gone too. A notice leaves the map
 // once it has fired, so a later owner under that PID gets its own.
 func (o *owners) notice(f *os.File) (dying <-chan struct{}, release func()) {
+	if !threadPidfds() {
+		return nil, func() {}
+	}
 	pid := 0
 	withFD(f, func(fd int) { pid = pidfdPID(fd) })
-	if !threadPidfds() || pid <= 0 {
+	if pid <= 0 {
 		return nil, func() {}
 	}
 	o.mu.Lock()

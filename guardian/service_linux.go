@@ -349,7 +349,7 @@ func (c *Client) watch(conn *net.UnixConn) {
 // from idling out, until its owner died. With no service listening there
 // is nothing to forget.
 func Forget(ids ...string) error {
-	conn, _, err := dial(SocketPath())
+	conn, err := connectTo(SocketPath())
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
 			return nil
@@ -384,7 +384,7 @@ func Probe() (reaper.Identity, error) {
 // its pid file, written under the start lock.
 func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
 	var id reaper.Identity
-	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	conn, err := connectTo(sock)
 	if err != nil {
 		return nil, id, err
 	}
@@ -394,6 +394,10 @@ func dial(sock string) (*net.UnixConn, reaper.Identity, error) {
 		}
 	}
 	return conn, id, nil
+}
+
+func connectTo(sock string) (*net.UnixConn, error) {
+	return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
 }
 
 // dialOrStart connects to the service, starting one under the start lock
