@@ -120,11 +120,14 @@ func ParseStat(b []byte) (Stat, error) {
 }
 
 // Dying reports whether process pid is on its way out as a whole: it is
-// gone, or every thread of it is dead, inside exit(2), or has SIGKILL
-// queued. A fatal signal and exit_group(2) queue SIGKILL to every thread
-// of the group; a thread that ends on its own, or the other threads of an
-// exec, leave a thread that is none of these.
+// gone, was sent SIGKILL, or every thread of it is dead, inside exit(2),
+// or has SIGKILL queued. A fatal signal and exit_group(2) queue SIGKILL to
+// every thread of the group; a thread that ends on its own, or the other
+// threads of an exec, leave a thread that is none of these.
 func Dying(pid int) bool {
+	if killed(pid) {
+		return true
+	}
 	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
@@ -146,6 +149,30 @@ func Dying(pid int) bool {
 		}
 	}
 	return true
+}
+
+// killed reports whether process pid was sent SIGKILL as a whole (kill(2),
+// pidfd_send_signal): that stays in its shared pending set, ShdPnd in
+// /proc/PID/status, until it is reaped. One read, where the scan of its
+// threads in Dying reads a file per thread while they exit (0.25-0.7 ms for
+// a Go owner here).
+func killed(pid int) bool {
+	var buf [4096]byte
+	n, err := readProcFile(pid, "status", buf[:])
+	if err != nil {
+		return false
+	}
+	const key = "\nShdPnd:\t"
+	i := bytes.Index(buf[:n], []byte(key))
+	if i < 0 {
+		return false // cut off by a long Groups line: the scan decides
+	}
+	v := buf[i+len(key) : n]
+	if j := bytes.IndexByte(v, '\n'); j >= 0 {
+		v = v[:j]
+	}
+	set, err := strconv.ParseUint(string(v), 16, 64)
+	return err == nil && set&(1<<(unix.SIGKILL-1)) != 0
 }
 
 // readProcFile reads /proc/PID/name into buf with one read (enough for stat;

@@ -99,6 +99,44 @@ func TestDying(t *testing.T) {
 	}
 }
 
+// killed: a process sent SIGKILL is, until it is reaped; one that exited
+// on its own, or lives, is not.
+func TestKilled(t *testing.T) {
+	zombie := func(argv ...string) *exec.Cmd {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	dead := func(cmd *exec.Cmd) {
+		testenv.Eventually(t, 10*time.Second, "child a zombie", func() bool {
+			st, err := ReadStat(cmd.Process.Pid)
+			return err == nil && st.Dead()
+		})
+	}
+	sl := zombie("sleep", "100")
+	if killed(sl.Process.Pid) {
+		t.Fatal("killed(live sleep)")
+	}
+	if err := unix.Kill(sl.Process.Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	dead(sl)
+	if !killed(sl.Process.Pid) {
+		t.Fatal("killed(SIGKILLed zombie) is false")
+	}
+	ex := zombie("sh", "-c", "exit 3")
+	dead(ex)
+	if killed(ex.Process.Pid) {
+		t.Fatal("killed(zombie that exited on its own)")
+	}
+	if killed(os.Getpid()) {
+		t.Fatal("killed(self)")
+	}
+}
+
 func TestReadStatSelfAndGone(t *testing.T) {
 	st, err := ReadStat(os.Getpid())
 	if err != nil || st.PID != os.Getpid() || st.Start == 0 || st.State == 'Z' {
