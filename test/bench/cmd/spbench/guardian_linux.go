@@ -59,7 +59,6 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 			out.Notes = append(out.Notes, "guardian "+cas+": skipped in quick mode")
 			continue
 		}
-		progress("guardian %s: 2 methods x %d repetitions", cas, sz.reps)
 		methods := []method{
 			{"bare cgroup.kill + wait + rmdir (live supervisor)", func(int) (float64, map[string]float64, error) {
 				r, err := snakepit.Create(ctx, snakepit.Options{CgroupParent: c.runsDir(), Reaper: rp})
@@ -82,6 +81,14 @@ func groupGuardian(ctx context.Context, c *config) (GroupOutput, error) {
 				return guardianOnce(ctx, c, rp, sz.n, sz.heapMB, sz.exec)
 			}},
 		}
+		if sz.heapMB == 0 {
+			// What no guardian can beat: the owner dies while its run
+			// is killed at once, so both deaths share the CPUs.
+			methods = append(methods, method{guardianFloorRow, func(int) (float64, map[string]float64, error) {
+				return floorOnce(ctx, c, rp, sz.n)
+			}})
+		}
+		progress("guardian %s: %d methods x %d repetitions", cas, len(methods), sz.reps)
 		ss, err := runCase(ctx, sz.reps, 1, methods)
 		if ctx.Err() != nil {
 			return out, ctx.Err()
@@ -174,6 +181,39 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB i
 	}
 	gone := time.Since(t0)
 	return msOf(gone), map[string]float64{"empty_ms": msOf(empty)}, nil
+}
+
+// floorOnce is a guardian that reacts in no time: `snakepit run
+// --no-guardian` holding n processes is SIGKILLed and, at once, its run
+// killed, emptied and removed by us, as bareKill does for a live owner.
+func floorOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (float64, map[string]float64, error) {
+	id := runid.Generate()
+	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
+	argv := append([]string{"run", "--no-guardian", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
+	cmd := exec.Command(c.snakepit, argv...)
+	cmd.Stderr = os.Stderr
+	exitc, err := startChild(rp, cmd)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = finishChild(wctx, cmd, exitc)
+		_ = killTree(path)
+	}()
+	if err := waitCount(ctx, path, n, nil); err != nil {
+		return 0, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if err := unix.Kill(cmd.Process.Pid, unix.SIGKILL); err != nil {
+		return 0, nil, err
+	}
+	err = bareKill(wctx, path)
+	return msOf(time.Since(t0)), nil, err
 }
 
 // ownerHeapMB is the heap of the large supervisor (cmdOwner).
