@@ -128,24 +128,11 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB i
 		argv := append([]string{"run", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
 		cmd = exec.Command(c.snakepit, argv...)
 	}
-	cmd.Stderr = os.Stderr
-	exitc, err := startChild(rp, cmd)
+	stop, err := startOwner(ctx, rp, cmd, path, n)
 	if err != nil {
 		return 0, nil, err
 	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_, _ = finishChild(wctx, cmd, exitc)
-		_ = killTree(path)
-	}()
-	if err := waitCount(ctx, path, n, nil); err != nil {
-		return 0, nil, err
-	}
+	defer stop()
 	// The guardian is started (and recorded) before the first worker; give
 	// it a moment to be asleep in poll(2) on the owner's pidfd.
 	rec, err := record.ReadCgroup(path)
@@ -165,7 +152,6 @@ func guardianOnce(ctx context.Context, c *config, rp *reaper.Reaper, n, heapMB i
 	if err := unix.Kill(cmd.Process.Pid, unix.SIGKILL); err != nil {
 		return 0, nil, err
 	}
-	killed = true
 	if err := bareWaitEmpty(wctx, path); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 		return 0, nil, fmt.Errorf("waiting for the run to empty: %w", err)
 	}
@@ -191,21 +177,11 @@ func floorOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (float6
 	path := filepath.Join(c.runsDir(), cgroup.Prefix+id)
 	argv := append([]string{"run", "--no-guardian", "--run-id", id, "--cgroup-parent", c.runsDir(), "--grace", "0s", "--"}, treeArgs(c.perl, n, false)...)
 	cmd := exec.Command(c.snakepit, argv...)
-	cmd.Stderr = os.Stderr
-	exitc, err := startChild(rp, cmd)
+	stop, err := startOwner(ctx, rp, cmd, path, n)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_, _ = finishChild(wctx, cmd, exitc)
-		_ = killTree(path)
-	}()
-	if err := waitCount(ctx, path, n, nil); err != nil {
-		return 0, nil, err
-	}
+	defer stop()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	t0 := time.Now()
@@ -214,6 +190,29 @@ func floorOnce(ctx context.Context, c *config, rp *reaper.Reaper, n int) (float6
 	}
 	err = bareKill(wctx, path)
 	return msOf(time.Since(t0)), nil, err
+}
+
+// startOwner starts cmd, the owner of run cgroup path, and waits until
+// the run holds n processes. stop kills what is left of the owner and the
+// run, and reaps the owner.
+func startOwner(ctx context.Context, rp *reaper.Reaper, cmd *exec.Cmd, path string, n int) (stop func(), err error) {
+	cmd.Stderr = os.Stderr
+	exitc, err := startChild(rp, cmd)
+	if err != nil {
+		return nil, err
+	}
+	stop = func() {
+		_ = cmd.Process.Kill() // ESRCH once the measurement killed it
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = finishChild(wctx, cmd, exitc)
+		_ = killTree(path)
+	}
+	if err := waitCount(ctx, path, n, nil); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // ownerHeapMB is the heap of the large supervisor (cmdOwner).
