@@ -3,15 +3,11 @@
 package snakepittest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -163,30 +159,10 @@ func (r *Run) Procs() []Leak {
 	return out
 }
 
-// dying reports whether pid is exiting or has a SIGKILL pending: a process
-// the test killed an instant ago but did not wait for is not a leak.
-func dying(pid int) bool {
-	st, err := reaper.ReadStat(pid)
-	if err != nil || st.Exiting() {
-		return true
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return true
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (k != "SigPnd" && k != "ShdPnd") {
-			continue
-		}
-		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		if err == nil && mask&(1<<(syscall.SIGKILL-1)) != 0 {
-			return true
-		}
-	}
-	return false
-}
+// dying reports whether pid is on its way out (reaper.Dying: SIGKILL sent
+// to it, or every thread exiting): a process the test killed an instant ago
+// but did not wait for is not a leak.
+func dying(pid int) bool { return reaper.Dying(pid) }
 
 // Close checks for leaks, reports each with t.Errorf, tears the run down
 // (kill, wait until empty, remove) and reaps commands the test never
