@@ -178,8 +178,7 @@ func TestGuardianServiceNoticesOwnerDeath(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = unix.PidfdSendSignal(hfd, unix.SIGKILL, nil, 0)
-		p := []unix.PollFd{{Fd: int32(hfd), Events: unix.POLLIN}}
-		_, _ = unix.Poll(p, 10000)
+		reaper.PidfdExited(hfd, 10*time.Second)
 		unix.Close(hfd)
 	})
 	_ = cmd.Process.Kill()

@@ -638,8 +638,7 @@ func (w *Worker) kill() bool {
 	if w.proc.PidFD < 0 {
 		return false
 	}
-	p := []unix.PollFd{{Fd: int32(w.proc.PidFD), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(p, 0); n > 0 {
+	if reaper.PidfdExited(w.proc.PidFD, 0) {
 		return false // exited, not yet reaped
 	}
 	return unix.PidfdSendSignal(w.proc.PidFD, unix.SIGKILL, nil, 0) == nil

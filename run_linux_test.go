@@ -75,9 +75,7 @@ func pidfdsOf(t testing.TB, g *cgroup.Group) map[int]int {
 func alive(fds map[int]int) []int {
 	var out []int
 	for pid, fd := range fds {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, _ := unix.Poll(p, 0)
-		if n == 0 {
+		if !reaper.PidfdExited(fd, 0) {
 			out = append(out, pid)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -396,20 +397,7 @@ func waitGone(pid int, timeout time.Duration) bool {
 		return errors.Is(err, unix.ESRCH)
 	}
 	defer unix.Close(fd)
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms <= 0 {
-			return false
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		if err == nil && n > 0 {
-			return true
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false
-		}
-	}
+	return reaper.PidfdExited(fd, timeout)
 }
 
 // alive reports whether pid exists and is not a zombie.

@@ -166,9 +166,9 @@ func (d *deathNotice) Wait() bool {
 
 // readable polls a pidfd once: true if its process has exited.
 func readable(f *os.File) bool {
-	n := 0
-	withFD(f, func(fd int) { n, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0) })
-	return n > 0
+	exited := false
+	withFD(f, func(fd int) { exited = reaper.PidfdExited(fd, 0) })
+	return exited
 }
 
 // withFD runs f with the descriptor behind c (not at all if c is closed).

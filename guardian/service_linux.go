@@ -1091,9 +1091,7 @@ func waitPidfd(f *os.File) bool {
 	}
 	exited := false
 	err = rc.Read(func(fd uintptr) bool {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, _ := unix.Poll(p, 0)
-		exited = n > 0
+		exited = reaper.PidfdExited(int(fd), 0)
 		return exited
 	})
 	if err == nil || exited {
@@ -1107,13 +1105,8 @@ func waitPidfd(f *os.File) bool {
 		if fd < 0 {
 			return false
 		}
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(p, 1000)
-		if n > 0 {
+		if reaper.PidfdExited(fd, time.Second) {
 			return true
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false
 		}
 	}
 }

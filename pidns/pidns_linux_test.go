@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
 )
 
 // The test binary doubles as the init (argv[1] == "__init") and as a tiny
@@ -230,12 +231,7 @@ func waitAllExited(t *testing.T, fds []int, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for _, fd := range fds {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms < 0 {
-			ms = 0
-		}
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(p, ms); n == 0 {
+		if !reaper.PidfdExited(fd, time.Until(deadline)) {
 			t.Fatalf("a process of the namespace is still alive after %v", d)
 		}
 	}

@@ -5,6 +5,7 @@ package placement
 import (
 	"os"
 
+	"github.com/snakepit/snakepit/reaper"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +18,5 @@ func pidfdOf(pid int) (*os.File, error) {
 }
 
 func exited(f *os.File) bool {
-	p := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
-	n, _ := unix.Poll(p, 0)
-	return n > 0
+	return reaper.PidfdExited(int(f.Fd()), 0)
 }

@@ -82,8 +82,7 @@ func (c *Containment) Adopt(pid, pidfd int) {
 	if pidfd >= 0 {
 		// The start time was read by PID; the pidfd says whether that PID
 		// was still our worker when it was read.
-		p := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(p, 0); n > 0 {
+		if reaper.PidfdExited(pidfd, 0) {
 			return
 		}
 	}

@@ -289,12 +289,28 @@ func (p *Pinned) Signal(sig syscall.Signal) error {
 // awaiting its parent's wait).
 func (p *Pinned) Exited() bool {
 	if p.fd >= 0 {
-		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 0)
-		return err == nil && n > 0
+		return PidfdExited(p.fd, 0)
 	}
 	st, err := ReadStat(p.PID)
 	return err != nil || st.Start != p.Start || st.Dead()
+}
+
+// PidfdExited waits up to timeout (0: only looks) for the process behind
+// pidfd fd to exit, and reports whether it has. A signal that interrupts
+// the poll, such as the runtime's preemption signal, is no answer: it
+// polls again for what is left of the timeout.
+func PidfdExited(fd int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := max(int(time.Until(deadline)/time.Millisecond), 0)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		switch {
+		case err == nil:
+			return n > 0
+		case !errors.Is(err, unix.EINTR):
+			return false
+		}
+	}
 }
 
 // Dying reports whether the process has exited or is already inside

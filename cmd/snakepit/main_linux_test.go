@@ -21,6 +21,7 @@ import (
 	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -159,8 +160,7 @@ func TestRunLeavesNothing(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	for _, fd := range pidfds {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(p, 0); n != 1 {
+		if !reaper.PidfdExited(fd, 0) {
 			t.Errorf("a sleeper survived the wrapper")
 		}
 	}
@@ -227,8 +227,7 @@ func TestWrapperSIGKILLKillsChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Wait()
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(p, 10000); n != 1 {
+	if !reaper.PidfdExited(fd, 10*time.Second) {
 		t.Fatalf("child %d still alive 10 s after the wrapper was SIGKILLed", pid)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/limits"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -306,7 +307,7 @@ func TestVMPidsMaxStopsForkBomb(t *testing.T) {
 	}
 	t.Logf("teardown of %d processes: %+v", len(pids), rep)
 	for i, fd := range fds {
-		if !exited(fd, 5*time.Second) {
+		if !reaper.PidfdExited(fd, 5*time.Second) {
 			t.Errorf("PID %d survived the teardown", pids[i])
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -257,27 +258,6 @@ func pidfdIfAlive(t *testing.T, pid int) (int, bool) {
 	return fd, true
 }
 
-// exited waits up to d for the process behind fd to exit.
-func exited(fd int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms < 0 {
-			ms = 0
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		if err == nil && n > 0 {
-			return true
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-}
-
 // startCLI starts the snakepit binary and returns it running, with its
 // stdout as a line scanner. extra becomes fds 3, 4, ...
 func startCLI(t *testing.T, extra []*os.File, args ...string) (*exec.Cmd, *bufio.Scanner, *bytes.Buffer) {
@@ -304,7 +284,7 @@ func startProc(t *testing.T, path string, env []string, extra []*os.File, args .
 	}
 	fd := pidfd(t, cmd.Process.Pid)
 	t.Cleanup(func() {
-		if !exited(fd, 0) {
+		if !reaper.PidfdExited(fd, 0) {
 			_ = cmd.Process.Kill()
 		}
 		_ = cmd.Wait()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -174,7 +175,7 @@ func TestNetnsPdeathsig(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	for i, fd := range fds {
-		if !exited(fd, 10*time.Second) {
+		if !reaper.PidfdExited(fd, 10*time.Second) {
 			t.Errorf("worker %d (PID %d) survived its supervisor's SIGKILL", i+1, got.Pids[i])
 		}
 	}
@@ -194,7 +195,7 @@ func TestNetNoneCLIPdeathsig(t *testing.T) {
 	}
 	fd := pidfd(t, pid)
 	_ = cmd.Process.Signal(unix.SIGKILL)
-	if !exited(fd, 10*time.Second) {
+	if !reaper.PidfdExited(fd, 10*time.Second) {
 		t.Errorf("worker %d survived the SIGKILLed wrapper", pid)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
 )
 
 // readyPipe returns a pipe whose write end the wrapper inherits as fd 3;
@@ -136,7 +137,7 @@ func TestReadyTimeout(t *testing.T) {
 				t.Errorf("ready fd got %q, want EOF only", got)
 			}
 			for _, fd := range fds {
-				if !exited(fd, 5*time.Second) {
+				if !reaper.PidfdExited(fd, 5*time.Second) {
 					t.Error("a process of the run survived")
 				}
 			}

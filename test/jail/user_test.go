@@ -16,6 +16,7 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -97,7 +98,7 @@ exec sleep 1000`, other.Path(), m.Path)
 	code := waitStatus(t, cmd, 30*time.Second)
 	t.Logf("wrapper exit %d", code)
 	for i, fd := range fds {
-		if !exited(fd, 5*time.Second) {
+		if !reaper.PidfdExited(fd, 5*time.Second) {
 			t.Errorf("PID %d (nobody) survived the teardown", pids[i])
 		}
 	}
