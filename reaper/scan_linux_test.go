@@ -477,3 +477,43 @@ func killMarkedForTest(t *testing.T, id string) {
 		t.Errorf("leaked marked processes: %s", strings.Join(left, ", "))
 	}
 }
+
+// A poll cut short by a signal (here the runtime's own preemption signal,
+// sent to the polling thread every millisecond) is not an exit.
+func TestPidfdExitedThroughSignals(t *testing.T) {
+	cmd := exec.Command("sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+			}
+		}
+	}()
+	if PidfdExited(fd, 50*time.Millisecond) {
+		t.Fatal("PidfdExited(live sleep) is true")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !PidfdExited(fd, 10*time.Second) {
+		t.Fatal("PidfdExited(SIGKILLed sleep) is false")
+	}
+}
