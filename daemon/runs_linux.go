@@ -621,14 +621,7 @@ func (d *Daemon) gcStale(ctx context.Context) (int, error) {
 // has one, else until it is reaped.
 func waitExited(w *snakepit.Worker, limit time.Duration) {
 	if fd := w.PidFD(); fd >= 0 {
-		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		deadline := time.Now().Add(limit)
-		for time.Now().Before(deadline) {
-			n, err := unix.Poll(p, int(time.Until(deadline).Milliseconds())+1)
-			if n > 0 || (err != nil && err != unix.EINTR) {
-				return
-			}
-		}
+		reaper.PidfdExited(fd, limit)
 		return
 	}
 	select {

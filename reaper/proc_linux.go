@@ -298,11 +298,12 @@ func (p *Pinned) Exited() bool {
 // PidfdExited waits up to timeout (0: only looks) for the process behind
 // pidfd fd to exit, and reports whether it has. A signal that interrupts
 // the poll, such as the runtime's preemption signal, is no answer: it
-// polls again for what is left of the timeout.
+// polls again for what is left of the timeout (rounded up to poll(2)'s
+// milliseconds, so never less than asked).
 func PidfdExited(fd int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
-		ms := max(int(time.Until(deadline)/time.Millisecond), 0)
+		ms := max(int((time.Until(deadline)+time.Millisecond-1)/time.Millisecond), 0)
 		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
 		switch {
 		case err == nil:

@@ -151,18 +151,14 @@ func (r *Run) Procs() []Leak {
 	}
 	var out []Leak
 	for _, pid := range pids {
-		if dying(pid) {
+		if reaper.Dying(pid) {
+			// Killed an instant ago and not yet waited for: not a leak.
 			continue
 		}
 		out = append(out, Leak{PID: pid, Cmdline: inventory.Cmdline(pid)})
 	}
 	return out
 }
-
-// dying reports whether pid is on its way out (reaper.Dying: SIGKILL sent
-// to it, or every thread exiting): a process the test killed an instant ago
-// but did not wait for is not a leak.
-func dying(pid int) bool { return reaper.Dying(pid) }
 
 // Close checks for leaks, reports each with t.Errorf, tears the run down
 // (kill, wait until empty, remove) and reaps commands the test never
