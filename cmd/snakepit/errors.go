@@ -86,6 +86,31 @@ type startError struct{ err error }
 func (e startError) Error() string { return e.err.Error() }
 func (e startError) Unwrap() error { return e.err }
 
+// commandStartError marks err as a startError when it came from finding or
+// executing the command (os/exec's *exec.Error, the child's "fork/exec"
+// *fs.PathError); anything else from a start (the network namespace,
+// readiness, the run cgroup) is snakepit's own failure.
+func commandStartError(err error) error {
+	var pe *fs.PathError
+	if _, ok := errors.AsType[*exec.Error](err); ok || errors.As(err, &pe) && pe.Op == "fork/exec" {
+		return startError{err}
+	}
+	return err
+}
+
+// sharedCode is the exit status of errs when they all map to the same one,
+// else exitFailure: a command that failed on several runs for one reason
+// (permission) says so.
+func sharedCode(errs []error) int {
+	code := exitCode(errs[0])
+	for _, err := range errs[1:] {
+		if exitCode(err) != code {
+			return exitFailure
+		}
+	}
+	return code
+}
+
 // report prints err as one line and maps it to an exit status.
 func report(err error, stderr io.Writer) int {
 	if err == nil {

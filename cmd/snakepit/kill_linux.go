@@ -71,7 +71,7 @@ func cmdKill(ctx context.Context, ids []string, grace time.Duration, parents []s
 	}
 	switch {
 	case len(failed) > 0:
-		return codedError{exitFailure, fmt.Errorf("kill: %d of %d runs failed", len(failed), len(ids))}
+		return codedError{sharedCode(failed), fmt.Errorf("kill: %d of %d runs failed", len(failed), len(ids))}
 	case len(unknown) > 0:
 		// Already reported one per line; the status says "no such run".
 		return codedError{exitUnknownRun, fmt.Errorf("kill: %d of %d runs unknown", len(unknown), len(ids))}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -821,6 +822,73 @@ func TestDieWithParent(t *testing.T) {
 	lcWaitGone(t, id, 10*time.Second)
 	lcWaitExited(t, "wrapper", []*reaper.Pinned{wrapper}, 10*time.Second)
 	t.Logf("parent SIGKILLed -> run gone and wrapper exited in %v", time.Since(t0))
+}
+
+// TestDieWithParentThreadExit: the kernel sends the parent-death signal
+// also when only the parent's thread that forked the wrapper exits (a
+// thread pool's worker). The parent lives on, so the run must go on and its
+// command must see no signal: it once got a SIGHUP.
+func TestDieWithParentThreadExit(t *testing.T) {
+	testenv.RequireCgroup2(t)
+	id := runid.Generate()
+	// The command exits 42 on SIGHUP, 7 on the SIGUSR1 we send at the end.
+	script := `trap "exit 42" HUP; trap "exit 7" USR1; sleep 300 & wait`
+	type started struct {
+		cmd *exec.Cmd
+		tid int
+		err error
+	}
+	sc := make(chan started, 1)
+	release := make(chan struct{})
+	var fork func()
+	fork = func() {
+		// Never unlocked: the thread that forks the wrapper exits with
+		// this goroutine.
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The runtime never ends the main thread: fork from another
+			// (this goroutine holds the main thread meanwhile).
+			done := make(chan struct{})
+			go func() { fork(); close(done) }()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		cmd := exec.Command(binPath, "run", "--die-with-parent", "--no-guardian", "--run-id", id, "--", "sh", "-c", script)
+		err := cmd.Start()
+		sc <- started{cmd, unix.Gettid(), err}
+		<-release // the wrapper has asked for the signal
+	}
+	go fork()
+	s := <-sc
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	t.Cleanup(func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait(); lcWaitGone(t, id, 10*time.Second) })
+	// Once sleep runs, sh has set its traps, and the wrapper (which asks
+	// for the signal before it starts the command) will get it.
+	lcWaitRun(t, id, 2)
+	close(release)
+	released = true
+	// The signal is sent as the thread exits, before its /proc entry goes.
+	testenv.Eventually(t, 10*time.Second, "the forking thread's exit", func() bool {
+		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", s.tid))
+		return errors.Is(err, fs.ErrNotExist)
+	})
+	if err := s.cmd.Process.Signal(unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.cmd.Wait()
+	if code := s.cmd.ProcessState.ExitCode(); code != 7 {
+		t.Fatalf("snakepit run exited %d, want the command's 7 (42: the command got a SIGHUP)", code)
+	}
+	lcWaitGone(t, id, 10*time.Second)
 }
 
 // wrapperOf pins the snakepit child of pid.

@@ -12,9 +12,16 @@ import (
 var startParent = os.Getppid()
 
 // parentDeathSignal is what the kernel sends us when our parent dies
-// (--die-with-parent). SIGHUP is forwarded to the command too; on receipt
-// the wrapper tells the two apart by its parent.
-const parentDeathSignal = unix.SIGHUP
+// (--die-with-parent): a real-time signal of our own, never forwarded to
+// the command. The kernel also sends it when only the parent's thread that
+// forked us exits (a thread pool's worker), so on receipt the wrapper asks
+// parentGone and otherwise ignores it; SIGHUP, which a user may send, could
+// not be told apart from that.
+const parentDeathSignal = unix.Signal(42) // real-time; glibc's SIGRTMIN+8
+
+// exitParentDied is the status of a wrapper whose parent died: 128+SIGHUP,
+// what a shell reports for a command its terminal hung up on.
+const exitParentDied = 128 + int(unix.SIGHUP)
 
 // watchParent asks for parentDeathSignal when our parent dies and reports
 // whether it has died already (before the request, or at any time since we
@@ -33,6 +40,4 @@ func watchParent() (gone bool, err error) {
 }
 
 // parentGone: we were re-parented, so the process that started us is dead.
-// (The signal alone also comes when only the parent's thread that forked us
-// exits.)
 func parentGone() bool { return os.Getppid() != startParent }

@@ -128,6 +128,9 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 	// thread wake-ups (measured: 3-7% of `snakepit run -- /bin/true`).
 	rp.Start()
 	signal.Notify(sigc, forwarded...)
+	if f.dieWithParent {
+		signal.Notify(sigc, parentDeathSignal) // else its default action ends us
+	}
 	// A failure here is met again, and reported, by Start.
 	_ = spawn.Default().Warm(ctx, !f.worker.Credential().NewPrivileges)
 	defer func() {
@@ -166,7 +169,7 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 			if err != nil {
 				return fmt.Errorf("--die-with-parent: %w", err)
 			}
-			return statusError{128 + int(parentDeathSignal)}
+			return statusError{exitParentDied}
 		}
 	}
 	teardown := func() {
@@ -205,7 +208,7 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 	w, err := r.Start(ctx, c)
 	if err != nil {
 		teardown()
-		return startError{err}
+		return commandStartError(err)
 	}
 	if c.Foreground {
 		defer restoreForeground(0)
@@ -238,11 +241,14 @@ loop:
 				return codedError{exitNotReady, fmt.Errorf("run %s: %w", r.ID(), err)}
 			}
 		case s := <-sigc:
-			if f.dieWithParent && s == parentDeathSignal && parentGone() {
-				// Like an owner's death: no grace.
-				teardownNow(ctx, r, stderr)
-				_, _ = w.Wait(context.WithoutCancel(ctx))
-				return statusError{128 + int(parentDeathSignal)}
+			if s == parentDeathSignal {
+				if parentGone() {
+					// Like an owner's death: no grace.
+					teardownNow(ctx, r, stderr)
+					_, _ = w.Wait(context.WithoutCancel(ctx))
+					return statusError{exitParentDied}
+				}
+				continue // only the parent's thread that forked us exited
 			}
 			_ = w.Signal(s.(syscall.Signal))
 			if s == unix.SIGTERM && stopBy == nil {
