@@ -64,7 +64,7 @@ func connectGuardian(ctx context.Context, opts *Options, parent string) (*guard,
 // register hands the run to the service (nothing for the fallback, which
 // finds the run by its record's owner).
 func (g *guard) register(ctx context.Context, id, cgroupPath string, owner record.Owner) error {
-	if g == nil || g.client == nil {
+	if !g.connected() {
 		return nil
 	}
 	reg := guardian.Registration{ID: id, CgroupPath: cgroupPath}
@@ -77,8 +77,11 @@ func (g *guard) register(ctx context.Context, id, cgroupPath string, owner recor
 	return nil
 }
 
+// connected reports whether the run is guarded by the service.
+func (g *guard) connected() bool { return g != nil && g.client != nil }
+
 func (g *guard) unregister(id string) {
-	if g != nil && g.client != nil {
+	if g.connected() {
 		g.client.Unregister(id)
 	}
 }

@@ -14,10 +14,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
@@ -140,6 +142,75 @@ func TestPOSIXRunLifecycle(t *testing.T) {
 	if _, err := record.Read(r.ID()); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("record left after teardown: %v", err)
 	}
+}
+
+// TestPOSIXTeardownCancelledCtx: a ctx that has ended cuts the grace short
+// but not the kill: it once sent nothing but SIGTERM, left the record, and
+// a second Teardown then said nil.
+func TestPOSIXTeardownCancelledCtx(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	_, ps := startLines(t, r, 3, `trap "" TERM; echo $$; sleep 1000 & echo $!; setsid sh -c 'trap "" TERM; sleep 1000 & echo $!; wait' & wait`)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep, err := r.Teardown(ctx, time.Minute)
+	if err != nil {
+		t.Fatalf("Teardown: %v", err)
+	}
+	if left := survivors(ps); len(left) > 0 {
+		t.Fatalf("survivors after teardown: %v (report %+v)", left, rep)
+	}
+	if _, err := record.Read(r.ID()); !errors.Is(err, record.ErrNoRecord) {
+		t.Errorf("record left after teardown: %v", err)
+	}
+}
+
+// TestPOSIXWithoutReaperLeavesOrphansToInit: without a Reaper nothing here
+// would reap the run's orphans, so Create must not make this process their
+// subreaper (their zombies once piled up for as long as it lived). Run in a
+// fresh process: being a subreaper is for good, and other tests make it so.
+func TestPOSIXWithoutReaperLeavesOrphansToInit(t *testing.T) {
+	cmd := testenv.HelperProcess("TestHelperPOSIXNoReaper", helperNoReaperEnv+"=1", record.DirEnv+"="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "orphan looked at") {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+}
+
+const helperNoReaperEnv = "SNAKEPIT_TEST_POSIX_NO_REAPER"
+
+func TestHelperPOSIXNoReaper(t *testing.T) {
+	if os.Getenv(helperNoReaperEnv) == "" {
+		t.Skip("run by TestPOSIXWithoutReaperLeavesOrphansToInit")
+	}
+	r, err := Create(context.Background(), Options{Mode: ModePOSIX, NoGuardian: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := r.Teardown(context.Background(), 0); err != nil {
+			t.Errorf("Teardown: %v", err)
+		}
+	}()
+	var sub int
+	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&sub)), 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if sub != 0 {
+		t.Error("Create made this process a subreaper, with no Reaper to reap")
+	}
+	// The inner sh leaves a sleep behind and exits: once its pidfd says so,
+	// the sleep has been re-parented (the kernel does that first).
+	_, ps := startLines(t, r, 2, `sh -c 'echo $$; sleep 1000 & echo $!'`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reaper.WaitExited(ctx, ps[:1])
+	if !ps[0].Exited() {
+		t.Fatal("the inner sh did not exit")
+	}
+	if st, err := reaper.ReadStat(ps[1].PID); err != nil || st.PPID == os.Getpid() {
+		t.Errorf("the orphan's parent is %d (we are %d), %v: nothing here would reap it", st.PPID, os.Getpid(), err)
+	}
+	fmt.Println("orphan looked at")
 }
 
 // orphanScript double-forks a process that leaves the session and scrubs

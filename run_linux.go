@@ -92,8 +92,9 @@ type Options struct {
 	InitPath string
 	// AdoptOrphans (POSIX mode) counts every child of this process that is
 	// not a worker or the guardian as the run's: orphans re-parented to us,
-	// the subreaper. Only for a process that owns one run and has no other
-	// children, like snakepit run.
+	// the subreaper. Only for a process that owns one run, has no other
+	// children and reaps its orphans (Reaper), like snakepit run. Without
+	// it or a Reaper, POSIX mode leaves orphans to init.
 	AdoptOrphans bool
 	// Limits are the run's resource limits (settings.go, limits_linux.go).
 	Limits Limits
@@ -120,7 +121,9 @@ type Run struct {
 	mu      sync.Mutex
 	rec     *record.Record
 	jail    *runJail // limits, events, netns (jail_linux.go)
-	closed  bool
+	closed  bool     // no more Starts: a teardown has begun
+	tearing bool     // a teardown is under way
+	gone    bool     // a teardown succeeded
 	workers map[int]*Worker
 	nextWID int
 	// starting counts Starts under way (added to only while !closed):
@@ -283,10 +286,14 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 			return nil, fmt.Errorf("%w: POSIX run %s has a live owner (%s)", cgroup.ErrExists, id, why)
 		}
 	}
-	// Orphans of the run must come to us (not to init), so that they can
-	// be found as our children and reaped.
-	if err := reaper.SetSubreaper(); err != nil {
-		return nil, fmt.Errorf("POSIX mode: become subreaper: %w", err)
+	// Orphans of the run come to us (not to init), so that they can be
+	// found as our children: only when something here reaps them. Without
+	// a Reaper, those that exited before the teardown would stay zombies
+	// for as long as this process lives.
+	if opts.Reaper != nil || opts.AdoptOrphans {
+		if err := reaper.SetSubreaper(); err != nil {
+			return nil, fmt.Errorf("POSIX mode: become subreaper: %w", err)
+		}
 	}
 	if err := record.Write(rec); err != nil {
 		return nil, fmt.Errorf("POSIX mode: write run record (set %s to a writable directory): %w", record.DirEnv, err)
@@ -303,6 +310,13 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 		Created:      rec.Created,
 		StopSignal:   opts.StopSignal,
 		Guardian: func() int {
+			// The service we are connected to now: should the first die,
+			// we start its successor, a child of ours, not of the run.
+			if g.connected() {
+				if id := g.client.Guardian(); id.PID > 0 {
+					return id.PID
+				}
+			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			if g := r.rec.Guardian; g != nil {
@@ -685,25 +699,57 @@ func (r *Run) Worker(wid int) *Worker {
 	return r.workers[wid]
 }
 
+// killTimeout bounds a teardown's kill, wait and removal once the caller's
+// ctx has ended: killed processes exit in milliseconds, unless stuck in the
+// kernel (D state), when a later Teardown tries again.
+const killTimeout = 10 * time.Second
+
 // Teardown ends the run through its containment: for a run cgroup,
 // SIGTERM to every process in it (setsid'd grandchildren too), up to grace
 // for them to leave, then cgroup.kill, wait until the cgroup is empty and
 // remove it (package containment); in POSIX mode the same through pidfds
-// (package posix). It is idempotent. ctx bounds the whole teardown; a
-// cancelled ctx still kills, but may return before the cgroup is removed.
-func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport, error) {
+// (package posix). ctx bounds the grace period: once it ends, the rest
+// (kill, wait until empty, remove) still happens, under a bound of its own
+// (killTimeout). Once it has succeeded Teardown does nothing; a call while
+// another is under way returns at once; after a failure a call tries again.
+func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownReport, err error) {
 	start := time.Now()
 	r.mu.Lock()
-	if r.closed {
+	if r.gone || r.tearing {
 		r.mu.Unlock()
 		return TeardownReport{}, nil
 	}
-	r.closed = true
+	first := !r.closed
+	r.closed, r.tearing = true, true
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.tearing, r.gone = false, err == nil
+		r.mu.Unlock()
+	}()
 	r.starting.Wait()
 
-	r.closeJail() // last look at limit events; drop the netns
-	rep, err := r.box.Teardown(ctx, grace)
+	if first {
+		r.closeJail() // last look at limit events; drop the netns
+	}
+	rep, err = r.box.Teardown(ctx, grace)
+	if err != nil && ctx.Err() != nil {
+		// The caller's ctx cut the grace short; what is left is killed
+		// without it: a teardown that gave up would leave processes (or
+		// an empty cgroup) behind for as long as this process lives.
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+		krep, kerr := r.box.Teardown(kctx, 0)
+		cancel()
+		rep.Terminated += krep.Terminated
+		rep.Killed = rep.Killed || krep.Killed
+		if krep.KillMechanism != "" {
+			rep.KillMechanism = krep.KillMechanism
+		}
+		rep.Vanished = rep.Vanished || krep.Vanished
+		if err = kerr; err != nil {
+			err = fmt.Errorf("kill after the caller's context ended: %w", err)
+		}
+	}
 	if err == nil && r.fileRecord {
 		err = record.Remove(r.id)
 	}
@@ -719,12 +765,18 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (TeardownReport
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.
+	wctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+		defer cancel()
+	}
 	for _, w := range r.Workers() {
 		select {
 		case <-w.done:
-		case <-ctx.Done():
+		case <-wctx.Done():
 		}
-		w.ready.Finish(ctx) // notify socket closed and removed
+		w.ready.Finish(wctx) // notify socket closed and removed
 		w.fdMu.Lock()
 		if w.proc.PidFD >= 0 {
 			unix.Close(w.proc.PidFD)

@@ -166,6 +166,33 @@ wait`
 	}
 }
 
+// TestTeardownCancelledCtx: a ctx that has ended cuts the grace short but
+// not the kill: every process dies and the cgroup is removed (it once
+// stayed, and a second Teardown then said nil).
+func TestTeardownCancelledCtx(t *testing.T) {
+	r := newTestRun(t, Options{})
+	if _, err := r.Start(context.Background(), Command{Args: []string{"sh", "-c", `trap "" TERM; setsid sleep 301 & sleep 300 & wait`}}); err != nil {
+		t.Fatal(err)
+	}
+	waitProcs(t, r.Cgroup(), 3)
+	fds := pidfdsOf(t, r.Cgroup())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep, err := r.Teardown(ctx, time.Minute)
+	if err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	if !rep.Killed {
+		t.Errorf("report %+v: want the rest killed", rep)
+	}
+	if left := alive(fds); len(left) > 0 {
+		t.Fatalf("processes alive after teardown: %v", left)
+	}
+	if _, err := os.Stat(r.CgroupPath()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("cgroup not removed: %v", err)
+	}
+}
+
 // TestGracefulTeardown: workers that honour SIGTERM end within the grace
 // period and cgroup.kill is not needed.
 func TestGracefulTeardown(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,6 +164,60 @@ func TestRunNoCgroupLeavesNothing(t *testing.T) {
 	t.Setenv(record.DirEnv, strings.TrimPrefix(env[len(env)-1], record.DirEnv+"="))
 	if _, err := record.Read(id); !errors.Is(err, record.ErrNoRecord) {
 		t.Errorf("record left: %v", err)
+	}
+}
+
+// TestPOSIXRunSparesItsNewGuardian: a POSIX `snakepit run` counts every
+// child of the wrapper as the run's (orphans re-parented to it). When its
+// guardian service dies, the wrapper starts the next one, a child of its
+// own: the run's teardown must spare it, as it spares the first.
+func TestPOSIXRunSparesItsNewGuardian(t *testing.T) {
+	env := privateRecords(t, 0)
+	t.Setenv(record.DirEnv, strings.TrimPrefix(env[len(env)-1], record.DirEnv+"="))
+	// The service must outlive the wrapper by more than our last look.
+	env = append(slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, guardian.IdleEnv+"=") }), guardian.IdleEnv+"=1m")
+	cmd := snakepitCmd(t, "run", "--no-cgroup", "--", "sh", "-c", "echo ready; exec sleep 1000")
+	cmd.Env = env
+	readyR, readyW, _ := os.Pipe()
+	defer readyR.Close()
+	cmd.Stdout = readyW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	readyLines(t, readyR, 1)
+	pinService := func(why string, ok func(reaper.Identity) bool) *reaper.Pinned {
+		t.Helper()
+		var p *reaper.Pinned
+		testenv.Eventually(t, 10*time.Second, why, func() bool {
+			id, err := guardian.Probe()
+			if err != nil || !ok(id) {
+				return false
+			}
+			p, err = reaper.Pin(id)
+			return err == nil
+		})
+		t.Cleanup(func() { _ = p.Signal(unix.SIGKILL); p.Close() })
+		return p
+	}
+	old := pinService("the guardian service", func(reaper.Identity) bool { return true })
+	if err := old.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	next := pinService("a new service, started by the wrapper", func(id reaper.Identity) bool {
+		st, err := reaper.ReadStat(id.PID)
+		return id.PID != old.PID && err == nil && st.PPID == cmd.Process.Pid
+	})
+	if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitStatus(t, cmd.Wait()); code != 128+int(unix.SIGTERM) {
+		t.Fatalf("snakepit run exited %d, want %d", code, 128+int(unix.SIGTERM))
+	}
+	// A kill by the teardown was sent before the wrapper exited.
+	if next.Exited() || reaper.Dying(next.PID) {
+		t.Fatal("the run's teardown killed the guardian service the wrapper had started")
 	}
 }
 
