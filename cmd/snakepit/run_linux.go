@@ -205,6 +205,14 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 		c.Foreground = isForegroundTTY(0)
 	}
 
+	// The command's process group has the terminal: ^Z stops it, not us,
+	// and we learn of it by SIGCHLD (asked for before the start).
+	var chldc chan os.Signal
+	if c.Foreground {
+		chldc = make(chan os.Signal, 1)
+		signal.Notify(chldc, unix.SIGCHLD)
+		defer signal.Stop(chldc)
+	}
 	w, err := r.Start(ctx, c)
 	if err != nil {
 		teardown()
@@ -257,6 +265,10 @@ loop:
 				// it must not keep the run alive.
 				stopBy = time.After(grace)
 			}
+		case <-chldc:
+			if commandStopped(w) {
+				suspend(0, w.PID())
+			}
 		case <-stopBy:
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			if _, err := r.Teardown(tctx, 0); err != nil {
@@ -303,21 +315,6 @@ func teardownNow(ctx context.Context, r *snakepit.Run, stderr io.Writer) {
 
 func writeErr(w io.Writer, format string, args ...any) {
 	_, _ = io.WriteString(w, "snakepit: "+sprintf(format, args...)+"\n")
-}
-
-// isForegroundTTY reports whether fd is a terminal whose foreground process
-// group is ours: only then do we hand the terminal to the command.
-func isForegroundTTY(fd int) bool {
-	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-	return err == nil && pgrp == unix.Getpgrp()
-}
-
-// restoreForeground takes the terminal back after the command's process
-// group had it, so the shell that started us is not left without one.
-func restoreForeground(fd int) {
-	signal.Ignore(unix.SIGTTOU)
-	defer signal.Reset(unix.SIGTTOU)
-	_ = unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, unix.Getpgrp())
 }
 
 // drainPipe waits until the command has read everything pending in its stdin
