@@ -193,20 +193,42 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.regs[r.ID] = cr
-	if err := c.send(cr, false); err != nil {
-		if errors.Is(err, errOwnerGone) {
-			delete(c.regs, r.ID)
-			cr.close()
-			return err
+	err := c.send(cr, false)
+	if err == nil {
+		return nil
+	}
+	var ce *connError
+	if !errors.As(err, &ce) {
+		// This registration's own failure (its owner gone, no pidfd):
+		// the connection is sound, and closing it would tell the service
+		// that we died, tearing down our other runs.
+		delete(c.regs, r.ID)
+		cr.close()
+		return err
+	}
+	if err := c.reconnectLocked(ctx); err != nil {
+		delete(c.regs, r.ID)
+		cr.close()
+		if c.conn == nil && len(c.regs) > 0 {
+			// Our other runs are registered nowhere now: keep trying
+			// for them (the watch of the dead connection saw it
+			// replaced, and gave up).
+			go c.retry(nil)
 		}
-		if err := c.reconnectLocked(ctx); err != nil {
-			delete(c.regs, r.ID)
-			cr.close()
-			return err
-		}
+		return err
 	}
 	return nil
 }
+
+// retryReturned is called as retry returns (a test's hook).
+var retryReturned = func() {}
+
+// connError is a failure to write to the service's connection: the
+// connection is broken, the service gone.
+type connError struct{ err error }
+
+func (e *connError) Error() string { return e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
 
 // Unregister tells the service the owner tore run id down itself.
 func (c *Client) Unregister(id string) {
@@ -238,7 +260,7 @@ var errOwnerGone = errors.New("the owner is gone")
 // the service is told so and tears it down at once.
 func (c *Client) send(cr *clientReg, goneOK bool) error {
 	if c.conn == nil {
-		return net.ErrClosed
+		return &connError{net.ErrClosed}
 	}
 	var fds []int
 	flags := ""
@@ -270,8 +292,10 @@ func (c *Client) send(cr *clientReg, goneOK bool) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	_, _, err := c.conn.WriteMsgUnix([]byte(msg), oob, nil)
-	return err
+	if _, _, err := c.conn.WriteMsgUnix([]byte(msg), oob, nil); err != nil {
+		return &connError{err}
+	}
+	return nil
 }
 
 // connect dials the service (starting one if none answers) and starts the
@@ -287,7 +311,8 @@ func (c *Client) connect(ctx context.Context) error {
 }
 
 // reconnectLocked replaces a broken connection and registers every run
-// again. c.mu is held.
+// again. c.mu is held. A run that cannot be registered again for a reason
+// of its own is dropped (and logged): it must not cost the others theirs.
 func (c *Client) reconnectLocked(ctx context.Context) error {
 	if c.conn != nil {
 		c.conn.Close()
@@ -296,9 +321,16 @@ func (c *Client) reconnectLocked(ctx context.Context) error {
 	if err := c.connect(ctx); err != nil {
 		return err
 	}
-	for _, cr := range c.regs {
-		if err := c.send(cr, true); err != nil {
-			return fmt.Errorf("guardian: register %s again: %w", cr.ID, err)
+	for id, cr := range c.regs {
+		err := c.send(cr, true)
+		var ce *connError
+		switch {
+		case errors.As(err, &ce):
+			return fmt.Errorf("guardian: register %s again: %w", id, err)
+		case err != nil:
+			logf("owner %d: run %s cannot be registered again, left unguarded: %v", os.Getpid(), id, err)
+			delete(c.regs, id)
+			cr.close()
 		}
 	}
 	return nil
@@ -314,19 +346,29 @@ func (c *Client) watch(conn *net.UnixConn) {
 			break
 		}
 	}
+	c.retry(conn)
+}
+
+// retry connects again after the service on conn died (conn nil: after a
+// failed reconnect, none) and registers every run again, unless someone
+// else has done so meanwhile.
+func (c *Client) retry(conn *net.UnixConn) {
+	defer retryReturned()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn != conn {
-		return // replaced already
-	}
-	if len(c.regs) == 0 {
-		// Nothing to guard: no service is started for nothing. The next
-		// run connects again (Shared).
-		c.conn.Close()
-		c.conn = nil
-		return
-	}
 	for attempt := 0; ; attempt++ {
+		if c.conn != conn {
+			return // replaced already (a Register reconnected)
+		}
+		if len(c.regs) == 0 {
+			// Nothing to guard: no service is started for nothing. The
+			// next run connects again (Shared).
+			if c.conn != nil {
+				c.conn.Close()
+				c.conn = nil
+			}
+			return
+		}
 		err := c.reconnectLocked(context.Background())
 		if err == nil {
 			logf("owner %d: service died; registered %d runs again", os.Getpid(), len(c.regs))
@@ -336,6 +378,7 @@ func (c *Client) watch(conn *net.UnixConn) {
 			logf("owner %d: service died and none can be had: %v", os.Getpid(), err)
 			return
 		}
+		conn = c.conn // nil: the failed attempt closed it
 		c.mu.Unlock()
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
 		c.mu.Lock()

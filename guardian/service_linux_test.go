@@ -20,6 +20,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
@@ -403,4 +404,242 @@ func TestClientReconnectsOnlyForRuns(t *testing.T) {
 	c.conn = nil
 	c.mu.Unlock()
 	conn.Close()
+}
+
+// fakeService listens at a new socket and hands over what connects.
+type fakeService struct {
+	ln    *net.UnixListener
+	conns chan *net.UnixConn
+}
+
+func newFakeService(t *testing.T, sock string) *fakeService {
+	t.Helper()
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeService{ln: ln, conns: make(chan *net.UnixConn, 8)}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			f.conns <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return f
+}
+
+// noBinary keeps a client from starting a real service.
+var noBinary = ClientOptions{Binary: "/nonexistent/snakepit"}
+
+// acceptRegs reads n registrations from the first connection that carries
+// any: a client probing whether a service answers connects and closes.
+func (f *fakeService) acceptRegs(t *testing.T, n int) (*net.UnixConn, []string) {
+	t.Helper()
+	for {
+		conn := f.accept(t)
+		buf := make([]byte, 512)
+		var ids []string
+		for len(ids) < n {
+			m, err := conn.Read(buf)
+			if err != nil {
+				break
+			}
+			id, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:m]), "R "), "\x00")
+			ids = append(ids, id)
+		}
+		if len(ids) == n {
+			return conn, ids
+		}
+		if len(ids) > 0 {
+			t.Fatalf("the connection closed after %v", ids)
+		}
+	}
+}
+
+func (f *fakeService) accept(t *testing.T) *net.UnixConn {
+	t.Helper()
+	select {
+	case c := <-f.conns:
+		t.Cleanup(func() { c.Close() })
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection within 10s")
+		return nil
+	}
+}
+
+// readRegs reads n registrations from conn and returns their run IDs.
+func readRegs(t *testing.T, conn *net.UnixConn, n int) []string {
+	t.Helper()
+	var ids []string
+	buf := make([]byte, 512)
+	for len(ids) < n {
+		m, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("after %v: %v", ids, err)
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(buf[:m]), "R "), "\x00")
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// A registration that fails for a reason of its own (its owner cannot be
+// pinned) keeps the connection: closing it would tell the service the
+// owner died, and it would tear down the owner's other runs.
+func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "guardian.sock")
+	svc := newFakeService(t, sock)
+	ctx := context.Background()
+	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	server := svc.accept(t)
+	a := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: a}); err != nil {
+		t.Fatal(err)
+	}
+	readRegs(t, server, 1)
+	before := c.conn
+	// The owner (a live process) cannot be pinned: no descriptor is left
+	// for its pidfd (no other test runs meanwhile).
+	owner := exec.Command("sleep", "300")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = owner.Process.Kill(); _ = owner.Wait() }()
+	id, err := reaper.IdentityOf(owner.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := record.BootID()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	free, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	low := lim
+	low.Cur = uint64(free) // the lowest free descriptor is now out of reach
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Register(ctx, Registration{ID: runid.Generate(), Owner: record.Owner{PID: id.PID, Start: id.Start, BootID: boot}})
+	if serr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); serr != nil {
+		t.Fatal(serr)
+	}
+	if err == nil {
+		t.Fatal("a registration whose owner cannot be pinned went through")
+	}
+	if c.conn != before {
+		t.Fatal("the client replaced its connection: the service would take the close for our death")
+	}
+	next := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: next}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readRegs(t, server, 1); got[0] != next {
+		t.Fatalf("the same connection then carried %v, want %s", got, next)
+	}
+	c.mu.Lock()
+	c.conn.Close()
+	c.conn, c.regs = nil, nil
+	c.mu.Unlock()
+}
+
+// When the service died and the watch keeps trying, a Register that meets
+// the next service first reconnects; the watch must then leave that
+// connection alone (closing it would tear down every run on it).
+func TestClientRetryLeavesNewConnection(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "guardian.sock")
+	svc := newFakeService(t, sock)
+	done := make(chan struct{}, 4)
+	old := retryReturned
+	retryReturned = func() { done <- struct{}{} }
+	defer func() { retryReturned = old }()
+	ctx := context.Background()
+	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: a}); err != nil {
+		t.Fatal(err)
+	}
+	first := svc.accept(t)
+	readRegs(t, first, 1)
+	svc.ln.Close() // the service dies: its socket goes, and the watch retries
+	first.Close()
+	testenv.Eventually(t, 10*time.Second, "the client without a connection", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.conn == nil
+	})
+	next := newFakeService(t, sock)
+	b := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: b}); err != nil {
+		t.Fatal(err)
+	}
+	server, _ := next.acceptRegs(t, 2) // a again, and b
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch's retry did not end")
+	}
+	last := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: last}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readRegs(t, server, 1); got[0] != last {
+		t.Fatalf("the connection then carried %v, want %s", got, last)
+	}
+	c.mu.Lock()
+	c.conn.Close()
+	c.conn, c.regs = nil, nil
+	c.mu.Unlock()
+}
+
+// A Register whose reconnect fails (its ctx ended, no service answers)
+// must not leave the owner's other runs registered nowhere: they are
+// registered with the next service that answers.
+func TestClientFailedReconnectKeepsTrying(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "guardian.sock")
+	svc := newFakeService(t, sock)
+	ctx := context.Background()
+	// Connected by hand, with no watch: the connection's death is found
+	// by the next Register alone.
+	conn, err := connectTo(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{o: noBinary, sock: sock, conn: conn, regs: map[string]*clientReg{}}
+	a := runid.Generate()
+	if err := c.Register(ctx, Registration{ID: a}); err != nil {
+		t.Fatal(err)
+	}
+	server := svc.accept(t)
+	readRegs(t, server, 1)
+	svc.ln.Close()
+	server.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := c.Register(cctx, Registration{ID: runid.Generate()}); err == nil {
+		t.Fatal("Register with no service and a done ctx went through")
+	}
+	next := newFakeService(t, sock)
+	if _, got := next.acceptRegs(t, 1); got[0] != a {
+		t.Fatalf("the next service got %v, want %s registered again", got, a)
+	}
+	c.mu.Lock()
+	c.conn.Close()
+	c.conn, c.regs = nil, nil
+	c.mu.Unlock()
 }

@@ -138,18 +138,39 @@ func Dying(pid int) bool {
 		return false
 	}
 	var buf [1024]byte
-	for _, tid := range tasks {
+	return threadsDying(pid, tasks, func(tid string) (Stat, error) {
 		n, err := readProcFile(pid, "task/"+tid+"/stat", buf[:])
 		if err != nil {
+			return Stat{}, err
+		}
+		return ParseStat(buf[:n])
+	})
+}
+
+// threadsDying is Dying's scan of the threads tids of pid, read by stat.
+func threadsDying(pid int, tids []string, stat func(tid string) (Stat, error)) bool {
+	for _, tid := range tids {
+		st, err := stat(tid)
+		if errors.Is(err, ErrNoProcess) {
 			continue // that thread is gone
 		}
-		st, err := ParseStat(buf[:n])
-		if err != nil || !(st.Exiting() || st.Pending&(1<<(unix.SIGKILL-1)) != 0) {
+		if err != nil || !dying(st) {
 			return false
 		}
 	}
+	// An exec from a thread other than the leader looks like a death for a
+	// moment: the leader exits, and the exec'ing thread swaps thread IDs
+	// with it, so that its own ID is gone or names the dead leader. After
+	// an exec the leader's PID names a live thread again; after a death it
+	// does not.
+	if st, err := stat(strconv.Itoa(pid)); err == nil && !dying(st) {
+		return false
+	}
 	return true
 }
+
+// dying: the thread is dead, inside exit(2), or has SIGKILL queued.
+func dying(st Stat) bool { return st.Exiting() || st.Pending&(1<<(unix.SIGKILL-1)) != 0 }
 
 // killed reports whether process pid was sent SIGKILL as a whole (kill(2),
 // pidfd_send_signal): that stays in its shared pending set, ShdPnd in

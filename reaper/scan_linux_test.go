@@ -517,3 +517,99 @@ func TestPidfdExitedThroughSignals(t *testing.T) {
 		t.Fatal("PidfdExited(SIGKILLed sleep) is false")
 	}
 }
+
+// threadsDying, on the reads an exec from a thread other than the leader
+// can give: the leader already exited, the exec'ing thread's ID gone (it
+// took over the leader's PID). The process lives on: the leader's PID names
+// a live thread when read again. A death reads the same, but for that.
+func TestThreadsDyingThroughExec(t *testing.T) {
+	zombie := Stat{State: 'Z'}
+	running := Stat{State: 'R'}
+	for _, tc := range []struct {
+		name        string
+		leaderAfter Stat // the leader's second read
+		leaderGone  bool // ... or it is gone by then
+		want        bool
+	}{
+		{"exec", running, false, false},
+		{"death", zombie, false, true},
+		{"death, reaped meanwhile", Stat{}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reads := 0
+			stat := func(tid string) (Stat, error) {
+				switch tid {
+				case "100":
+					reads++
+					if reads == 1 {
+						return zombie, nil
+					}
+					if tc.leaderGone {
+						return Stat{}, ErrNoProcess
+					}
+					return tc.leaderAfter, nil
+				case "101": // killed by the exec (or the death), not yet gone
+					return Stat{State: 'S', Pending: 1 << (unix.SIGKILL - 1)}, nil
+				default: // the exec'ing thread, or one that exited
+					return Stat{}, ErrNoProcess
+				}
+			}
+			if got := threadsDying(100, []string{"100", "101", "102"}, stat); got != tc.want {
+				t.Fatalf("threadsDying = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// A thread read as alive decides at once.
+	if threadsDying(100, []string{"100", "101"}, func(tid string) (Stat, error) { return Stat{State: 'S'}, nil }) {
+		t.Fatal("a live thread read as dying")
+	}
+}
+
+// The same on the kernel: a chain of execs, each from a thread other than
+// the leader (Python's threads), while Dying is asked again and again. It
+// said yes 32-39 times in 100 execs before it read the leader again.
+func TestDyingNotDuringExec(t *testing.T) {
+	python := testenv.RequireTool(t, "python3")
+	const chain = `
+import os, sys, threading
+n = int(sys.argv[1])
+if n == 0:
+    open(sys.argv[2], "w").close()
+    threading.Event().wait()
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+t = threading.Thread(target=lambda: os.execv(sys.executable, [sys.executable, sys.argv[0], str(n - 1), sys.argv[2]]))
+t.start()
+t.join()
+`
+	dir := t.TempDir()
+	script, done := dir+"/chain.py", dir+"/done"
+	if err := os.WriteFile(script, []byte(chain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(python, script, "40", done)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	yes, asked := 0, 0
+	for {
+		if _, err := os.Stat(done); err == nil {
+			break
+		}
+		if PidfdExited(fd, 0) {
+			t.Fatal("the exec chain died")
+		}
+		asked++
+		if Dying(cmd.Process.Pid) {
+			yes++
+		}
+	}
+	if yes > 0 {
+		t.Fatalf("Dying said yes %d times of %d during 40 execs of a live process", yes, asked)
+	}
+}
