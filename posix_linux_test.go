@@ -339,7 +339,9 @@ func TestModeArguments(t *testing.T) {
 func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
 	r := newTestRun(t, Options{})
 	t.Setenv(record.DirEnv, t.TempDir())
-	_, err := Create(context.Background(), Options{ID: r.ID()})
+	// No guardian: a service started for this Create would put its socket
+	// beside the records, in the temporary directory being removed.
+	_, err := Create(context.Background(), Options{ID: r.ID(), NoGuardian: true})
 	if !errors.Is(err, cgroup.ErrExists) {
 		t.Fatalf("auto mode, ID in use: %v, want ErrExists", err)
 	}

@@ -90,6 +90,16 @@ type Options struct {
 	// /proc/self/exe: right for the CLI, and for a program that calls
 	// pidns.RunIfInit() first thing in its main.
 	InitPath string
+	// IdentityHelper, if set, is a snakepit executable through which a
+	// worker whose identity changes (Credential) drops it: the forked child
+	// execs the helper's __exec mode with our identity, and the helper sets
+	// the user and groups and execs the command (package jail,
+	// WrapIdentity). Set it in a process that the workers' users must not
+	// be able to hold: with Go's vfork, a child that its user stops between
+	// setuid and exec holds the spawning thread, and then every garbage
+	// collection, so the whole process. It costs a process start per such
+	// worker. Not used with PidNS, whose init drops the identity already.
+	IdentityHelper string
 	// AdoptOrphans (POSIX mode) counts every child of this process that is
 	// not a worker or the guardian as the run's: orphans re-parented to us,
 	// the subreaper. Only for a process that owns one run, has no other
@@ -486,6 +496,13 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	if waitDelay == 0 {
 		waitDelay = 2 * time.Second
 	}
+	// The helper's report pipe of the latest cmd (IdentityHelper).
+	var helperR, helperW *os.File
+	defer func() {
+		if helperW != nil {
+			helperW.Close() // the child has its copy
+		}
+	}()
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(c.Args[0], c.Args[1:]...)
 		cmd.Env = env
@@ -502,6 +519,17 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 			c.Modify(cmd)
 		}
 		r.wrapCmd(cmd) // --pid-ns
+		if h := r.opts.IdentityHelper; h != "" && !r.opts.PidNS {
+			if helperR != nil {
+				helperR.Close() // a retry's fresh cmd: a fresh pipe
+				helperW.Close()
+				helperR, helperW = nil, nil
+			}
+			var err error
+			if helperR, helperW, err = jail.WrapIdentity(cmd, h); err != nil {
+				cmd.Err = err
+			}
+		}
 		return cmd
 	}
 	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
@@ -520,7 +548,14 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	} else {
 		w.proc, err = r.spawner.Start(ctx, newCmd, so)
 	}
+	if helperW != nil {
+		helperW.Close()
+		helperW = nil
+	}
 	if err != nil {
+		if helperR != nil {
+			helperR.Close()
+		}
 		jc.ready.Cleanup()
 		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
@@ -536,6 +571,18 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.box.Adopt(w.PID(), w.PidFD())
 	jc.ready.Started()
 	go w.wait()
+	if helperR != nil {
+		if err := jail.AwaitExec(ctx, helperR); err != nil {
+			// The helper could not become the command: it exits after
+			// its report; collect it (its wait releases what it held).
+			w.kill()
+			select {
+			case <-w.done:
+			case <-ctx.Done():
+			}
+			return nil, fmt.Errorf("start %s: %w", c.Args[0], err)
+		}
+	}
 	return w, nil
 }
 
@@ -583,12 +630,14 @@ func (w *Worker) wait() {
 	}
 	// Reaped: its pidfd and the run's entry go now, not at teardown, so a
 	// long-lived run that restarts its workers holds no descriptor per
-	// exited worker. The Worker keeps its status for Wait.
+	// exited worker; nor its Cmd (argv, environment). The Worker keeps its
+	// status for Wait.
 	w.fdMu.Lock()
 	if w.proc.PidFD >= 0 {
 		unix.Close(w.proc.PidFD)
 		w.proc.PidFD = -1
 	}
+	w.proc.Cmd = nil
 	w.fdMu.Unlock()
 	if w.ready != nil {
 		w.ready.Exited() // its notify socket is gone before anyone sees done
@@ -674,6 +723,9 @@ func (w *Worker) Signal(sig syscall.Signal) error {
 			return os.ErrProcessDone
 		}
 		return err
+	}
+	if w.proc.Cmd == nil {
+		return os.ErrProcessDone
 	}
 	return w.proc.Cmd.Process.Signal(sig)
 }

@@ -53,6 +53,7 @@ type Daemon struct {
 	qmu    sync.Mutex // guards usage, starts; taken inside mu and runState.mu, never around them
 	usage  map[int]*usage
 	starts map[int]chan struct{} // per non-root UID: its starts in progress (start_linux.go)
+	opens  map[int]int           // per UID: its opens of output files in progress (peer_linux.go)
 
 	mu       sync.Mutex
 	runs     map[string]*runState

@@ -32,8 +32,11 @@ import (
 
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/client"
+	"github.com/snakepit/snakepit/daemon"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // dialAs connects to socket with the given credentials, which SO_PEERCRED
@@ -961,4 +964,259 @@ func TestHostileEscapedWorker(t *testing.T) {
 		pids, err := esc.Procs()
 		return err == nil && len(pids) == 0
 	})
+}
+
+// With a readiness line the daemon writes the worker's output on itself:
+// to a file it must keep its own copy of (it once closed the request's,
+// and the worker's next line got it a SIGPIPE), and never to a device that
+// may block the write for ever (a terminal: 400).
+func TestReadyLineOutput(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, daemonOpts{})
+	ctx := ctxT(t, 60*time.Second)
+	run, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = d.c.DeleteRun(context.WithoutCancel(ctx), run.ID, 0) }()
+	out, goOn := filepath.Join(d.dir, "ready.log"), filepath.Join(d.dir, "go-on")
+	w, err := d.c.StartWorker(ctx, run.ID, api.StartWorkerRequest{
+		Argv:   []string{"sh", "-c", `echo READY; while [ ! -e "$0" ]; do sleep 0.01; done; echo after`, goOn},
+		Stdout: &out,
+		Ready:  spec.Readiness{Line: "^READY$"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The start has answered: the request's file is closed. Now the line.
+	if err := os.WriteFile(goOn, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got api.Worker
+	testenv.Eventually(t, 30*time.Second, "the worker's exit", func() bool {
+		r, err := d.c.GetRun(ctx, run.ID)
+		if err != nil || len(r.Workers) != 1 {
+			return false
+		}
+		got = r.Workers[0]
+		return got.ID == w.ID && got.State == api.WorkerExited
+	})
+	if got.Exit == nil || got.Exit.Code != 0 {
+		t.Fatalf("worker ended %+v, want exit 0", got.Exit)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "READY\nafter\n" {
+		t.Fatalf("output file %q, want both lines", b)
+	}
+	tty := "/dev/ptmx"
+	_, err = d.c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"true"}, Stdout: &tty, Ready: spec.Readiness{Line: "x"}})
+	if !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("a terminal as stdout with a readiness line: %v, want 400", err)
+	}
+}
+
+// TestHostileHungOpens: opens of a member's stdout on a mount that never
+// answers (a FUSE mount whose server reads nothing) each keep a thread
+// until they do. A UID may have daemon.MaxOpensPerUID of them; more are refused at
+// once (429), so the member cannot pile up the daemon's threads.
+func TestHostileHungOpens(t *testing.T) {
+	testenv.RequireRoot(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testenv.Missing(t, "no /dev/fuse: %v", err)
+	}
+	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
+	ctx := ctxT(t, 120*time.Second)
+	mnt := filepath.Join(d.dir, "hung")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fuse, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fuse)
+	if err := unix.Mount("sptest-hung", mnt, "fuse", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		unix.Close(fuse)
+		t.Fatalf("mount fuse: %v", err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fuse) // aborts the connection: the hung opens fail
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+	})
+	member := newUserClient(d.socket, memberUID, memberGID, []int{testGroup})
+	defer member.close()
+	var run api.Run
+	if err := member.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
+		t.Fatal(err)
+	}
+	before := usageOf(t, d)
+	t0 := time.Now()
+	const n = 3 * daemon.MaxOpensPerUID
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newUserClient(d.socket, memberUID, memberGID, []int{testGroup}) // a connection each: all at once
+			defer c.close()
+			body := fmt.Sprintf(`{"argv":["true"],"stdout":"%s/f%d"}`, mnt, i)
+			err := c.do(ctx, "POST", api.PathRuns+"/"+run.ID+"/workers", body, 0, nil)
+			code := 0
+			if _, s, ok := strings.Cut(fmt.Sprint(err), ": "); ok {
+				code, _ = strconv.Atoi(strings.Fields(s)[0])
+			}
+			codes <- code
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	count := map[int]int{}
+	for c := range codes {
+		count[c]++
+	}
+	if count[400] > daemon.MaxOpensPerUID || count[400]+count[429] != n {
+		t.Fatalf("answers %v: want at most %d of 400 (no answer within the wait), the rest 429", count, daemon.MaxOpensPerUID)
+	}
+	after := usageOf(t, d)
+	t.Logf("answers %v in %v; daemon threads %d -> %d", count, time.Since(t0), before.threads, after.threads)
+	if after.threads > before.threads+daemon.MaxOpensPerUID+4 {
+		t.Errorf("daemon threads %d -> %d with %d hung opens asked for", before.threads, after.threads, n)
+	}
+	if err := member.do(ctx, "DELETE", api.PathRuns+"/"+run.ID+"?grace=0s", "", 200, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHostileStopLoop: a member's worker loops kill(-1, SIGSTOP), which
+// stops each of its next workers as soon as it can signal them: once they
+// have its user ID. Go forks them with vfork, and a child stopped between
+// its setuid and its exec held the forking thread, then the next garbage
+// collection, so the whole daemon, for ever (found: /v1/status timed out
+// within about a second of starts). The daemon now drops the identity in a
+// process of its own after the fork has exec'd: whatever the member stops
+// is its own worker. Root is answered throughout.
+func TestHostileStopLoop(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
+	ctx := ctxT(t, 180*time.Second)
+	uid := attackerUID()
+	att := newUserClient(d.socket, uid, uid, []int{testGroup})
+	defer att.close()
+	var run api.Run
+	if err := att.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Bounded: a wedged daemon is killed by startDaemon's cleanup.
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = d.c.DeleteRun(c, run.ID, 0)
+	})
+	wpath := api.PathRuns + "/" + run.ID + "/workers"
+	if err := att.do(ctx, "POST", wpath, `{"argv":["sh","-c","while :; do kill -STOP -1 2>/dev/null; done"]}`, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Starts, 16 at a time (the member's share), while root asks for the
+	// status; each start either runs or is answered after its limit.
+	actx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var started atomic.Int64
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newUserClient(d.socket, uid, uid, []int{testGroup})
+			defer c.close()
+			for actx.Err() == nil {
+				_ = c.do(actx, "POST", wpath, `{"argv":["true"]}`, 201, nil)
+				started.Add(1)
+			}
+		}()
+	}
+	defer func() { stop(); wg.Wait() }()
+	sctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
+	for started.Load() < 300 {
+		c, cancel := sctx()
+		_, err := d.c.Status(c)
+		cancel()
+		if err != nil {
+			t.Fatalf("root's status after %d of the member's starts: %v", started.Load(), err)
+		}
+	}
+}
+
+// A member's worker drops to the member's identity in the daemon's __exec
+// helper; what fails there (a program or directory the member may not use)
+// is still the start's 400, and the worker runs as the member.
+func TestMemberStartThroughIdentityHelper(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
+	ctx := ctxT(t, 60*time.Second)
+	member := newUserClient(d.socket, memberUID, memberGID, []int{testGroup})
+	defer member.close()
+	var run api.Run
+	if err := member.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = member.do(context.WithoutCancel(ctx), "DELETE", api.PathRuns+"/"+run.ID+"?grace=0s", "", 200, nil)
+	}()
+	wpath := api.PathRuns + "/" + run.ID + "/workers"
+	private := filepath.Join(d.dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(d.dir, "root-only")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{
+		`{"argv":["` + script + `"]}`,
+		`{"argv":["true"],"dir":"` + private + `"}`,
+	} {
+		if err := member.do(ctx, "POST", wpath, body, 400, nil); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	out := filepath.Join(d.dir, "id.out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_ = os.Chown(out, memberUID, memberGID)
+	var w api.Worker
+	if err := member.do(ctx, "POST", wpath, `{"argv":["sh","-c","id -u; id -g; grep -E '^(NoNewPrivs|Uid)' /proc/self/status"],"stdout":"`+out+`"}`, 201, &w); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d\n%d\n", memberUID, memberGID)
+	testenv.Eventually(t, 10*time.Second, "the worker's output", func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Count(string(b), "\n") >= 4
+	})
+	b, _ := os.ReadFile(out)
+	if !strings.HasPrefix(string(b), want) || !strings.Contains(string(b), fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", memberUID, memberUID, memberUID, memberUID)) || !strings.Contains(string(b), "NoNewPrivs:\t1") {
+		t.Fatalf("the worker reports:\n%s\nwant uid %d gid %d, every uid the member's, no_new_privs", b, memberUID, memberGID)
+	}
+	// A member may narrow its groups (here to none) and name its own group.
+	out2 := filepath.Join(d.dir, "groups.out")
+	f, err = os.Create(out2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_ = os.Chown(out2, memberUID, memberGID)
+	body := fmt.Sprintf(`{"argv":["sh","-c","grep -E '^(Gid|Groups)' /proc/self/status"],"stdout":"%s","group":"%d","groups":[]}`, out2, memberGID)
+	if err := member.do(ctx, "POST", wpath, body, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the worker's groups", func() bool {
+		b, _ := os.ReadFile(out2)
+		return strings.Count(string(b), "\n") >= 2
+	})
+	b, _ = os.ReadFile(out2)
+	_, groups, _ := strings.Cut(string(b), "Groups:")
+	if gids := strings.Fields(groups); len(gids) != 0 || !strings.Contains(string(b), fmt.Sprintf("Gid:\t%d\t", memberGID)) {
+		t.Fatalf("with group %d and groups [] the worker reports:\n%s", memberGID, b)
+	}
 }

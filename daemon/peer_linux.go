@@ -213,13 +213,21 @@ const openWait = 5 * time.Second
 // the calling thread only (raw syscalls), so a member's open runs on a
 // dedicated locked thread that is never unlocked: the runtime then
 // terminates the thread instead of reusing it with foreign credentials.
-func openAs(ctx context.Context, p peer, path string) (*os.File, error) {
+//
+// An open that does not answer keeps its thread until it does: a UID may
+// have maxOpensPerUID of those at once, and is refused more
+// (ErrTooManyOpens), so that no UID can pile up threads.
+func (d *Daemon) openAs(ctx context.Context, p peer, path string) (*os.File, error) {
 	type result struct {
 		f   *os.File
 		err error
 	}
+	if !d.takeOpen(p.uid) {
+		return nil, fmt.Errorf("open %s: %w (%d at once)", path, ErrTooManyOpens, maxOpensPerUID)
+	}
 	rc := make(chan result, 1)
 	go func() {
+		defer d.releaseOpen(p.uid)
 		if p.uid != 0 {
 			runtime.LockOSThread()
 			// No UnlockOSThread: see above.
@@ -247,6 +255,34 @@ func openAs(ctx context.Context, p peer, path string) (*os.File, error) {
 	return nil, fmt.Errorf("open %s: no answer within %v", path, openWait)
 }
 
+// maxOpensPerUID bounds a UID's opens of stdout/stderr files in progress,
+// those that did not answer within openWait included.
+const maxOpensPerUID = 8
+
+// ErrTooManyOpens: the UID has maxOpensPerUID opens in progress.
+var ErrTooManyOpens = errors.New("too many opens of output files in progress")
+
+func (d *Daemon) takeOpen(uid int) bool {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	if d.opens == nil {
+		d.opens = make(map[int]int)
+	}
+	if d.opens[uid] >= maxOpensPerUID {
+		return false
+	}
+	d.opens[uid]++
+	return true
+}
+
+func (d *Daemon) releaseOpen(uid int) {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	if d.opens[uid]--; d.opens[uid] == 0 {
+		delete(d.opens, uid)
+	}
+}
+
 // becomePeer gives the calling (locked) thread p's filesystem credentials.
 func becomePeer(p peer) error {
 	groups := p.groups
@@ -270,6 +306,23 @@ func becomePeer(p peer) error {
 
 // openOutput opens a worker's output file without ever blocking on it.
 // The raw syscalls keep the descriptor away from the runtime's poller.
+// copyable reports whether the daemon may write to f itself (readiness by
+// line): a regular file, or /dev/null. A terminal or another device may
+// block the write for ever.
+func copyable(f *os.File) bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return true
+	case unix.S_IFCHR:
+		return unix.Major(st.Rdev) == 1 && unix.Minor(st.Rdev) == 3 // /dev/null
+	}
+	return false
+}
+
 func openOutput(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
 	if err != nil {

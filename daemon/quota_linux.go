@@ -11,7 +11,25 @@ import (
 // usage is what one UID holds: runs (made or being made) and workers
 // (running or being started). --max-runs and --max-workers bound each
 // UID's own, so a member cannot use up root's share or another member's.
-type usage struct{ runs, workers int }
+type usage struct{ runs, workers, exited int }
+
+// maxExitedPerUID bounds the exited workers the daemon remembers for one
+// UID across its runs (each run also keeps only its newest --max-workers):
+// beyond it, the oldest of the run whose worker just exited are forgotten.
+// Their exits were announced as events when they happened.
+const maxExitedPerUID = 4096
+
+// exitedOver counts n more remembered exited workers of uid (n may be
+// negative) and returns how many it has beyond maxExitedPerUID.
+func (d *Daemon) exitedOver(uid, n int) int {
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	u := d.usageLocked(uid)
+	u.exited += n
+	over := u.exited - maxExitedPerUID
+	d.putLocked(uid, u)
+	return over
+}
 
 func (d *Daemon) usageLocked(uid int) *usage {
 	u := d.usage[uid]
@@ -24,7 +42,7 @@ func (d *Daemon) usageLocked(uid int) *usage {
 
 // putLocked forgets a UID that holds nothing.
 func (d *Daemon) putLocked(uid int, u *usage) {
-	if u.runs <= 0 && u.workers <= 0 {
+	if u.runs <= 0 && u.workers <= 0 && u.exited <= 0 {
 		delete(d.usage, uid)
 	}
 }

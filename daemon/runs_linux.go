@@ -44,6 +44,7 @@ type runState struct {
 	running  int            // workers not yet exited
 	starting int            // workers being started: they count against the limit already
 	stopping bool
+	removed  bool // torn down and forgotten: its exited workers no longer count (exitedOver)
 
 	tdOnce   sync.Once
 	td       api.Teardown
@@ -178,6 +179,10 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 		// configured (NoGuardian) there is none.
 		opts.NoGuardian = guardian == nil
 		opts.Mode = snakepit.ModeCgroup // runs are read through their cgroup: no POSIX fallback
+		// A worker's user must not be able to stop its spawn between
+		// setuid and exec, which would hold the whole daemon: the
+		// identity is dropped in our own __exec (the daemon is snakepit).
+		opts.IdentityHelper = "/proc/self/exe"
 		opts.OnEvent = func(e snakepit.Event) { d.limitEvent(uid, e) }
 		r, err = snakepit.Create(ctx, opts)
 		if req.ID != "" || !errors.Is(err, cgroup.ErrExists) {
@@ -259,7 +264,15 @@ func credentialFor(p peer, req api.StartWorkerRequest) (snakepit.Credential, *ht
 	if asked.IsZero() {
 		return own, nil
 	}
-	rc, err := jail.Resolve(asked)
+	// What is not asked for is the member's own: its user, its group.
+	q := asked
+	if q.User == "" {
+		q.User = own.User
+	}
+	if q.Group == "" && asked.User == "" {
+		q.Group = own.Group
+	}
+	rc, err := jail.Resolve(q)
 	if err != nil {
 		if herr := specError(err); herr != nil {
 			return own, herr
@@ -276,6 +289,13 @@ func credentialFor(p peer, req api.StartWorkerRequest) (snakepit.Credential, *ht
 	}
 	if asked.Group != "" {
 		own.Group = strconv.Itoa(rc.GID())
+	}
+	if asked.Groups != nil {
+		// A narrower set of the member's groups, or none.
+		own.Groups = []string{}
+		for _, g := range rc.Groups() {
+			own.Groups = append(own.Groups, strconv.Itoa(g))
+		}
 	}
 	return own, nil
 }
@@ -327,7 +347,10 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 		if path == nil {
 			return nil, nil
 		}
-		f, err := openAs(ctx, p, *path)
+		f, err := d.openAs(ctx, p, *path)
+		if errors.Is(err, ErrTooManyOpens) {
+			return nil, errf(http.StatusTooManyRequests, api.CodeLimit, "%s: %v", name, err)
+		}
 		if err != nil {
 			return nil, errf(http.StatusBadRequest, api.CodeBadRequest, "%s: %v", name, err)
 		}
@@ -337,6 +360,12 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	stdout, herr := open("stdout", req.Stdout)
 	if herr != nil {
 		return api.Worker{}, herr
+	}
+	if req.Ready.Line != "" && stdout != nil && !copyable(stdout) {
+		// With a readiness line the daemon itself writes the output on:
+		// a device that blocks the write would hold it for ever.
+		return api.Worker{}, errf(http.StatusBadRequest, api.CodeBadRequest,
+			"stdout: with ready.line it must be a regular file or /dev/null (the daemon copies the output)")
 	}
 	stderr, herr := open("stderr", req.Stderr)
 	if herr != nil {
@@ -443,8 +472,9 @@ func (d *Daemon) workerExited(rs *runState, ws *workerState) {
 	e := toExit(st)
 	rs.mu.Lock()
 	ws.exit = e
+	ws.argv = boundArgv(ws.argv) // kept for the listing only
 	rs.running--
-	rs.pruneExitedLocked(d.maxWorkers)
+	d.rememberExitLocked(rs)
 	rs.mu.Unlock()
 	d.releaseWorker(rs.owner)
 	d.workers.Add(-1)
@@ -455,13 +485,26 @@ func (d *Daemon) workerExited(rs *runState, ws *workerState) {
 	d.kickStatus()
 }
 
+// rememberExitLocked counts a worker of rs that just exited, and forgets
+// rs's oldest exited workers beyond its --max-workers and its UID's
+// maxExitedPerUID. rs.mu is held.
+func (d *Daemon) rememberExitLocked(rs *runState) {
+	if rs.removed {
+		return
+	}
+	over := d.exitedOver(rs.owner, 1)
+	keep := min(d.maxWorkers, len(rs.workers)-rs.running-max(over, 0))
+	d.exitedOver(rs.owner, -rs.pruneExitedLocked(keep))
+}
+
 // pruneExitedLocked forgets the oldest exited workers beyond keep, so a
 // long-lived run whose pool restarts its workers does not grow without
-// bound; their exit was announced as an event when it happened.
-func (rs *runState) pruneExitedLocked(keep int) {
+// bound; their exit was announced as an event when it happened. It returns
+// how many it forgot.
+func (rs *runState) pruneExitedLocked(keep int) int {
 	exited := len(rs.workers) - rs.running
 	if exited <= keep {
-		return
+		return 0
 	}
 	drop := exited - keep
 	kept := rs.workers[:0]
@@ -474,6 +517,30 @@ func (rs *runState) pruneExitedLocked(keep int) {
 	}
 	clear(rs.workers[len(kept):])
 	rs.workers = kept
+	return exited - keep - drop
+}
+
+// maxArgvKept bounds the bytes of an exited worker's argv kept for the
+// listing (a start's body may carry up to 64 KiB of it).
+const maxArgvKept = 1024
+
+// boundArgv returns argv cut to about maxArgvKept bytes; a cut argument
+// ends in "...".
+func boundArgv(argv []string) []string {
+	n := 0
+	for i, a := range argv {
+		if n+len(a) > maxArgvKept {
+			out := append([]string(nil), argv[:i]...)
+			if room := maxArgvKept - n; room > 0 {
+				out = append(out, a[:room]+"...")
+			} else {
+				out = append(out, "...")
+			}
+			return out
+		}
+		n += len(a)
+	}
+	return argv
 }
 
 func (rs *runState) worker(wid int) *workerState {
@@ -581,6 +648,10 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		d.mu.Lock()
 		delete(d.runs, rs.run.ID())
 		d.mu.Unlock()
+		rs.mu.Lock()
+		rs.removed = true
+		d.exitedOver(rs.owner, -(len(rs.workers) - rs.running))
+		rs.mu.Unlock()
 		d.releaseRun(rs.owner)
 		d.metrics.tornDown(rs.run.Mechanism(), td)
 		d.log.Info("run torn down", "run", td.ID, "uid", rs.owner, "terminated", td.Terminated, "killed", td.Killed,

@@ -49,6 +49,10 @@ type Ready struct {
 	cgRel    string   // run cgroup, relative to the mount, for sender checks
 	drainMu  sync.Mutex
 	stopOnce sync.Once
+
+	// line mode: our own copy of the caller's stdout file, which the
+	// watcher writes to (closed once the worker's output is copied)
+	dst *os.File
 }
 
 // NewReady prepares readiness for a worker that will run as uid:gid
@@ -129,6 +133,14 @@ func (rs *Ready) WrapStdout(w io.Writer) io.Writer {
 	if w == nil {
 		w = io.Discard
 	}
+	if f, ok := w.(*os.File); ok {
+		// The caller may close its file once the worker has started, as
+		// with any file given to os/exec; the watcher writes after that.
+		if fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			rs.dst = os.NewFile(uintptr(fd), f.Name())
+			w = rs.dst
+		}
+	}
 	return &lineWatcher{dst: w, rs: rs}
 }
 
@@ -147,6 +159,9 @@ func (rs *Ready) Started() {
 // notify reader stops after a last drain; without one, no more signals
 // can come.
 func (rs *Ready) Exited() {
+	if rs.dst != nil {
+		rs.dst.Close() // its output was copied (the waiter's Wait returned)
+	}
 	if rs.sock == nil {
 		close(rs.finished)
 		return
@@ -284,6 +299,9 @@ func (rs *Ready) Finish(ctx context.Context) {
 
 // cleanup closes the socket and removes its directory.
 func (rs *Ready) Cleanup() {
+	if rs.dst != nil {
+		rs.dst.Close()
+	}
 	if rs.sock != nil {
 		rs.sock.Close()
 	}
