@@ -197,6 +197,20 @@ func waitIdle(t *testing.T, d *daemonProc) {
 // fixed test UIDs that other members' requests use.
 func attackerUID() int { return 65000 + os.Getpid()%500 }
 
+// attackerRun makes a run of a member whose UID no other test uses, and
+// returns the UID, its client (closed at the test's end) and the run.
+func attackerRun(ctx context.Context, t *testing.T, d *daemonProc) (int, *userClient, api.Run) {
+	t.Helper()
+	uid := attackerUID()
+	att := newUserClient(d.socket, uid, uid, []int{testGroup})
+	t.Cleanup(att.close)
+	var run api.Run
+	if err := att.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
+		t.Fatal(err)
+	}
+	return uid, att, run
+}
+
 // Finding 1: a member whose worker loops kill(-1, SIGSTOP) stops its next
 // worker before exec, which held the shared spawn thread (and the reaper)
 // for ever. Whether such a loop lands between clone and exec is chance, so
@@ -208,13 +222,7 @@ func TestHostileStoppedStart(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
 	ctx := ctxT(t, 180*time.Second)
-	uid := attackerUID()
-	att := newUserClient(d.socket, uid, uid, []int{testGroup})
-	defer att.close()
-	var run api.Run
-	if err := att.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
-		t.Fatal(err)
-	}
+	_, att, run := attackerRun(ctx, t, d)
 	freeze := func(v string) error { return os.WriteFile(filepath.Join(run.Cgroup, "cgroup.freeze"), []byte(v), 0) }
 	t.Cleanup(func() {
 		_ = freeze("0")
@@ -1099,13 +1107,7 @@ func TestHostileStopLoop(t *testing.T) {
 	testenv.RequireRoot(t)
 	d := startDaemon(t, daemonOpts{args: []string{"--group", strconv.Itoa(testGroup)}})
 	ctx := ctxT(t, 180*time.Second)
-	uid := attackerUID()
-	att := newUserClient(d.socket, uid, uid, []int{testGroup})
-	defer att.close()
-	var run api.Run
-	if err := att.do(ctx, "POST", api.PathRuns, `{}`, 201, &run); err != nil {
-		t.Fatal(err)
-	}
+	uid, att, run := attackerRun(ctx, t, d)
 	t.Cleanup(func() {
 		// Bounded: a wedged daemon is killed by startDaemon's cleanup.
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -542,17 +542,8 @@ func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
 	if c.conn != before {
 		t.Fatal("the client replaced its connection: the service would take the close for our death")
 	}
-	next := runid.Generate()
-	if err := c.Register(ctx, Registration{ID: next}); err != nil {
-		t.Fatal(err)
-	}
-	if got := readRegs(t, server, 1); got[0] != next {
-		t.Fatalf("the same connection then carried %v, want %s", got, next)
-	}
-	c.mu.Lock()
-	c.conn.Close()
-	c.conn, c.regs = nil, nil
-	c.mu.Unlock()
+	carries(t, c, server)
+	dropClient(c)
 }
 
 // When the service died and the watch keeps trying, a Register that meets
@@ -594,17 +585,8 @@ func TestClientRetryLeavesNewConnection(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch's retry did not end")
 	}
-	last := runid.Generate()
-	if err := c.Register(ctx, Registration{ID: last}); err != nil {
-		t.Fatal(err)
-	}
-	if got := readRegs(t, server, 1); got[0] != last {
-		t.Fatalf("the connection then carried %v, want %s", got, last)
-	}
-	c.mu.Lock()
-	c.conn.Close()
-	c.conn, c.regs = nil, nil
-	c.mu.Unlock()
+	carries(t, c, server)
+	dropClient(c)
 }
 
 // A Register whose reconnect fails (its ctx ended, no service answers)
@@ -638,8 +620,28 @@ func TestClientFailedReconnectKeepsTrying(t *testing.T) {
 	if _, got := next.acceptRegs(t, 1); got[0] != a {
 		t.Fatalf("the next service got %v, want %s registered again", got, a)
 	}
+	dropClient(c)
+}
+
+// carries checks that c still uses the connection server holds: a new
+// registration arrives there.
+func carries(t *testing.T, c *Client, server *net.UnixConn) {
+	t.Helper()
+	id := runid.Generate()
+	if err := c.Register(context.Background(), Registration{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readRegs(t, server, 1); got[0] != id {
+		t.Fatalf("the connection carried %v, want %s", got, id)
+	}
+}
+
+// dropClient closes c's connection and forgets its runs (a test's end).
+func dropClient(c *Client) {
 	c.mu.Lock()
-	c.conn.Close()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		c.conn.Close()
+	}
 	c.conn, c.regs = nil, nil
-	c.mu.Unlock()
 }

@@ -482,15 +482,7 @@ func killMarkedForTest(t *testing.T, id string) {
 // sent to the polling thread every millisecond) is not an exit.
 func TestPidfdExitedThroughSignals(t *testing.T) {
 	cmd := exec.Command("sleep", "100")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	fd := startWithPidfd(t, cmd)
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -587,15 +579,7 @@ t.join()
 		t.Fatal(err)
 	}
 	cmd := exec.Command(python, script, "40", done)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	fd := startWithPidfd(t, cmd)
 	yes, asked := 0, 0
 	for {
 		if _, err := os.Stat(done); err == nil {
@@ -612,4 +596,20 @@ t.join()
 	if yes > 0 {
 		t.Fatalf("Dying said yes %d times of %d during 40 execs of a live process", yes, asked)
 	}
+}
+
+// startWithPidfd starts cmd and returns a pidfd of it; both end with the
+// test.
+func startWithPidfd(t *testing.T, cmd *exec.Cmd) int {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
