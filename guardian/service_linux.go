@@ -1115,14 +1115,35 @@ func (s *service) watch(ctx context.Context, r *svcReg) {
 	}()
 }
 
+// A run whose cgroup is still the one it registered is not forgotten: the
+// forget (`snakepit kill`, on a connection of its own) was for an earlier
+// run of that ID, and arrived after this one's registration.
 func (s *service) unwatch(id string) {
 	s.mu.Lock()
 	r := s.watched[id]
+	if r != nil && r.live() {
+		s.mu.Unlock()
+		return
+	}
 	delete(s.watched, id)
 	s.mu.Unlock()
 	if r != nil {
 		r.close()
 	}
+}
+
+// live reports whether r's run cgroup still exists: its cgroup.kill is the
+// file r holds.
+func (r *svcReg) live() bool {
+	if r.kill == nil {
+		return false
+	}
+	held, err := r.kill.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(filepath.Join(r.cgroup, "cgroup.kill"))
+	return err == nil && os.SameFile(held, now)
 }
 
 // waitPidfd blocks until the pidfd is readable (true) or closed (false),

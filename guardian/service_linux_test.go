@@ -645,3 +645,74 @@ func dropClient(c *Client) {
 	}
 	c.conn, c.regs = nil, nil
 }
+
+// A forget (`snakepit kill`, on a connection of its own) names a run by ID
+// only. One that arrives after another run of that ID was registered must
+// leave that live run watched: it forgets only a run whose cgroup is gone.
+func TestForgetSparesALiveRun(t *testing.T) {
+	m := testenv.RequireCgroup2(t)
+	sock := serveForTest(t)
+	parent := testParent(t, m)
+	cmd, _, _ := threads(t, 2)
+	owner, err := record.OwnerOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropClient(c) })
+	mkRun := func() (string, string) {
+		id := runid.Generate()
+		run := filepath.Join(parent, cgroup.Prefix+id)
+		if err := os.Mkdir(run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Rmdir(run) })
+		return id, run
+	}
+	a, runA := mkRun()
+	if err := c.Register(ctx, Registration{ID: a, CgroupPath: runA, Owner: owner}); err != nil {
+		t.Fatal(err)
+	}
+	killA := filepath.Join(runA, "cgroup.kill")
+	testenv.Eventually(t, 10*time.Second, "the service holds the run's cgroup.kill", func() bool {
+		return testenv.FilesOpen(os.Getpid(), killA) == 2 // the client's and the service's
+	})
+	// The forget, then a registration on the same connection: once the
+	// service holds that one, it has read the forget.
+	conn, err := connectTo(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("U " + a)); err != nil {
+		t.Fatal(err)
+	}
+	b, runB := mkRun()
+	killB := filepath.Join(runB, "cgroup.kill")
+	f, err := os.OpenFile(killB, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = conn.WriteMsgUnix([]byte("R "+b+"\x00"+runB+"\x00k"), unix.UnixRights(int(f.Fd())), nil)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the service holds the second run's cgroup.kill", func() bool {
+		return testenv.FilesOpen(os.Getpid(), killB) == 1
+	})
+	if n := testenv.FilesOpen(os.Getpid(), killA); n != 2 {
+		t.Fatalf("the live run was forgotten: %d descriptors of its cgroup.kill, want the service's too", n)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the run torn down with its owner", func() bool {
+		_, err := os.Stat(runA)
+		return errors.Is(err, os.ErrNotExist)
+	})
+}
