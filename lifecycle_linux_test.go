@@ -500,10 +500,12 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 		if env != "" {
 			c.Env = append(os.Environ(), runid.EnvVar+"="+env)
 		}
+		// A group of its own: the cleanup kills the sh's sleep too.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		t.Cleanup(func() { _ = unix.Kill(-c.Process.Pid, unix.SIGKILL); _ = c.Wait() })
 		return c
 	}
 	orphan := start(stale.ID(), "sleep", "300") // outside its run's cgroup

@@ -446,6 +446,7 @@ type Worker struct {
 	fdMu      sync.Mutex // guards proc.PidFD against Teardown closing it
 	Placement spawn.Placement
 	ready     *jail.Ready
+	jobs      *jobs // --pid-ns on a terminal (jobs_linux.go)
 
 	exitMu sync.Mutex
 	onExit []func() // AfterExit's, until the worker has exited
@@ -496,6 +497,18 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	if waitDelay == 0 {
 		waitDelay = 2 * time.Second
 	}
+	// The init's job-control socket (--pid-ns on a terminal); ours goes to
+	// the Worker.
+	jb, initJobs, err := newJobs(c.Foreground && r.opts.PidNS)
+	if err != nil {
+		jc.ready.Cleanup()
+		return nil, err
+	}
+	defer func() {
+		if initJobs != nil {
+			initJobs.Close() // the init has its copy
+		}
+	}()
 	// The helper's report pipe of the latest cmd (IdentityHelper).
 	var helperR, helperW *os.File
 	defer func() {
@@ -518,7 +531,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if c.Modify != nil {
 			c.Modify(cmd)
 		}
-		r.wrapCmd(cmd) // --pid-ns
+		r.wrapCmd(cmd, initJobs) // --pid-ns
 		if h := r.opts.IdentityHelper; h != "" && !r.opts.PidNS {
 			if helperR != nil {
 				helperR.Close() // a retry's fresh cmd: a fresh pipe
@@ -535,7 +548,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
 	r.box.Place(&so)
 
-	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready}
+	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready, jobs: jb}
 	if r.opts.Reaper != nil {
 		w.exitc, err = r.opts.Reaper.Subscribe(func() (int, error) {
 			p, err := r.spawner.Start(ctx, newCmd, so)
@@ -556,6 +569,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if helperR != nil {
 			helperR.Close()
 		}
+		jb.close()
 		jc.ready.Cleanup()
 		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
@@ -592,8 +606,9 @@ func RunEnv(env []string, id string) []string {
 	return jail.OverrideEnv(env, []string{runid.EnvVar + "=" + id})
 }
 
-// wrapCmd applies the run's PID-namespace setting to a fresh exec.Cmd.
-func (r *Run) wrapCmd(cmd *exec.Cmd) {
+// wrapCmd applies the run's PID-namespace setting to a fresh exec.Cmd;
+// jobs is the init's end of its job-control socket, or nil.
+func (r *Run) wrapCmd(cmd *exec.Cmd, jobs *os.File) {
 	if !r.opts.PidNS {
 		return
 	}
@@ -601,7 +616,7 @@ func (r *Run) wrapCmd(cmd *exec.Cmd) {
 	if grace <= 0 {
 		grace = DefaultGrace
 	}
-	pidns.Wrap(cmd, pidns.Options{InitPath: r.opts.InitPath, Grace: grace, UserNS: pidns.UserNSNeeded()})
+	pidns.Wrap(cmd, pidns.Options{InitPath: r.opts.InitPath, Grace: grace, UserNS: pidns.UserNSNeeded(), JobControl: jobs})
 }
 
 func (w *Worker) wait() {
@@ -642,6 +657,7 @@ func (w *Worker) wait() {
 	if w.ready != nil {
 		w.ready.Exited() // its notify socket is gone before anyone sees done
 	}
+	w.jobs.close()
 	close(w.done)
 	w.run.mu.Lock()
 	delete(w.run.workers, w.WID)

@@ -31,6 +31,7 @@ type initArgs struct {
 	grace     time.Duration
 	mountProc bool
 	fds       int
+	jobFD     int // -1: none; else the wrapper's job-control socket (jobs_linux.go)
 	path      string
 	argv      []string
 	cred      *syscall.Credential
@@ -44,6 +45,7 @@ func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
 	fs.DurationVar(&a.grace, "grace", 0, "after the command exits: time the rest of the namespace gets between SIGTERM and SIGKILL")
 	fs.BoolVar(&a.mountProc, "mount-proc", false, "make all mounts private and mount a fresh /proc")
 	fs.IntVar(&a.fds, "fds", 0, "number of inherited files beyond stdio (fds 3...) to pass on")
+	fs.IntVar(&a.jobFD, "job-fd", -1, "a socket to the wrapper for job control on a terminal (not passed on)")
 	fs.StringVar(&a.path, "path", "", "the program to run (default: argv[0], looked up in PATH)")
 	uid := fs.Int64("uid", -1, "run the command with this user ID")
 	gid := fs.Int64("gid", -1, "... and this group ID")
@@ -74,6 +76,9 @@ func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
 	}
 	if a.fds < 0 {
 		return a, fmt.Errorf("%w: --fds %d", ErrUsage, a.fds)
+	}
+	if a.jobFD >= 0 && a.jobFD < 3+a.fds {
+		return a, fmt.Errorf("%w: --job-fd %d is one of the files passed on", ErrUsage, a.jobFD)
 	}
 	return a, nil
 }
@@ -125,7 +130,8 @@ func Main(args []string) int {
 			return 126
 		}
 	}
-	status := superviseCommand(pid, sigc)
+	jobs := newJobControl(a.jobFD, pid)
+	status := superviseCommand(pid, sigc, jobs)
 	shutdownNamespace(a.grace, sigc)
 	return status
 }
@@ -170,16 +176,21 @@ func startCommand(a initArgs) (int, error) {
 
 // superviseCommand forwards signals to pid and reaps every child until pid
 // exits; it returns pid's shell status.
-func superviseCommand(pid int, sigc <-chan os.Signal) int {
+func superviseCommand(pid int, sigc <-chan os.Signal, jobs *jobControl) int {
 	for {
 		if st, done := reapAll(pid); done {
 			return st
 		}
-		s := <-sigc
-		if s == unix.SIGCHLD {
-			continue
+		select {
+		case s := <-sigc:
+			if s == unix.SIGCHLD {
+				jobs.stopped()
+				continue
+			}
+			_ = unix.Kill(pid, s.(syscall.Signal))
+		case <-jobs.continues():
+			jobs.resume()
 		}
-		_ = unix.Kill(pid, s.(syscall.Signal))
 	}
 }
 

@@ -37,6 +37,12 @@ type Options struct {
 	// can mount /proc; the init drops it before starting the command. Needed
 	// when the caller is not root. UserNSNeeded says when.
 	UserNS bool
+	// JobControl, if set, is the init's end of a job-control socket
+	// (SOCK_SEQPACKET) for a command that gets the terminal: the init
+	// writes JobStopped when the command was stopped from it, and
+	// continues it on JobContinue (jobs_linux.go). Not passed on to the
+	// command.
+	JobControl *os.File
 }
 
 // UserNSNeeded reports whether Wrap needs a user namespace in this process:
@@ -79,6 +85,10 @@ func Wrap(cmd *exec.Cmd, o Options) {
 			args = append(args, "--no-setgroups")
 		}
 		a.Credential = nil
+	}
+	if o.JobControl != nil {
+		args = append(args, "--job-fd", strconv.Itoa(3+len(cmd.ExtraFiles)))
+		cmd.ExtraFiles = append(cmd.ExtraFiles, o.JobControl)
 	}
 	args = append(args, "--path", cmd.Path, "--")
 	cmd.Args = append(args, cmd.Args...)

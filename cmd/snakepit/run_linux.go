@@ -267,8 +267,10 @@ loop:
 			}
 		case <-chldc:
 			if commandStopped(w) {
-				suspend(0, w.PID())
+				suspend(0, w.PID(), nil)
 			}
+		case <-w.JobStops(): // --pid-ns: the init's command stopped
+			suspend(0, w.PID(), func() { _ = w.ContinueJob() })
 		case <-stopBy:
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			if _, err := r.Teardown(tctx, 0); err != nil {

@@ -13,7 +13,8 @@ import (
 // group, which gets the terminal: ^C reaches it once, not through us as
 // well. Job control then has to be passed on by hand: a ^Z stops the
 // command's group, not the shell's job (us), so we stop ourselves in turn,
-// and continue the command when we are continued (fg, bg).
+// and continue the command when we are continued (fg, bg). With --pid-ns
+// our child is the namespace's init, which tells us (Worker.JobStops).
 
 // isForegroundTTY reports whether fd is a terminal whose foreground process
 // group is ours: only then do we hand the terminal to the command.
@@ -51,8 +52,9 @@ const cldStopped = 5
 // from the terminal tty: we take the terminal back if the group had it,
 // stop ourselves so that the shell sees its job stopped, and once
 // continued hand the terminal back (if we were continued in the
-// foreground) and continue the group.
-func suspend(tty, pgid int) {
+// foreground) and continue the group: cont, or SIGCONT when nil. (With
+// --pid-ns pgid is the init's group, which cont asks to go on.)
+func suspend(tty, pgid int, cont func()) {
 	signal.Ignore(unix.SIGTTOU) // setting the foreground from the background
 	defer signal.Reset(unix.SIGTTOU)
 	if fg, err := unix.IoctlGetInt(tty, unix.TIOCGPGRP); err == nil && fg == pgid {
@@ -68,6 +70,10 @@ func suspend(tty, pgid int) {
 	runtime.UnlockOSThread()
 	if fg, err := unix.IoctlGetInt(tty, unix.TIOCGPGRP); err == nil && fg == unix.Getpgrp() {
 		_ = unix.IoctlSetPointerInt(tty, unix.TIOCSPGRP, pgid)
+	}
+	if cont != nil {
+		cont()
+		return
 	}
 	_ = unix.Kill(-pgid, unix.SIGCONT)
 }

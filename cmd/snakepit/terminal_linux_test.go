@@ -50,14 +50,27 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 // TestRunJobControl: on a terminal the command's process group has the
 // terminal, so ^Z stops the command and not the wrapper, the shell's job.
 // The wrapper must stop in turn (the shell otherwise waits for ever), and
-// when continued (fg) hand the terminal back and continue the command.
+// when continued (fg) hand the terminal back and continue the command;
+// with --pid-ns through the namespace's init, which cannot stop itself.
 func TestRunJobControl(t *testing.T) {
 	testenv.RequireCgroup2(t)
+	for _, mode := range [][]string{nil, {"--pid-ns"}} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) {
+			if len(mode) > 0 {
+				testenv.RequireRoot(t)
+			}
+			jobControl(t, mode...)
+		})
+	}
+}
+
+func jobControl(t *testing.T, flags ...string) {
 	master, slave := openPTY(t)
 	id := runid.Generate()
 	// As a login shell's job: the wrapper leads a session whose
 	// controlling terminal is the slave, its group in the foreground.
-	cmd := exec.Command(binPath, "run", "--no-guardian", "--run-id", id, "--", "sleep", "300")
+	args := append(append([]string{"run", "--no-guardian", "--run-id", id}, flags...), "--", "sleep", "300")
+	cmd := exec.Command(binPath, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
@@ -69,7 +82,6 @@ func TestRunJobControl(t *testing.T) {
 		_ = cmd.Wait()
 		lcWaitGone(t, id, 10*time.Second)
 	})
-	lcWaitCmdlines(t, lcWaitRun(t, id, 1), "sleep 300")
 	fg := func() int {
 		pgrp, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPGRP)
 		if err != nil {
@@ -77,9 +89,18 @@ func TestRunJobControl(t *testing.T) {
 		}
 		return pgrp
 	}
-	if fg() == wrapper {
-		t.Fatal("the command's group should have the terminal")
-	}
+	// The command, a group leader, has the terminal.
+	g := lcWaitRun(t, id, 1)
+	sleep := 0
+	testenv.Eventually(t, 10*time.Second, "sleep in the foreground", func() bool {
+		pids, _ := g.ProcsRecursive()
+		for _, pid := range pids {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) == "sleep\x00300\x00" {
+				sleep = pid
+			}
+		}
+		return sleep != 0 && fg() == sleep
+	})
 	if _, err := master.Write([]byte{0x1a}); err != nil { // ^Z
 		t.Fatal(err)
 	}
@@ -107,7 +128,7 @@ func TestRunJobControl(t *testing.T) {
 	if err := unix.Kill(wrapper, unix.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the command's group in the foreground again", func() bool { return fg() != wrapper })
+	testenv.Eventually(t, 10*time.Second, "the command's group in the foreground again", func() bool { return fg() == sleep })
 	if _, err := master.Write([]byte{0x03}); err != nil { // ^C: only a running command ends
 		t.Fatal(err)
 	}
