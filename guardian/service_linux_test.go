@@ -285,8 +285,11 @@ func TestOwnersShareOneNotice(t *testing.T) {
 	}
 }
 
-// Every run an owner registered with its pidfd goes when it is killed.
-func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
+// ownerOfRuns sets up a service of this test's, a cgroup parent for its
+// runs, an owner process (two threads) and a client connected to the
+// service that registers runs for that owner.
+func ownerOfRuns(t *testing.T) (string, *exec.Cmd, record.Owner, *Client) {
+	t.Helper()
 	m := testenv.RequireCgroup2(t)
 	sock := serveForTest(t)
 	parent := testParent(t, m)
@@ -295,18 +298,18 @@ func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	c := &Client{sock: sock, regs: map[string]*clientReg{}}
-	if err := c.connect(ctx); err != nil {
+	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	if err := c.connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.mu.Lock()
-		conn := c.conn
-		c.conn = nil
-		c.mu.Unlock()
-		conn.Close()
-	})
+	t.Cleanup(func() { dropClient(c) })
+	return parent, cmd, owner, c
+}
+
+// Every run an owner registered with its pidfd goes when it is killed.
+func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
+	parent, cmd, owner, c := ownerOfRuns(t)
+	ctx := context.Background()
 	const k = 10
 	var runs []string
 	for range k {
@@ -460,6 +463,12 @@ func (f *fakeService) acceptRegs(t *testing.T, n int) (*net.UnixConn, []string) 
 	}
 }
 
+// fakeServiceDir starts a fake service at a socket in a new directory.
+func fakeServiceDir(t *testing.T) (string, *fakeService) {
+	sock := filepath.Join(t.TempDir(), "guardian.sock")
+	return sock, newFakeService(t, sock)
+}
+
 func (f *fakeService) accept(t *testing.T) *net.UnixConn {
 	t.Helper()
 	select {
@@ -492,8 +501,7 @@ func readRegs(t *testing.T, conn *net.UnixConn, n int) []string {
 // pinned) keeps the connection: closing it would tell the service the
 // owner died, and it would tear down the owner's other runs.
 func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "guardian.sock")
-	svc := newFakeService(t, sock)
+	sock, svc := fakeServiceDir(t)
 	ctx := context.Background()
 	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
 	if err := c.connect(ctx); err != nil {
@@ -550,8 +558,7 @@ func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
 // the next service first reconnects; the watch must then leave that
 // connection alone (closing it would tear down every run on it).
 func TestClientRetryLeavesNewConnection(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "guardian.sock")
-	svc := newFakeService(t, sock)
+	sock, svc := fakeServiceDir(t)
 	done := make(chan struct{}, 4)
 	old := retryReturned
 	retryReturned = func() { done <- struct{}{} }
@@ -593,8 +600,7 @@ func TestClientRetryLeavesNewConnection(t *testing.T) {
 // must not leave the owner's other runs registered nowhere: they are
 // registered with the next service that answers.
 func TestClientFailedReconnectKeepsTrying(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "guardian.sock")
-	svc := newFakeService(t, sock)
+	sock, svc := fakeServiceDir(t)
 	ctx := context.Background()
 	// Connected by hand, with no watch: the connection's death is found
 	// by the next Register alone.
@@ -650,20 +656,9 @@ func dropClient(c *Client) {
 // only. One that arrives after another run of that ID was registered must
 // leave that live run watched: it forgets only a run whose cgroup is gone.
 func TestForgetSparesALiveRun(t *testing.T) {
-	m := testenv.RequireCgroup2(t)
-	sock := serveForTest(t)
-	parent := testParent(t, m)
-	cmd, _, _ := threads(t, 2)
-	owner, err := record.OwnerOf(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, cmd, owner, c := ownerOfRuns(t)
+	sock := c.sock
 	ctx := context.Background()
-	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
-	if err := c.connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dropClient(c) })
 	mkRun := func() (string, string) {
 		id := runid.Generate()
 		run := filepath.Join(parent, cgroup.Prefix+id)
