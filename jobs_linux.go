@@ -7,16 +7,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snakepit/snakepit/pidns"
+	"github.com/snakepit/snakepit/internal/jobctl"
 )
 
 // jobs is our end of the job-control socket of a worker started through a
 // PID namespace's init with the terminal (Foreground): the init cannot
 // stop itself when its command is stopped from the terminal, so it says
-// so here (package pidns, jobs_linux.go).
+// so here (package internal/jobctl; pidns/jobs_linux.go).
 type jobs struct {
 	f     *os.File
-	stops chan struct{}
+	stops <-chan struct{}
 }
 
 // newJobs makes the socket when want; it returns our end and the init's.
@@ -29,25 +29,9 @@ func newJobs(want bool) (*jobs, *os.File, error) {
 		return nil, nil, fmt.Errorf("job-control socket: %w", err)
 	}
 	_ = unix.SetNonblock(fds[0], true) // read in the runtime's poller
-	j := &jobs{f: os.NewFile(uintptr(fds[0]), "job-control"), stops: make(chan struct{}, 1)}
-	go j.read()
+	j := &jobs{f: os.NewFile(uintptr(fds[0]), "job-control")}
+	j.stops = jobctl.Notices(j.f, jobctl.MsgStopped)
 	return j, os.NewFile(uintptr(fds[1]), "job-control"), nil
-}
-
-func (j *jobs) read() {
-	b := make([]byte, 1)
-	for {
-		n, err := j.f.Read(b)
-		if err != nil {
-			return // the init exited, or we closed it
-		}
-		if n == 1 && b[0] == pidns.JobStopped {
-			select {
-			case j.stops <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 func (j *jobs) close() {
@@ -78,6 +62,6 @@ func (w *Worker) ContinueJob() error {
 	if w.jobs == nil {
 		return ErrNoJobControl
 	}
-	_, err := w.jobs.f.Write([]byte{pidns.JobContinue})
+	_, err := w.jobs.f.Write([]byte{jobctl.MsgContinue})
 	return err
 }

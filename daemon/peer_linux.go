@@ -304,8 +304,6 @@ func becomePeer(p peer) error {
 	return nil
 }
 
-// openOutput opens a worker's output file without ever blocking on it.
-// The raw syscalls keep the descriptor away from the runtime's poller.
 // copyable reports whether the daemon may write to f itself (readiness by
 // line): a regular file, or /dev/null. A terminal or another device may
 // block the write for ever.
@@ -323,6 +321,8 @@ func copyable(f *os.File) bool {
 	return false
 }
 
+// openOutput opens a worker's output file without ever blocking on it.
+// The raw syscalls keep the descriptor away from the runtime's poller.
 func openOutput(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
 	if err != nil {

@@ -5,6 +5,7 @@ package jail
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
 	"runtime"
 	"strconv"
@@ -52,16 +53,11 @@ func ExecAs(c spec.Credential, path string, argv, env []string) error {
 		for i, g := range rc.groups {
 			groups[i] = int(g)
 		}
-		// The syscall package applies these to every thread of the
-		// process (Go >= 1.16).
 		if err := syscall.Setgroups(groups); err != nil {
 			return fmt.Errorf("setgroups: %w", err)
 		}
-		if err := syscall.Setgid(int(rc.gid)); err != nil {
-			return fmt.Errorf("setgid %d: %w", rc.gid, err)
-		}
-		if err := syscall.Setuid(int(rc.uid)); err != nil {
-			return fmt.Errorf("setuid %d: %w", rc.uid, err)
+		if err := becomeUser(int(rc.uid), int(rc.gid)); err != nil {
+			return err
 		}
 	}
 	if !c.NewPrivileges {
@@ -71,6 +67,19 @@ func ExecAs(c spec.Credential, path string, argv, env []string) error {
 	}
 	if err := syscall.Exec(path, argv, env); err != nil {
 		return &ExecError{Path: path, Err: err}
+	}
+	return nil
+}
+
+// becomeUser sets the process's GID, then its UID (the syscall package
+// applies them to every thread, Go >= 1.16). Its error is an
+// *os.SyscallError naming the call that failed.
+func becomeUser(uid, gid int) error {
+	if err := syscall.Setgid(gid); err != nil {
+		return os.NewSyscallError("setgid", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return os.NewSyscallError("setuid", err)
 	}
 	return nil
 }

@@ -158,17 +158,15 @@ func ExecMain(args []string) int {
 		gs = append(gs, n)
 	}
 	runtime.LockOSThread()
-	// The syscall package applies these to every thread of the process.
 	if !*noSetGroups {
 		if err := syscall.Setgroups(gs); err != nil {
 			return fail("setgroups", err, "", 125)
 		}
 	}
-	if err := syscall.Setgid(int(*gid)); err != nil {
-		return fail("setgid", err, "", 125)
-	}
-	if err := syscall.Setuid(int(*uid)); err != nil {
-		return fail("setuid", err, "", 125)
+	if err := becomeUser(int(*uid), int(*gid)); err != nil {
+		var se *os.SyscallError
+		errors.As(err, &se)
+		return fail(se.Syscall, se.Err, "", 125)
 	}
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		return fail("prctl", err, "", 125)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snakepit/snakepit/internal/jobctl"
 )
 
 // forwarded are the signals the init passes on to the command. SIGCHLD is
@@ -159,7 +161,7 @@ func startCommand(a initArgs) (int, error) {
 		files[i] = uintptr(i)
 	}
 	attr := &syscall.SysProcAttr{Setpgid: true, Credential: a.cred}
-	if pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP); err == nil && pgrp == unix.Getpgrp() {
+	if jobctl.Ours(0) {
 		attr.Foreground = true
 		attr.Ctty = 0
 	}

@@ -39,9 +39,9 @@ type Options struct {
 	UserNS bool
 	// JobControl, if set, is the init's end of a job-control socket
 	// (SOCK_SEQPACKET) for a command that gets the terminal: the init
-	// writes JobStopped when the command was stopped from it, and
-	// continues it on JobContinue (jobs_linux.go). Not passed on to the
-	// command.
+	// writes jobctl.MsgStopped when the command was stopped from it, and
+	// continues it on jobctl.MsgContinue (jobs_linux.go). Not passed on
+	// to the command.
 	JobControl *os.File
 }
 

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/internal/jobctl"
 	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/spawn"
@@ -266,7 +267,7 @@ loop:
 				stopBy = time.After(grace)
 			}
 		case <-chldc:
-			if commandStopped(w) {
+			if jobctl.Stopped(w.PID(), w.PidFD()) {
 				suspend(0, w.PID(), nil)
 			}
 		case <-w.JobStops(): // --pid-ns: the init's command stopped
