@@ -419,7 +419,7 @@ func (g *Group) freezeKill(ctx context.Context) error {
 	}
 	// Thaw even if we fail below: frozen SIGKILLed tasks die only when thawed.
 	defer writeFile(freeze, "0") //nolint:errcheck
-	if err := g.waitEvents(ctx, func(e Events) bool { return e.Frozen || !e.Populated }); err != nil {
+	if err := g.waitEvents(ctx, func(e Events) bool { return e.Frozen || !e.Populated }, nil); err != nil {
 		return err
 	}
 	for {
@@ -451,10 +451,24 @@ func (g *Group) freezeKill(ctx context.Context) error {
 // every 1 ms for the first 50 ms, then every 20 ms; POLLPRI wakes us
 // earlier.
 func (g *Group) WaitEmpty(ctx context.Context) error {
-	return g.waitEvents(ctx, func(e Events) bool { return !e.Populated })
+	return g.waitEvents(ctx, func(e Events) bool { return !e.Populated }, nil)
 }
 
-func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
+// WaitKilled is WaitEmpty after a kill of the group: while the group is
+// still populated it calls kill again, 100 ms after the wait began and
+// then at doubling intervals up to 1 s. A process that joins after a kill
+// (moved in through cgroup.procs, or cloned into the group once the kill
+// has passed it) is not killed by it, and would hold the group, and the
+// wait, until ctx ended. Killing a process that is dying already costs
+// the kernel one more signal.
+func (g *Group) WaitKilled(ctx context.Context, kill func() error) error {
+	return g.waitEvents(ctx, func(e Events) bool { return !e.Populated }, kill)
+}
+
+// rekillFirst and rekillMax bound the intervals of WaitKilled's kills.
+var rekillFirst, rekillMax = 100 * time.Millisecond, time.Second
+
+func (g *Group) waitEvents(ctx context.Context, done func(Events) bool, again func() error) error {
 	fd, err := unix.Open(filepath.Join(g.path, "cgroup.events"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if gone(err) {
@@ -481,6 +495,8 @@ func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
 		}
 	}
 	start := time.Now()
+	every := rekillFirst
+	rekill := start.Add(every)
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}
 	for {
 		e, err := read()
@@ -492,6 +508,13 @@ func (g *Group) waitEvents(ctx context.Context, done func(Events) bool) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("waiting for %s: %w", g.path, err)
+		}
+		if again != nil && time.Now().After(rekill) {
+			if err := again(); err != nil {
+				return err
+			}
+			every = min(2*every, rekillMax)
+			rekill = time.Now().Add(every)
 		}
 		timeout := 1
 		if time.Since(start) > 50*time.Millisecond {

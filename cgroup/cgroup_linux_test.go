@@ -210,3 +210,28 @@ func TestHolds(t *testing.T) {
 		}
 	}
 }
+
+// WaitKilled kills again while the group stays populated (a process that
+// joined after the kill), and returns once it is empty.
+func TestWaitKilledKillsAgain(t *testing.T) {
+	defer func(f, m time.Duration) { rekillFirst, rekillMax = f, m }(rekillFirst, rekillMax)
+	rekillFirst, rekillMax = time.Millisecond, 2*time.Millisecond
+	g := fakeGroup(t, "populated 1\nfrozen 0\n")
+	kills := 0
+	err := g.WaitKilled(context.Background(), func() error {
+		if kills++; kills == 3 {
+			write(t, filepath.Join(g.path, "cgroup.events"), "populated 0\nfrozen 0\n")
+		}
+		return nil
+	})
+	if err != nil || kills != 3 {
+		t.Fatalf("WaitKilled = %v after %d kills, want nil after 3", err, kills)
+	}
+
+	// A kill that finds the group gone ends the wait with its error.
+	g = fakeGroup(t, "populated 1\nfrozen 0\n")
+	err = g.WaitKilled(context.Background(), func() error { return ErrNotExist })
+	if !errors.Is(err, ErrNotExist) {
+		t.Fatalf("WaitKilled with the group gone = %v, want ErrNotExist", err)
+	}
+}

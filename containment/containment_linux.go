@@ -166,31 +166,85 @@ func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, stop u
 	if err != nil {
 		return err
 	}
-	if ev.Populated {
+	kill := func(ctx context.Context) error {
 		rep.Killed = true
 		m, err := cg.Kill(ctx)
 		rep.KillMechanism = string(m)
+		if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+			return fmt.Errorf("kill %s: %w", cg.Path(), err)
+		}
+		return err
+	}
+	if ev.Populated {
+		err := kill(ctx)
+		if err == nil {
+			afterKill(cg)
+			err = cg.WaitKilled(ctx, func() error { return kill(ctx) })
+		}
 		if errors.Is(err, cgroup.ErrNotExist) {
 			rep.Vanished = true
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("kill %s: %w", cg.Path(), err)
-		}
-		if err := cg.WaitEmpty(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
 			return err
 		}
 	}
-	return removeGroup(ctx, cg)
+	return removeGroup(ctx, cg, kill)
 }
+
+// KillAndRemove is the end of a teardown for a caller that kills the
+// group its own way (the guardian service writes the cgroup.kill its
+// owner passed it): kill, wait until the group is empty, killing again a
+// process that joins meanwhile, and remove it. kill's error wraps
+// cgroup.ErrNotExist when the group is gone.
+func KillAndRemove(ctx context.Context, cg *cgroup.Group, kill func() error) error {
+	k := func(context.Context) error { return kill() }
+	err := kill()
+	if err == nil {
+		err = cg.WaitKilled(ctx, kill)
+	}
+	if err == nil {
+		err = removeGroup(ctx, cg, k)
+	}
+	return err
+}
+
+// afterKill runs after a teardown's first kill (a test's hook).
+var afterKill = func(*cgroup.Group) {}
 
 // removeGroup removes an emptied run cgroup. Removal must happen even when
 // the caller's ctx is already done: a leftover empty cgroup is a leak. It
-// gets its own short deadline.
-func removeGroup(ctx context.Context, cg *cgroup.Group) error {
+// gets its own short deadline. A process that joined since the cgroup was
+// seen empty (rmdir says EBUSY) is killed like the others.
+func removeGroup(ctx context.Context, cg *cgroup.Group, kill func(context.Context) error) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	return cg.Remove(rctx)
+	backoff := 200 * time.Microsecond
+	for {
+		err := cg.RemoveOnce()
+		if !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		if backoff > 200*time.Microsecond {
+			// Not the first EBUSY: do not spin if it outlasts the wait.
+			select {
+			case <-rctx.Done():
+				return fmt.Errorf("remove cgroup %s: still busy: %w", cg.Path(), rctx.Err())
+			case <-time.After(backoff):
+			}
+		}
+		backoff = min(2*backoff, 20*time.Millisecond)
+		err = kill(rctx)
+		if err == nil {
+			err = cg.WaitKilled(rctx, func() error { return kill(rctx) })
+		}
+		if errors.Is(err, cgroup.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("remove cgroup %s: %w", cg.Path(), err)
+		}
+	}
 }
 
 // Release closes the directory kept for spawns without tearing anything

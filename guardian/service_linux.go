@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/placement"
 	"github.com/snakepit/snakepit/posix"
@@ -1211,25 +1212,19 @@ func (s *service) teardown(ctx context.Context, r *svcReg, why string) {
 
 func teardownCgroup(ctx context.Context, path string, kill *os.File) error {
 	cg := cgroup.At(path)
-	if kill != nil {
-		if _, err := kill.Write([]byte("1")); err != nil {
-			// The cgroup is gone (ENODEV, ENOENT): the owner tore it
-			// down before it died.
-			if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
-				return dropRecord(path)
-			}
+	write := func() error {
+		if kill == nil {
+			_, err := cg.Kill(ctx)
 			return err
 		}
-	} else if _, err := cg.Kill(ctx); err != nil {
-		if errors.Is(err, cgroup.ErrNotExist) {
-			return dropRecord(path)
+		_, err := kill.Write([]byte("1"))
+		if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%w: %s", cgroup.ErrNotExist, path)
 		}
 		return err
 	}
-	if err := cg.WaitEmpty(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
-		return err
-	}
-	if err := cg.Remove(ctx); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
+	// ErrNotExist: the owner tore the cgroup down before it died.
+	if err := containment.KillAndRemove(ctx, cg, write); err != nil && !errors.Is(err, cgroup.ErrNotExist) {
 		return err
 	}
 	if err := placement.ReleaseScope(ctx, path); err != nil {
