@@ -655,20 +655,25 @@ func TestKillRunBadInput(t *testing.T) {
 	}
 }
 
+// KillRun with grace < 0 takes the run's recorded grace; a recorded 0 (a
+// run made without one) is the default, not "no grace": the SIGTERM pass
+// happens either way.
 func TestKillRunTearsDown(t *testing.T) {
 	parent := privateParent(t)
-	r := newTestRun(t, Options{CgroupParent: parent, Grace: 50 * time.Millisecond})
-	sleepers(t, r, 3)
-	fds := pidfdsOf(t, r.Cgroup())
-	rep, err := inventory.KillRun(context.Background(), r.ID(), -1, parent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Terminated != 4 || len(alive(fds)) > 0 {
-		t.Fatalf("KillRun: %+v, alive %v", rep, alive(fds))
-	}
-	if _, err := inventory.KillRun(context.Background(), r.ID(), -1, parent); !errors.Is(err, ErrUnknownRun) {
-		t.Fatalf("second inventory.KillRun = %v, want ErrUnknownRun", err)
+	for _, grace := range []time.Duration{50 * time.Millisecond, 0} {
+		r := newTestRun(t, Options{CgroupParent: parent, Grace: grace})
+		sleepers(t, r, 3)
+		fds := pidfdsOf(t, r.Cgroup())
+		rep, err := inventory.KillRun(context.Background(), r.ID(), -1, parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Terminated != 4 || len(alive(fds)) > 0 {
+			t.Fatalf("KillRun of a run recorded with grace %v: %+v, alive %v", grace, rep, alive(fds))
+		}
+		if _, err := inventory.KillRun(context.Background(), r.ID(), -1, parent); !errors.Is(err, ErrUnknownRun) {
+			t.Fatalf("second inventory.KillRun = %v, want ErrUnknownRun", err)
+		}
 	}
 }
 

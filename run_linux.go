@@ -27,6 +27,7 @@ import (
 	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/spec"
 	"github.com/snakepit/snakepit/systemd"
 )
 
@@ -146,11 +147,15 @@ type Run struct {
 // The run ID is validated before any filesystem access; a taken ID yields
 // cgroup.ErrExists.
 func Create(ctx context.Context, opts Options) (*Run, error) {
+	// The spec's checks, whichever door the options came through: a
+	// negative grace or a stop signal that is none would otherwise
+	// reach the teardown.
+	if err := (spec.Run{ID: opts.ID, Grace: spec.Duration(opts.Grace), StopSignal: spec.Signal(opts.StopSignal), Limits: opts.Limits, Net: opts.Net}).Validate(); err != nil {
+		return nil, err
+	}
 	id := opts.ID
 	if id == "" {
 		id = runid.Generate()
-	} else if err := runid.Validate(id); err != nil {
-		return nil, err
 	}
 	switch opts.Mode {
 	case ModePOSIX:

@@ -22,6 +22,7 @@ import (
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/runid"
+	"github.com/snakepit/snakepit/spec"
 )
 
 // newTestRun creates a run on the real cgroupfs and tears it down (and
@@ -105,6 +106,19 @@ func TestCreateRejectsInvalidIDsBeforeFilesystem(t *testing.T) {
 		_, err := Create(context.Background(), Options{ID: id, CgroupParent: parent})
 		if !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("Create(%q) = %v, want ErrInvalid", id, err)
+		}
+	}
+	// The spec's other checks hold for the library's door too.
+	for _, c := range []struct {
+		opts Options
+		want error
+	}{
+		{Options{Grace: -time.Second}, spec.ErrBadDuration},
+		{Options{StopSignal: 999}, spec.ErrBadSignal},
+	} {
+		c.opts.CgroupParent = parent
+		if _, err := Create(context.Background(), c.opts); !errors.Is(err, c.want) {
+			t.Errorf("Create(%+v) = %v, want %v", c.opts, err, c.want)
 		}
 	}
 	if _, err := inventory.Lookup("", parent); !errors.Is(err, runid.ErrInvalid) {

@@ -214,7 +214,10 @@ func KillRun(ctx context.Context, id string, grace time.Duration, parents ...str
 	if err == nil {
 		if grace < 0 {
 			grace = spec.DefaultGrace
-			if rec, err := record.ReadCgroup(g.Path()); err == nil {
+			// A recorded 0 is the default, as in the spec: one that
+			// was taken for "no grace" skipped the SIGTERM of a run
+			// made without --grace.
+			if rec, err := record.ReadCgroup(g.Path()); err == nil && rec.Grace > 0 {
 				grace = rec.Grace
 			}
 		}
@@ -234,7 +237,10 @@ func KillRun(ctx context.Context, id string, grace time.Duration, parents ...str
 	rec, rerr := record.Read(id)
 	if rerr == nil && rec.Mechanism == record.MechanismPOSIX {
 		if grace < 0 {
-			grace = rec.Grace
+			grace = spec.DefaultGrace
+			if rec.Grace > 0 {
+				grace = rec.Grace
+			}
 		}
 		return posix.TeardownRecord(ctx, rec, grace)
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
-// string ("1.5s", "250ms"); a JSON number is taken as nanoseconds.
+// string ("1.5s", "250ms"). A JSON number has no unit: only 0 is taken.
 type Duration time.Duration
 
 // MarshalText writes the duration as a Go duration string.
@@ -23,12 +23,13 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// UnmarshalJSON accepts a duration string or a number of nanoseconds.
+// UnmarshalJSON accepts a duration string, or the number 0. Any other
+// number is refused as a string without a unit is: {"grace": 5} read as
+// 5 ns killed at once.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var n int64
+	var n json.Number
 	if err := json.Unmarshal(b, &n); err == nil {
-		*d = Duration(n)
-		return nil
+		return d.UnmarshalText([]byte(n))
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {

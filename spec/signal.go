@@ -32,6 +32,14 @@ func ParseSignal(s string) (Signal, error) {
 	return 0, fmt.Errorf("%w: %q (want a name like TERM, SIGTERM, INT or a number)", ErrBadSignal, truncate(s))
 }
 
+// Validate refuses a value that is no signal (0 is "the default").
+func (sig Signal) Validate() error {
+	if sig != 0 && (sig < 0 || unix.SignalName(syscall.Signal(sig)) == "") {
+		return fmt.Errorf("%w: %d is not a signal number", ErrBadSignal, int(sig))
+	}
+	return nil
+}
+
 // Set parses s into sig (the CLI's flag form).
 func (sig *Signal) Set(s string) error {
 	v, err := ParseSignal(s)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -45,10 +46,23 @@ func (r Run) Validate() error {
 	if r.Grace < 0 {
 		return fieldErr("grace", "--grace", fmt.Errorf("%w: %v is negative", ErrBadDuration, time.Duration(r.Grace)))
 	}
+	if err := r.StopSignal.Validate(); err != nil {
+		return fieldErr("stop_signal", "--stop-signal", err)
+	}
 	if err := r.Limits.Validate(); err != nil {
 		return err
 	}
 	return fieldErr("net", "--net", r.Net.Validate())
+}
+
+// MarshalJSON writes r's JSON form, with Limits.BestEffort (a Go caller's
+// other way to say it) as best_effort_limits: dropped, a client's create
+// failed where the library's succeeded.
+func (r Run) MarshalJSON() ([]byte, error) {
+	type plain Run
+	p := plain(r)
+	p.BestEffortLimits = r.BestEffortLimits || r.Limits.BestEffort
+	return json.Marshal(p)
 }
 
 // EffectiveLimits returns Limits with BestEffort taken from
@@ -136,11 +150,23 @@ func (w Worker) Credential() Credential {
 	return Credential{User: w.User, Group: w.Group, Groups: w.Groups, NewPrivileges: w.NoNewPrivs != nil && !*w.NoNewPrivs}
 }
 
-// Readiness returns Ready with its timeout.
+// Readiness returns Ready with its timeout: ReadyTimeout, else a Go
+// caller's Ready.Timeout.
 func (w Worker) Readiness() Readiness {
 	r := w.Ready
-	r.Timeout = w.ReadyTimeout
+	if w.ReadyTimeout != 0 {
+		r.Timeout = w.ReadyTimeout
+	}
 	return r
+}
+
+// MarshalJSON writes w's JSON form, with Ready.Timeout as ready_timeout
+// when that is unset (see Readiness).
+func (w Worker) MarshalJSON() ([]byte, error) {
+	type plain Worker
+	p := plain(w)
+	p.ReadyTimeout = w.Readiness().Timeout
+	return json.Marshal(p)
 }
 
 func truncate(s string) string {
@@ -273,7 +299,8 @@ func decodeStrict(data []byte, v any) error {
 		}
 		return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
 	}
-	if dec.More() {
+	// More is false before a stray '}' or ']': only EOF may follow.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: trailing data after the object", ErrInvalidJSON)
 	}
 	return nil

@@ -135,14 +135,35 @@ func TestSpecJSON(t *testing.T) {
 	if c := wb.Credential(); !c.NewPrivileges || c.User != "nobody" {
 		t.Errorf("credential %+v", c)
 	}
+	// A Go caller's other spellings survive the JSON form (a client's
+	// request): Limits.BestEffort and Ready.Timeout.
+	b, err = json.Marshal(Run{Limits: Limits{PidsMax: 64, BestEffort: true}})
+	if err != nil || string(b) != `{"limits":{"pids_max":64},"best_effort_limits":true}` {
+		t.Errorf("run with Limits.BestEffort: %s, %v", b, err)
+	}
+	lw := Worker{Argv: []string{"x"}, Ready: Readiness{Line: "R", Timeout: Duration(time.Second)}}
+	if lw.Readiness().Timeout != Duration(time.Second) {
+		t.Errorf("Readiness dropped Ready.Timeout: %+v", lw.Readiness())
+	}
+	b, err = json.Marshal(lw)
+	if err != nil || string(b) != `{"argv":["x"],"ready":{"line":"R"},"ready_timeout":"1s"}` {
+		t.Errorf("worker with Ready.Timeout: %s, %v", b, err)
+	}
 	// Sizes and counts also as JSON numbers, CPUs as a number.
 	r, err := DecodeRun([]byte(`{"limits":{"memory_max":1048576,"pids_max":"max","cpu_max":1.5}}`))
 	if err != nil || r.Limits.MemoryMax != 1<<20 || r.Limits.PidsMax != LimitMax || r.Limits.CPUMax.QuotaUsec != 150000 {
 		t.Errorf("numbers: %+v, %v", r.Limits, err)
 	}
+	// A duration is a string with a unit; of numbers, only 0 (no unit
+	// needed) is taken: {"grace": 5} used to be 5 ns.
 	var d Duration
-	if err := json.Unmarshal([]byte(`1500000000`), &d); err != nil || time.Duration(d) != 1500*time.Millisecond {
-		t.Errorf("number duration: %v %v", d, err)
+	for _, in := range []string{`5`, `1500000000`, `-1`, `1.5`, `"5"`} {
+		if err := json.Unmarshal([]byte(in), &d); !errors.Is(err, ErrBadDuration) {
+			t.Errorf("duration %s: %v, want ErrBadDuration", in, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(`0`), &d); err != nil || d != 0 {
+		t.Errorf("duration 0: %v %v", d, err)
 	}
 	if err := json.Unmarshal([]byte(`"2m"`), &d); err != nil || time.Duration(d) != 2*time.Minute {
 		t.Errorf("string duration: %v %v", d, err)
@@ -167,6 +188,9 @@ func TestDecodeRejects(t *testing.T) {
 		`{"grace":"9999999999999999999h"}`: ErrBadDuration,
 		`{"pid_ns":"yes"}`:                 ErrInvalidJSON,
 		`{"id":"abc0xyz"} {}`:              ErrInvalidJSON,
+		`{}}`:                              ErrInvalidJSON,
+		`{}]`:                              ErrInvalidJSON,
+		`{"grace":5}`:                      ErrBadDuration,
 	} {
 		if _, err := DecodeRun([]byte(body)); !errors.Is(err, want) {
 			t.Errorf("DecodeRun(%s) = %v; want %v", body, err, want)
@@ -182,6 +206,12 @@ func TestDecodeRejects(t *testing.T) {
 	} {
 		if _, err := DecodeWorker([]byte(body)); !errors.Is(err, want) {
 			t.Errorf("DecodeWorker(%s) = %v; want %v", body, err, want)
+		}
+	}
+	// A Go caller's value is checked too (JSON takes names only).
+	for _, sig := range []Signal{999, -1} {
+		if err := (Run{StopSignal: sig}).Validate(); !errors.Is(err, ErrBadSignal) {
+			t.Errorf("Run{StopSignal: %d}.Validate() = %v, want ErrBadSignal", sig, err)
 		}
 	}
 	_, err := DecodeRun([]byte(`{"grace":"9999999999999999999h"}`))

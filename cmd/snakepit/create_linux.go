@@ -7,6 +7,7 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/record"
+	"github.com/snakepit/snakepit/spec"
 )
 
 func init() {
@@ -21,7 +22,7 @@ func init() {
 			// Limits are the run's (its cgroup's), so they are set here;
 			// who a worker runs as and when it is ready are per worker
 			// (exec, run).
-			f.addRunFlags(fs, 0, false)
+			f.addRunFlags(fs, spec.Duration(snakepit.DefaultGrace), false)
 			fs.String("cgroup-parent", 0, "DIR", "cgroup directory under which the run cgroup is made (default: as for run)", &f.parent).Comp("dir")
 			f.placement.define(fs)
 			f.owner = "parent"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -174,7 +175,11 @@ func cmdRun(ctx context.Context, f *runFlags, argv []string, stdout, stderr io.W
 		}
 	}
 	teardown := func() {
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+10*time.Second)
+		limit := grace + 10*time.Second
+		if limit < grace {
+			limit = math.MaxInt64 // a grace near the largest wrapped around: no time at all
+		}
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 		defer cancel()
 		if _, err := r.Teardown(tctx, grace); err != nil {
 			writeErr(stderr, "teardown: %v", err)

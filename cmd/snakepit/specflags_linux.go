@@ -81,10 +81,9 @@ func (sf *specFlags) addRunFlags(fs *flagSet, grace spec.Duration, withNS bool) 
 		return nil
 	})
 	sf.boolFn(fs, "oom-group", "limits.oom_group", "memory.oom.group (default on where the memory controller is available): an OOM kill takes the whole run", func(v bool) {
-		l.OOMGroup = nil // on by default; only "off" is written
-		if !v {
-			l.OOMGroup = &v
-		}
+		// Given, it is asked for, as in the API: true needs the memory
+		// controller like any limit (the default needs nothing).
+		l.OOMGroup = &v
 	})
 	sf.boolFn(fs, "best-effort-limits", "best_effort_limits", "warn instead of failing when a limit's cgroup controller is unavailable", func(v bool) { r.BestEffortLimits = v })
 	if withNS {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -26,5 +27,25 @@ func TestRunSetenvChdir(t *testing.T) {
 	}
 	if _, stderr, status := lcRun(t, "run", "--chdir", "/nonexistent-sp", "--", "true"); status == 0 {
 		t.Errorf("--chdir to a missing directory: exit 0 (%s)", stderr)
+	}
+}
+
+// --oom-group given is asked for, as "oom_group" in the API: true needs
+// the memory controller like any limit; left out, it is the default.
+func TestOOMGroupFlag(t *testing.T) {
+	for args, want := range map[string]string{"": "<nil>", "--oom-group": "true", "--oom-group=true": "true", "--oom-group=false": "false"} {
+		var sf specFlags
+		fs := newFlagSet(&command{name: "create"})
+		sf.addRunFlags(fs, 0, false)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		got := "<nil>"
+		if v := sf.run.Limits.OOMGroup; v != nil {
+			got = strconv.FormatBool(*v)
+		}
+		if got != want {
+			t.Errorf("%q: OOMGroup %s, want %s", args, got, want)
+		}
 	}
 }
