@@ -512,6 +512,14 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 	unknownEnv := start(unknownID, "sleep", "300")
 	unknownArgv := start("", "sh", "-c", "sleep 300; :", "--run-id", unknownID) // sh stays, marked
 
+	// A worker of a live run whose argv names the stale run: its own
+	// run cgroup says whose it is, not the marker.
+	live := newTestRun(t, Options{CgroupParent: parent, NoGuardian: true})
+	inLive, err := live.Start(context.Background(), Command{Args: []string{"sh", "-c", "sleep 300; :", "--run-id", stale.ID()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	posixLive := start(liveID, "sleep", "300")
 	self, _ := record.Self()
 	if err := record.Write(&record.Record{ID: liveID, Mechanism: record.MechanismPOSIX, Owner: self, Created: time.Now()}); err != nil {
@@ -536,8 +544,9 @@ func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
 	if ws := orphan.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGTERM {
 		t.Errorf("orphan ended by %v, want SIGTERM", ws.Signal())
 	}
-	for name, c := range map[string]*exec.Cmd{"unknown run ID in env": unknownEnv, "unknown run ID in argv": unknownArgv, "live POSIX run": posixLive} {
-		if err := unix.Kill(c.Process.Pid, 0); err != nil {
+	for name, pid := range map[string]int{"unknown run ID in env": unknownEnv.Process.Pid, "unknown run ID in argv": unknownArgv.Process.Pid,
+		"live POSIX run": posixLive.Process.Pid, "live run's worker naming the stale run": inLive.PID()} {
+		if err := unix.Kill(pid, 0); err != nil {
 			t.Errorf("%s: process killed: %v", name, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/jail"
+	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/limits"
 	"github.com/snakepit/snakepit/pidns"
 	"github.com/snakepit/snakepit/placement"
@@ -156,6 +157,8 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	id := opts.ID
 	if id == "" {
 		id = runid.Generate()
+	} else if err := idFree(id, opts.CgroupParent); err != nil {
+		return nil, err
 	}
 	switch opts.Mode {
 	case ModePOSIX:
@@ -208,6 +211,21 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// idFree refuses a caller's run ID that a run of either mechanism holds
+// under any known parent: its cgroup, or a record of a live owner. Two
+// runs of one ID tear each other down (a POSIX teardown signals every
+// process marked with its ID). Generated IDs are not checked: 36^7 of
+// them make a collision a non-event, and `snakepit run` pays nothing.
+func idFree(id, parent string) error {
+	if g, err := inventory.Lookup(id, inventory.KnownParents(parent)...); err == nil {
+		return fmt.Errorf("%w: run %s at %s", ErrExists, id, g.Path())
+	}
+	if rec, err := record.Read(id); err == nil && rec.Owner.Alive() {
+		return fmt.Errorf("%w: run %s (a %s run of live owner %d)", ErrExists, id, rec.Mechanism, rec.Owner.PID)
+	}
+	return nil
 }
 
 // createCgroup makes the run cgroup parent/snakepit-<id>, its record, its

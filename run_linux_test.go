@@ -21,6 +21,7 @@ import (
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spec"
 )
@@ -135,6 +136,21 @@ func TestCreateIDInUse(t *testing.T) {
 	if !errors.Is(err, cgroup.ErrExists) {
 		t.Fatalf("second Create with id %s: %v, want ErrExists", r.ID(), err)
 	}
+	// Across mechanisms too: a POSIX run's teardown signals every
+	// process marked with its ID, the other run's included.
+	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	mustRefuse := func(what string, opts Options) {
+		dup, err := Create(context.Background(), opts)
+		if dup != nil {
+			_, _ = dup.Teardown(context.Background(), 0)
+		}
+		if !errors.Is(err, cgroup.ErrExists) {
+			t.Errorf("%s: %v, want ErrExists", what, err)
+		}
+	}
+	mustRefuse("POSIX Create with a cgroup run's id", Options{ID: r.ID(), Mode: ModePOSIX})
+	p := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	mustRefuse("cgroup Create with a POSIX run's id", Options{ID: p.ID()})
 }
 
 // TestTeardownHostileTree: forked children, double-forked setsid'd daemons

@@ -661,7 +661,7 @@ type service struct {
 	closing bool       // no longer accepting: Serve returns once active is 0
 	timer   *time.Timer
 	idle    time.Duration
-	watched map[string]*svcReg // pidfd-owned registrations
+	watched map[watchKey]*svcReg // pidfd-owned registrations
 	owners  owners             // their owners' death notices
 }
 
@@ -678,7 +678,7 @@ type svcReg struct {
 // idle; it then stops listening (under the start lock, so a new owner
 // starts a new service) and returns once what it watches is done.
 func Serve(ctx context.Context, ln *net.UnixListener, idle time.Duration) error {
-	s := &service{ctx: ctx, ln: ln, idle: idle, watched: map[string]*svcReg{}}
+	s := &service{ctx: ctx, ln: ln, idle: idle, watched: map[watchKey]*svcReg{}}
 	s.idleNow = sync.NewCond(&s.mu)
 	if addr, ok := ln.Addr().(*net.UnixAddr); ok {
 		s.sockPath, s.sockIno = addr.Name, statSock(addr.Name)
@@ -891,7 +891,7 @@ func statSock(p string) uint64 {
 func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer s.add(-1)
 	defer conn.Close()
-	own := map[string]*svcReg{}
+	own := map[watchKey]*svcReg{}
 	dying := "" // why, once the owner is dying: its runs go at once
 	teardown := func(r *svcReg, why string) {
 		s.add(1)
@@ -920,17 +920,22 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 			case dying != "":
 				teardown(r, dying)
 			default:
-				if old := own[r.id]; old != nil {
+				key := watchKey{r.id, r.cgroup}
+				if old := own[key]; old != nil {
 					old.close()
 				}
-				own[r.id] = r
+				own[key] = r
 			}
 		case strings.HasPrefix(msg, "U "):
 			closeFDs(fds)
 			id := msg[2:]
-			if r := own[id]; r != nil {
-				r.close()
-				delete(own, id)
+			// The owner tore the run down; another of its runs of
+			// that ID (another parent) still stands.
+			for k, r := range own {
+				if k.id == id && !r.live() {
+					r.close()
+					delete(own, k)
+				}
 			}
 			s.unwatch(id)
 		default:
@@ -941,9 +946,9 @@ func (s *service) serveConn(ctx context.Context, conn *net.UnixConn) {
 		if dying == "" {
 			dying = why
 		}
-		for id, r := range own {
+		for k, r := range own {
 			teardown(r, dying)
-			delete(own, id)
+			delete(own, k)
 		}
 	}
 	if d := noticeDeath(conn); d != nil {
@@ -1095,11 +1100,12 @@ func (r *svcReg) close() {
 // watch tears r down when its owner's pidfd becomes readable (the owner
 // exited).
 func (s *service) watch(ctx context.Context, r *svcReg) {
+	key := watchKey{r.id, r.cgroup}
 	s.mu.Lock()
-	if old := s.watched[r.id]; old != nil {
+	if old := s.watched[key]; old != nil {
 		old.close()
 	}
-	s.watched[r.id] = r
+	s.watched[key] = r
 	s.mu.Unlock()
 	s.add(1)
 	go func() {
@@ -1108,27 +1114,33 @@ func (s *service) watch(ctx context.Context, r *svcReg) {
 			return // unregistered: closed under us
 		}
 		s.mu.Lock()
-		if s.watched[r.id] == r {
-			delete(s.watched, r.id)
+		if s.watched[key] == r {
+			delete(s.watched, key)
 		}
 		s.mu.Unlock()
 		s.teardown(ctx, r, "owner exited")
 	}()
 }
 
+// watchKey names a watched run: by ID and cgroup, since runs of one ID
+// under two parents are two runs (a registration of the second replaced
+// the first, whose owner's death then left it running).
+type watchKey struct{ id, cgroup string }
+
 // A run whose cgroup is still the one it registered is not forgotten: the
 // forget (`snakepit kill`, on a connection of its own) was for an earlier
 // run of that ID, and arrived after this one's registration.
 func (s *service) unwatch(id string) {
+	var gone []*svcReg
 	s.mu.Lock()
-	r := s.watched[id]
-	if r != nil && r.live() {
-		s.mu.Unlock()
-		return
+	for k, r := range s.watched {
+		if k.id == id && !r.live() {
+			delete(s.watched, k)
+			gone = append(gone, r)
+		}
 	}
-	delete(s.watched, id)
 	s.mu.Unlock()
-	if r != nil {
+	for _, r := range gone {
 		r.close()
 	}
 }

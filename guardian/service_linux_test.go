@@ -711,3 +711,39 @@ func TestForgetSparesALiveRun(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 }
+
+// Two runs of one ID under different parents are two runs: the second
+// registration does not replace the first (whose owner's death then left
+// it running).
+func TestSameIDUnderTwoParents(t *testing.T) {
+	parent, cmd, owner, c := ownerOfRuns(t)
+	other := filepath.Join(parent, "other")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Rmdir(other) })
+	id := runid.Generate()
+	var runs []string
+	for _, p := range []string{parent, other} {
+		run := filepath.Join(p, cgroup.Prefix+id)
+		if err := os.Mkdir(run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Rmdir(run) })
+		runs = append(runs, run)
+		if err := c.Register(context.Background(), Registration{ID: id, CgroupPath: run, Owner: owner}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "both runs of the killed owner removed", func() bool {
+		for _, run := range runs {
+			if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
+				return false
+			}
+		}
+		return true
+	})
+}

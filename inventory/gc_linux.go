@@ -22,6 +22,7 @@ import (
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
+	"github.com/snakepit/snakepit/runid"
 )
 
 // DefaultGCMinAge is how old an empty run cgroup without a record must be
@@ -407,21 +408,37 @@ func (l *runLiveness) live(id string) bool {
 	return v
 }
 
-// liveProc judges a marked process: if it sits in its run's cgroup (named
-// snakepit-<its run ID>, under any parent, known or not), that cgroup's
-// record decides; otherwise the run is looked up by ID.
+// liveProc judges a marked process: if it sits in a run cgroup
+// (snakepit-<id>, under any parent, known or not, whatever ID its marker
+// names), that run's record decides; otherwise its marker's run is looked
+// up by ID. A marker is only a process's own words: a worker of a live run
+// whose argv named a stale run was killed.
 func (l *runLiveness) liveProc(m *reaper.Marked) bool {
-	if p, err := cgroup.PathOf(m.PID); err == nil && filepath.Base(p) == cgroup.Prefix+m.RunID {
-		if mnt, err := cgroup.FindMount(); err == nil {
-			rec, err := record.ReadCgroup(filepath.Join(mnt.Path, p))
+	if p, err := cgroup.PathOf(m.PID); err == nil {
+		if run, ok := innermostRun(p); ok {
+			mnt, err := cgroup.FindMount()
+			if err != nil {
+				return true
+			}
+			rec, err := record.ReadCgroup(filepath.Join(mnt.Path, run))
 			if err != nil {
 				return true // no record (or unreadable): not ours to judge
 			}
 			return rec.Owner.Alive()
 		}
-		return true
 	}
 	return l.live(m.RunID)
+}
+
+// innermostRun returns the deepest run cgroup (snakepit-<id>) on cgroup
+// path p, and whether there is one.
+func innermostRun(p string) (string, bool) {
+	for dir := p; dir != "/" && dir != "." && dir != ""; dir = filepath.Dir(dir) {
+		if id, ok := strings.CutPrefix(filepath.Base(dir), cgroup.Prefix); ok && runid.Validate(id) == nil {
+			return dir, true
+		}
+	}
+	return "", false
 }
 
 // judge says whether run id is live, or not ours to judge. A marker alone
