@@ -18,8 +18,8 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/containment"
-	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/inventory"
+	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/limits"
 	"github.com/snakepit/snakepit/pidns"
 	"github.com/snakepit/snakepit/placement"

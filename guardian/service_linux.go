@@ -662,7 +662,7 @@ type service struct {
 	timer   *time.Timer
 	idle    time.Duration
 	watched map[watchKey]*svcReg // pidfd-owned registrations
-	owners  owners             // their owners' death notices
+	owners  owners               // their owners' death notices
 }
 
 type svcReg struct {
