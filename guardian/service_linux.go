@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -556,6 +558,7 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	}
 	// Not CommandContext: the service outlives ctx and us.
 	cmd := exec.Command(bin, ServiceArgs()...)
+	cmd.Env = serviceEnv()
 	cmd.ExtraFiles = []*os.File{ln}
 	cmd.Dir = "/" // it must not keep the first owner's directory busy
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -567,15 +570,30 @@ func startService(ctx context.Context, bin string, ln *os.File, rp *reaper.Reape
 	return pid, nil
 }
 
+// serviceEnv is the service's environment: ours without a run's marker.
+// An owner inside a run (`snakepit run` under `snakepit run`) would pass
+// its run ID on, and that run's teardown (gc, POSIX) would take the
+// service for one of its processes.
+func serviceEnv() []string {
+	env := os.Environ()
+	return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, runid.EnvVar+"=") })
+}
+
 // placeOutside moves a guardian (pid) out of its starter's systemd unit
 // into a scope of its own, snakepit-guardian-<pid>.scope: a unit's
 // SIGKILL (systemctl kill, a stop timeout) must not take the guardian
 // with the owner it watches. Without systemd it stays in the starter's
-// cgroup, which is outside every run. Best effort: should systemd refuse,
+// cgroup unless that is inside a run (an owner nested in another run):
+// then it leaves the run (outOfRuns), whose kill would otherwise take the
+// guardian of the inner runs with it. Best effort: should systemd refuse,
 // a run in a scope still has its BindsTo= on the owner's unit, and a run
 // below a delegated unit dies with the unit.
 func placeOutside(ctx context.Context, pid int) error {
 	if !systemd.IsRunning() {
+		if err := outOfRuns(pid); err != nil {
+			logf("service %d stays in its starter's run: %v", pid, err)
+			return err
+		}
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -588,6 +606,47 @@ func placeOutside(ctx context.Context, pid int) error {
 		return fmt.Errorf("guardian: own scope: %w", err)
 	}
 	return nil
+}
+
+// outOfRuns moves pid, if its cgroup is inside a run cgroup, to the
+// cgroup that holds the outermost such run (a parent of runs), or, where
+// that has controllers on for its children and so may hold no process,
+// to its leaf "guardians" (not a run: no run ID).
+func outOfRuns(pid int) error {
+	p, err := cgroup.PathOf(pid)
+	if err != nil {
+		return err
+	}
+	outside, ok := outsideRuns(p)
+	if !ok {
+		return nil
+	}
+	mnt, err := cgroup.FindMount()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(mnt.Path, outside)
+	err = cgroup.At(dir).Move(pid)
+	if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	leaf := filepath.Join(dir, "guardians")
+	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return cgroup.At(leaf).Move(pid)
+}
+
+// outsideRuns returns the cgroup above the outermost run cgroup
+// (snakepit-<id>) on cgroup path p, and whether p is inside a run.
+func outsideRuns(p string) (string, bool) {
+	outside, in := "", false
+	for dir := filepath.Clean(p); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if id, ok := strings.CutPrefix(filepath.Base(dir), cgroup.Prefix); ok && runid.Validate(id) == nil {
+			outside, in = filepath.Dir(dir), true
+		}
+	}
+	return outside, in
 }
 
 // ScopeName is the transient scope a guardian process pid lives in under

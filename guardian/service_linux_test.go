@@ -747,3 +747,62 @@ func TestSameIDUnderTwoParents(t *testing.T) {
 		return true
 	})
 }
+
+func TestOutsideRuns(t *testing.T) {
+	for p, want := range map[string]string{
+		"/user.slice/x.scope":                         "",
+		"/snakepit/snakepit-abc1234":                  "/snakepit",
+		"/snakepit/snakepit-abc1234/inner":            "/snakepit",
+		"/snakepit/snakepit-abc1234/snakepit-def5678": "/snakepit",
+		"/snakepit/snakepit-guardian":                 "", // not a run ID
+		"/snakepit-abc1234":                           "/",
+	} {
+		got, in := outsideRuns(p)
+		if in != (want != "") || got != want {
+			t.Errorf("outsideRuns(%q) = %q, %v; want %q", p, got, in, want)
+		}
+	}
+}
+
+// The service's environment lacks the marker of a run its starter may be
+// in: that run's teardown would take it for one of its own.
+func TestServiceEnvDropsRunMarker(t *testing.T) {
+	t.Setenv(runid.EnvVar, "abc1234")
+	for _, kv := range serviceEnv() {
+		if strings.HasPrefix(kv, runid.EnvVar+"=") {
+			t.Fatalf("service environment has %s", kv)
+		}
+	}
+}
+
+// A service started by an owner inside a run (a nested `snakepit run`)
+// leaves that run: the outer run's kill took the service, and with it the
+// guard of the inner runs.
+func TestServiceLeavesStartersRun(t *testing.T) {
+	testenv.RequireRoot(t)
+	m := testenv.RequireCgroup2(t)
+	parent := testParent(t, m)
+	outer := filepath.Join(parent, cgroup.Prefix+runid.Generate())
+	if err := os.Mkdir(outer, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Rmdir(outer) })
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if err := cgroup.At(outer).Move(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := outOfRuns(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cgroup.PathOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, in := outsideRuns(p); in || !strings.HasPrefix(filepath.Join(m.Path, p), parent) {
+		t.Fatalf("the service is in %s; want outside every run, under %s", p, parent)
+	}
+}
