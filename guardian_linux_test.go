@@ -23,7 +23,6 @@ import (
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/internal/testenv"
-	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
 )
@@ -247,11 +246,12 @@ func pinnedService(t *testing.T) (int, map[int]int) {
 // registers its run and exits, so when the service is SIGKILLed nobody can
 // register the run again. The next service (started by the next owner)
 // adopts it from its record, and the owner's death still tears it down.
+// The run's parent is a private one (not a known parent): the dead
+// service noted it for the next.
 func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
 	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
-	t.Setenv(inventory.ParentsEnv, parent)
 	owner, path := createOwnedT(t, parent)
 	worker := exec.Command("sleep", "1001")
 	if err := worker.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -192,6 +193,13 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 			return fmt.Errorf("guardian: %w", err)
 		}
 		cr.kill = f // nil without cgroup.kill (Linux < 5.14): killed by path
+	}
+	if r.Owner.PID != 0 && r.CgroupPath != "" {
+		// Adopted by the next service should this one die (it alone
+		// watches this owner): it must know where to look.
+		if err := noteParent(c.sock, filepath.Dir(r.CgroupPath)); err != nil {
+			logf("owner %d: run %s: note its parent: %v", os.Getpid(), r.ID, err)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -724,6 +732,71 @@ type service struct {
 	owners  owners               // their owners' death notices
 }
 
+// parentsOf is the file that lists, one per line, the parents of the run
+// cgroups registered with the service at sock for an owner's pidfd
+// (`create --owner-pid`): a service started after it died adopts the runs
+// under them too, known parents or not. The registering owner notes its
+// parent (noteParent); the next service prunes the list (notedParents).
+func parentsOf(sock string) string { return filepath.Join(filepath.Dir(sock), "guardian.parents") }
+
+// noteParent adds parent to the parents file of the service at sock,
+// unless it is there already. Both sides hold the file's flock.
+func noteParent(sock, parent string) error {
+	return withParents(sock, func(f *os.File, noted []string) error {
+		if slices.Contains(noted, parent) {
+			return nil
+		}
+		_, err := f.WriteString(parent + "\n")
+		return err
+	})
+}
+
+// notedParents returns the parents in the file of the service at sock
+// that still exist, and leaves only those in it.
+func notedParents(sock string) []string {
+	var out []string
+	_ = withParents(sock, func(f *os.File, noted []string) error {
+		for _, p := range noted {
+			if !slices.Contains(out, p) && exists(p) {
+				out = append(out, p)
+			}
+		}
+		if len(out) == len(noted) {
+			return nil
+		}
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		_, err := f.WriteString(strings.Join(append(slices.Clone(out), ""), "\n"))
+		return err
+	})
+	return out
+}
+
+// withParents calls fn with the parents file of sock open for appending,
+// locked, and the absolute paths it lists.
+func withParents(sock string, fn func(f *os.File, noted []string) error) error {
+	f, err := os.OpenFile(parentsOf(sock), os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return err
+	}
+	var noted []string
+	for _, p := range strings.Split(string(b), "\n") {
+		if filepath.IsAbs(p) {
+			noted = append(noted, p)
+		}
+	}
+	return fn(f, noted)
+}
+
 type svcReg struct {
 	id, cgroup string
 	kill       *os.File
@@ -792,7 +865,11 @@ func (s *service) serve(ctx context.Context, conn *net.UnixConn) {
 // register theirs again anyway; a second watch is harmless. Only runs of
 // owners with our UID: another user's are their own service's.
 func (s *service) adopt(ctx context.Context) {
-	runs, err := inventory.ListRunCgroups()
+	var noted []string
+	if s.sockPath != "" {
+		noted = notedParents(s.sockPath)
+	}
+	runs, err := inventory.ListRunCgroups(inventory.KnownParents(noted...)...)
 	if err != nil {
 		return
 	}
