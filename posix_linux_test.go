@@ -270,6 +270,29 @@ func TestTeardownPOSIXFromRecord(t *testing.T) {
 	}
 }
 
+// The same, once the group has no marked process left to confirm it: the
+// worker exited, and what it left in its group cleared its environment
+// (env -i). The group's recorded session confirms it.
+func TestTeardownPOSIXFromRecordUnmarkedGroup(t *testing.T) {
+	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	w, ps := startLines(t, r, 1, `env -i /bin/sleep 1000 & echo $!`)
+	if _, err := w.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r.Record()
+	if rec.SID == 0 {
+		t.Fatalf("no session in the record: %+v", rec)
+	}
+
+	rep, err := posix.TeardownRecord(context.Background(), &rec, 0)
+	if err != nil {
+		t.Fatalf("TeardownPOSIX: %v", err)
+	}
+	if left := survivors(ps); len(left) > 0 {
+		t.Fatalf("survivors %v (report %+v)", left, rep)
+	}
+}
+
 func TestPOSIXIDInUse(t *testing.T) {
 	r := newPOSIXRun(t, Options{Mode: ModePOSIX})
 	_, err := Create(context.Background(), Options{ID: r.ID(), Mode: ModePOSIX})

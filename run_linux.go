@@ -358,8 +358,9 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 			return 0
 		},
 		OnFirstGroup: func(pgid int) {
+			sid, _ := unix.Getsid(pgid)
 			r.mu.Lock()
-			r.rec.PGID = pgid
+			r.rec.PGID, r.rec.SID = pgid, sid
 			rec := *r.rec
 			r.mu.Unlock()
 			_ = record.Write(&rec) // best effort: the live run does not need it

@@ -40,8 +40,9 @@ const (
 //     explained, i.e. orphans re-parented to it (a double-forked daemon whose
 //     parent exited);
 //   - PGIDs: members of the run's process groups, but only of a group that
-//     still holds some process attributed by another rule, so that a group
-//     number recycled after the group emptied can never pull in strangers.
+//     still holds some process attributed by another rule, or one of
+//     Session started since NotBefore, so that a group number recycled
+//     after the group emptied can never pull in strangers.
 //
 // What escapes: a process that calls setsid() (leaving the group), scrubs
 // its argv and environment, and whose parent chain to a member breaks while
@@ -56,6 +57,13 @@ type Family struct {
 	Roots []Identity
 	// PGIDs are the run's process groups.
 	PGIDs []int
+	// Session, if set, is the session the run's groups were made in: a
+	// member of one of PGIDs in that session, started after NotBefore,
+	// counts without another member to confirm its group (a worker that
+	// cleared its environment and outlived the group's leader). A group
+	// number recycled in that very session would need its PID recycled
+	// into it, too.
+	Session int
 	// AdoptChildrenOf, if nonzero, is the PID of a subreaper all of whose
 	// children (except Exclude) are members: set only by a supervisor that
 	// knows it has no other children.
@@ -196,7 +204,7 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 		changed = false
 		confirmed := map[int]bool{}
 		for _, e := range procs {
-			if e.why != "" && groups[e.st.PGID] {
+			if groups[e.st.PGID] && (e.why != "" || f.Session > 0 && e.st.Session == f.Session && !f.NotBefore.IsZero() && e.st.Start >= oldTicks) {
 				confirmed[e.st.PGID] = true
 			}
 		}

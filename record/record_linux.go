@@ -61,6 +61,8 @@ type Record struct {
 	Cgroup string `json:"cgroup,omitempty"`
 	// PGID is the run's process group (POSIX mechanism), 0 if none.
 	PGID int `json:"pgid,omitempty"`
+	// SID is the session of that group, 0 if none.
+	SID int `json:"sid,omitempty"`
 	// Guardian is the guardian watching the owner, if one was started.
 	Guardian *reaper.Identity `json:"guardian,omitempty"`
 }
@@ -141,6 +143,10 @@ func (rec *Record) appendJSON(b []byte) (_ []byte, ok bool) {
 	if rec.PGID != 0 {
 		b = append(b, `,"pgid":`...)
 		b = strconv.AppendInt(b, int64(rec.PGID), 10)
+	}
+	if rec.SID != 0 {
+		b = append(b, `,"sid":`...)
+		b = strconv.AppendInt(b, int64(rec.SID), 10)
 	}
 	if g := rec.Guardian; g != nil {
 		b = append(b, `,"guardian":{"pid":`...)
