@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	snakepit "github.com/snakepit/snakepit"
@@ -94,6 +95,17 @@ func daemonRuns(ctx context.Context) ([]inventory.RunInfo, error) {
 func daemonKill(ctx context.Context, id string, grace time.Duration) (snakepit.TeardownReport, error) {
 	c := client.New("")
 	defer c.Close()
+	// The daemon answers a DELETE within grace + 40 s (docs/API.md); a
+	// socket whose server never answers must not hold us for ever.
+	limit := grace + 45*time.Second
+	switch {
+	case grace < 0: // the run's own grace, unknown here: the daemon bounds it (5 min by default)
+		limit = 10 * time.Minute
+	case limit < grace:
+		limit = math.MaxInt64
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	td, err := c.DeleteRun(ctx, id, grace)
 	if err != nil {
 		return snakepit.TeardownReport{}, err
