@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 
 	snakepit "github.com/snakepit/snakepit"
+	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/jail"
 )
@@ -69,6 +71,10 @@ func cmdExec(ctx context.Context, sf *specFlags, parentArg string, rest []string
 	// ours could be outside the run.
 	if g != nil {
 		if err := g.EnterSelf(); err != nil {
+			if errors.Is(err, cgroup.ErrNotExist) {
+				// Torn down since the lookup: no such run, as then.
+				return codedError{exitUnknownRun, fmt.Errorf("%w: %s: %w", snakepit.ErrUnknownRun, id, err)}
+			}
 			return err
 		}
 	}
