@@ -327,7 +327,13 @@ func TestServiceTearsDownEveryRunOfAnOwner(t *testing.T) {
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "every run of the killed owner removed", func() bool {
+	waitRemoved(t, "every run of the killed owner", runs)
+}
+
+// waitRemoved waits until every directory in runs is gone.
+func waitRemoved(t *testing.T, what string, runs []string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, what+" removed", func() bool {
 		for _, run := range runs {
 			if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
 				return false
@@ -738,14 +744,7 @@ func TestSameIDUnderTwoParents(t *testing.T) {
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "both runs of the killed owner removed", func() bool {
-		for _, run := range runs {
-			if _, err := os.Stat(run); !errors.Is(err, os.ErrNotExist) {
-				return false
-			}
-		}
-		return true
-	})
+	waitRemoved(t, "both runs of the killed owner", runs)
 }
 
 func TestOutsideRuns(t *testing.T) {
