@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import validate_run_id
+from .client import _grace_seconds
 
 __all__ = [
     "SnakepitError",
@@ -39,7 +40,12 @@ __all__ = [
 
 
 class SnakepitError(RuntimeError):
-    """A snakepit command failed."""
+    """A snakepit command failed; `returncode` is its exit status (None when
+    it did not exit: not started, timed out)."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 class SnakepitUnavailable(SnakepitError):
@@ -161,7 +167,8 @@ class Snakepit:
             raise SnakepitError(f"{' '.join(cmd)}: timed out after {exc.timeout}s") from exc
         if res.returncode != 0:
             raise SnakepitError(
-                f"{' '.join(cmd)}: exit {res.returncode}: {res.stderr.strip() or res.stdout.strip()}")
+                f"{' '.join(cmd)}: exit {res.returncode}: {res.stderr.strip() or res.stdout.strip()}",
+                res.returncode)
         return res.stdout
 
     def create(self, run_id: str | None = None, owner_pid: int | None = None,
@@ -226,13 +233,16 @@ class Snakepit:
 
     def kill(self, *run_ids: str, grace: float | str | None = None,
              timeout: float | None = None) -> None:
+        """`snakepit kill`; waits `timeout` (default self.timeout) plus the
+        grace (None: the run's recorded grace, counted as up to 5 min), so
+        a slow teardown is never cut short."""
         if not run_ids:
             return
         args = ["kill"]
         if grace is not None:
             args += ["--grace", format_duration(grace)]
         args += [validate_run_id(r) for r in run_ids]
-        self._run(args, timeout=timeout)
+        self._run(args, timeout=(timeout or self.timeout) + _grace_seconds(grace))
 
     def processes(self, run_id: str, cgroup: str | None = None) -> list[ProcInfo]:
         """Live (non-zombie) processes of a run, read from cgroupfs when the

@@ -28,7 +28,9 @@ Every API error raises an ``APIError`` subclass chosen by the response's
 ``code`` (``NotFound`` for ``not_found``, ...; an unknown code raises
 ``APIError`` itself); ``.code``, ``.status`` and ``.message`` carry what the
 daemon said. A socket that is missing, refuses connections or may not be
-opened by the caller raises ``DaemonUnavailable``.
+opened by the caller raises ``DaemonUnavailable``; no answer within the
+timeout raises ``DaemonTimeout`` (also a ``TimeoutError``). All derive from
+``DaemonError``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -50,6 +53,7 @@ __all__ = [
     "EventStream",
     "DaemonError",
     "DaemonUnavailable",
+    "DaemonTimeout",
     "APIError",
     "BadRequest",
     "InvalidJSON",
@@ -83,6 +87,11 @@ class DaemonError(Exception):
 
 class DaemonUnavailable(DaemonError):
     """No daemon behind the socket (missing, refused), or the connection broke."""
+
+
+class DaemonTimeout(DaemonError, TimeoutError):
+    """No answer from the daemon within the request's timeout (the
+    connection is closed; the request may still have been acted on)."""
 
 
 class APIError(DaemonError):
@@ -242,24 +251,51 @@ def _duration(grace: float | int | str | None) -> str | None:
     return f"{round(float(grace) * 1000)}ms"
 
 
-def _grace_seconds(grace: float | int | str | None) -> float:
-    """An upper bound on grace in seconds, to widen the read timeout."""
-    if grace is None:
-        return 300.0  # the daemon's default is its --grace; the API caps grace at 5 min
-    if isinstance(grace, (int, float)):
-        return float(grace)
-    units = (("ms", 0.001), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def _seconds(value: float | int | str | None, default: float) -> float:
+    """A duration in seconds: a number is seconds, a string plain seconds or
+    a Go duration ("1.5s", "1m30s"); `default` when None or unreadable."""
+    if value is None or isinstance(value, bool):
+        return default
+    if isinstance(value, (int, float)):
+        return float(value)
     try:
-        return float(grace)
+        return float(value)
     except ValueError:
         pass
-    for unit, mult in units:
-        if grace.endswith(unit):
-            try:
-                return float(grace[: -len(unit)]) * mult
-            except ValueError:
-                break
-    return 300.0
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return default
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _grace_seconds(grace: float | int | str | None) -> float:
+    """An upper bound on grace in seconds, to widen the read timeout."""
+    # None: the daemon's default is its --grace; the API caps grace at 5 min.
+    return _seconds(grace, 300.0)
+
+
+# A worker start's own bounds on the daemon (docs/API.md): the start and
+# the kill after a failed one (50 s), then the wait for readiness: its
+# ready_timeout (at most 10 min), else the request's 30 s.
+_WORKER_START_S = 50.0
+_READY_DEFAULT_S = 30.0
+_READY_MAX_S = 600.0
+_MARGIN_S = 10.0
+
+
+def _start_timeout(timeout: float, spec: dict) -> float:
+    """Read timeout of a worker start: never shorter than the daemon's own
+    bound on it, else the client gives up first (and the daemon, finding
+    the connection gone, kills the worker it was starting)."""
+    wait = _WORKER_START_S
+    if spec.get("ready") or spec.get("ready_timeout"):
+        ready = _seconds(spec.get("ready_timeout"), _READY_DEFAULT_S)
+        wait += min(ready, _READY_MAX_S) if ready > 0 else _READY_DEFAULT_S
+    return max(timeout, wait + _MARGIN_S)
 
 
 def _run_path(run_id: str) -> str:
@@ -335,6 +371,13 @@ class Client:
                     if reused and attempt == 1 and method == "GET":
                         continue
                     raise DaemonUnavailable(f"{method} {path} on {self.socket}: connection failed: {exc!r}") from exc
+                except TimeoutError as exc:  # socket.timeout
+                    conn.close()
+                    raise DaemonTimeout(f"{method} {path} on {self.socket}: no answer within "
+                                        f"{conn.timeout}s") from exc
+                except OSError as exc:
+                    conn.close()
+                    raise DaemonUnavailable(f"{method} {path} on {self.socket}: connection failed: {exc!r}") from exc
                 except BaseException:
                     conn.close()
                     raise
@@ -391,7 +434,9 @@ class Client:
         """POST /v1/runs/{id}/workers. env is the whole environment as
         "K=V" strings (None: just PATH); dir absolute; stdout/stderr absolute
         paths opened for appending (None: /dev/null). Other keywords are
-        fields of the request body, sent as is (user, ready, ...)."""
+        fields of the request body, sent as is (user, ready, ...). The
+        request waits as long as the daemon may take to answer it (50 s,
+        plus the ready_timeout with readiness), never less."""
         if isinstance(argv, (str, bytes)):
             raise TypeError("argv must be a sequence of strings, not a string")
         body: dict[str, Any] = {"argv": list(argv)}
@@ -399,7 +444,8 @@ class Client:
             if value is not None:
                 body[key] = list(value) if key == "env" else value
         body.update(spec)
-        return self.request("POST", _run_path(run_id) + "/workers", body, expect=(201,))
+        return self.request("POST", _run_path(run_id) + "/workers", body, expect=(201,),
+                            timeout=_start_timeout(self.timeout, spec))
 
     def stop_worker(self, run_id: str, worker_id: int, grace: float | str | None = None) -> dict:
         """DELETE /v1/runs/{id}/workers/{wid}: SIGTERM, SIGKILL after grace;
@@ -419,7 +465,8 @@ class Client:
         """GET /v1/events on a connection of its own. Returns once the daemon
         has subscribed the stream: every event after that is delivered.
         Iterating yields each event as a dict; a read waiting longer than
-        `timeout` seconds raises TimeoutError and closes the stream (None:
+        `timeout` seconds raises DaemonTimeout (a TimeoutError) and closes
+        the stream (None:
         wait forever). The
         iteration ends when the daemon closes the stream (shutdown, or after an
         {"type": "overflow"} event for a reader that fell behind)."""
@@ -431,6 +478,12 @@ class Client:
             conn.close()
             raise _unavailable(self.socket, exc) from exc
         except (http.client.HTTPException, ConnectionError) as exc:
+            conn.close()
+            raise DaemonUnavailable(f"GET /v1/events on {self.socket}: connection failed: {exc!r}") from exc
+        except TimeoutError as exc:  # socket.timeout
+            conn.close()
+            raise DaemonTimeout(f"GET /v1/events on {self.socket}: no answer within {conn.timeout}s") from exc
+        except OSError as exc:
             conn.close()
             raise DaemonUnavailable(f"GET /v1/events on {self.socket}: connection failed: {exc!r}") from exc
         except BaseException:
@@ -466,7 +519,7 @@ class EventStream:
                 # A timed-out socket file cannot be read again (and a chunk
                 # may be half read): the stream ends here.
                 self.close()
-                raise TimeoutError("no event from the snakepit daemon in time (stream closed)") from exc
+                raise DaemonTimeout("no event from the snakepit daemon in time (stream closed)") from exc
             except (http.client.HTTPException, OSError, ValueError) as exc:
                 if self.closed:
                     raise StopIteration from None

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from conftest import PYTHON, pid_cgroup, read_line, report, wait_pidfd
+from conftest import FIXTURES, PYTHON, pid_cgroup, read_line, report, wait_pidfd
 from snakepit_worker import generate_run_id, validate_run_id
-from snakepit_worker.cli import SnakepitError, cgroup_pids
+from snakepit_worker.cli import Snakepit, SnakepitError, cgroup_pids
 
 
 def _wait_exec(pid, prefix=b"sleep\0", timeout=10):
@@ -130,3 +130,19 @@ def test_guardian_tears_down_when_owner_dies(sp, cleanup):
         time.sleep(0.001)
     assert not os.path.exists(cg)
     report("guardian (create --owner-pid): worker gone after owner SIGKILL", f"{gone:.1f} ms")
+
+
+def test_kill_waits_out_a_grace_longer_than_its_timeout(sp, cleanup):
+    """Snakepit.kill waits its timeout plus the grace: a `snakepit kill`
+    cut short mid-grace would leave a SIGTERM-ignoring process alive."""
+    short = Snakepit(sp.binary, timeout=1)
+    rid = cleanup.run(sp.create(grace="0s"))
+    w = cleanup.popen(sp.exec_argv(rid, [PYTHON, f"{FIXTURES}/sigterm_ignorer.py"]), stdout=subprocess.PIPE)
+    pid = int(read_line(w, "SIGTERM_IGNORER_READY").split("pid=")[1].split()[0])
+    fd = cleanup.watch(pid)
+    t0 = time.monotonic()
+    short.kill(rid, grace=2)
+    took = time.monotonic() - t0
+    assert wait_pidfd(fd, 0), "the SIGTERM-ignoring process outlived snakepit kill"
+    assert took >= 1.9, f"kill returned after {took:.2f}s with a 2 s grace"
+    assert sp.info(rid) is None

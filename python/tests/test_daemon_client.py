@@ -21,6 +21,8 @@ from snakepit_worker.client import (
     BadRequest,
     Client,
     Conflict,
+    DaemonError,
+    DaemonTimeout,
     DaemonUnavailable,
     Forbidden,
     InvalidJSON,
@@ -339,3 +341,44 @@ def test_dead_kept_connection(start_daemon, monkeypatch):
         assert c.status()["pid"] == b2.proc.pid
     finally:
         c.close()
+
+
+def test_no_answer_is_a_daemon_error(tmp_path):
+    """A daemon that accepts but never answers: the timeout is a DaemonError
+    (DaemonTimeout, also a TimeoutError), not a bare socket timeout."""
+    import socket
+
+    path = str(tmp_path / "mute.sock")
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        mute.bind(path)
+        mute.listen(8)  # connections wait in the backlog, never answered
+        c = Client(path, timeout=0.3)
+        t0 = time.monotonic()
+        with pytest.raises(DaemonError) as ei:
+            c.status()
+        assert isinstance(ei.value, DaemonTimeout) and isinstance(ei.value, TimeoutError)
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(DaemonTimeout):
+            c.events()
+        c.close()
+    finally:
+        mute.close()
+
+
+def test_worker_start_outwaits_the_client_timeout(daemon, client):
+    """A worker start with readiness may take the daemon longer than the
+    client's timeout: the client waits as long as the daemon may (a client
+    that gave up would have the daemon kill the worker it had started)."""
+    rid = client.create_run()["id"]
+    short = Client(daemon.socket, timeout=1)
+    try:
+        t0 = time.monotonic()
+        w = short.start_worker(rid, ["/bin/sh", "-c", "sleep 2; echo READY; exec sleep 600"],
+                               ready={"line": "^READY$"}, ready_timeout="20s")
+        took = time.monotonic() - t0
+    finally:
+        short.close()
+    assert w["state"] == "running" and w["ready"]["line"] == "READY", w
+    assert took >= 1.9, took
+    assert [x["state"] for x in client.get_run(rid)["workers"]] == ["running"]

@@ -179,3 +179,120 @@ def test_sigkilled_pytest_leaves_nothing(snakepit_bin, sp, tmp_path, cleanup):
         time.sleep(0.005)
     assert not os.path.exists(cgroup), f"{cgroup} left behind (pids {cgroup_pids(cgroup)})"
     print(f"guardian: worker gone {gone_ms:.1f} ms after pytest was SIGKILLed")
+
+
+def _fill_fds_past(n: int) -> list[int]:
+    """Open /dev/null until the next free fd is above n; the fds opened."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
+    fds = []
+    try:
+        while not fds or fds[-1] <= n:
+            fds.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def test_settle_with_pidfds_past_fd_setsize(cleanup):
+    """A test that leaked 1000+ processes: teardown's pidfds are numbered past
+    select()'s 1024. The settle wait must still work (poll, not select)."""
+    from pytest_snakepit import _settle
+    from snakepit_worker.cli import ProcInfo
+
+    live = cleanup.popen(["sleep", "300"])
+    dying = cleanup.popen(["sleep", "301"])
+    dying.kill()  # exiting (a zombie until reaped): not a leak
+    fill = _fill_fds_past(1100)
+    try:
+        got = _settle([ProcInfo(live.pid, "sleep 300"), ProcInfo(dying.pid, "sleep 301")])
+    finally:
+        for fd in fill:
+            os.close(fd)
+    assert [p.pid for p in got] == [live.pid]
+
+
+def test_teardown_kills_even_when_listing_fails():
+    """Whatever the leak listing raises, `snakepit kill` still runs and the
+    failure is reported as a problem of the teardown."""
+    from pytest_snakepit import SnakepitLeak, _teardown
+
+    killed = []
+
+    class FakeSnakepit:
+        def kill(self, *ids, grace=None):
+            killed.append((ids, grace))
+
+    class FakeRun:
+        id, cgroup, popens, closed, snakepit = "abc1234", None, [], False, FakeSnakepit()
+
+        def processes(self):
+            raise ValueError("filedescriptor out of range in select()")
+
+    run = FakeRun()
+    with pytest.raises(SnakepitLeak) as ei:
+        _teardown(run, False, 0)
+    assert killed == [(("abc1234",), 0)]
+    assert run.closed
+    assert "listing processes of run abc1234" in str(ei.value)
+    assert "filedescriptor out of range" in str(ei.value)
+
+
+FAKE_SNAKEPIT = """#!/bin/sh
+echo "snakepit: fake failure" >&2
+exit {code}
+"""
+
+CREATE_FAILS = textwrap.dedent('''
+    def test_needs_a_run(snakepit_run):
+        pass
+''')
+
+
+@pytest.mark.parametrize("code,outcome", [
+    (2, "error"),      # usage: e.g. --grace: invalid duration
+    (121, "error"),    # run ID already in use
+    (125, "error"),    # other snakepit failure
+    (117, "skipped"),  # no cgroup.kill nor cgroup.freeze
+    (122, "skipped"),  # permission denied on cgroupfs
+    (123, "skipped"),  # no cgroup2 mounted
+])
+def test_create_failure_skips_only_for_a_missing_prerequisite(tmp_path, code, outcome):
+    """Outside CI, a `snakepit create` that fails for want of root or cgroup2
+    skips the test; any other failure is an error, never a skip."""
+    fake = tmp_path / "snakepit"
+    fake.write_text(FAKE_SNAKEPIT.format(code=code))
+    fake.chmod(0o755)
+    (tmp_path / "test_create_fails.py").write_text(CREATE_FAILS)
+    env = dict(os.environ, PYTHONPATH=PYROOT, CI="")
+    env.pop("PYTEST_ADDOPTS", None)
+    res = subprocess.run([PYTHON, "-m", "pytest", "-p", "pytest_snakepit", "-p", "no:cacheprovider",
+                          "--snakepit-bin", str(fake), "-rsE", "test_create_fails.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    summary = out.strip().splitlines()[-1]
+    assert re.search(rf"\b1 {outcome}\b", summary), out
+    assert f"exit {code}: snakepit: fake failure" in out, out
+
+
+def test_bad_marker_grace_is_an_error_not_a_skip(snakepit_bin, sp, tmp_path):
+    (tmp_path / "test_bad_grace.py").write_text(textwrap.dedent('''
+        import pytest
+
+        @pytest.mark.snakepit(grace="forever")
+        def test_bad_grace(snakepit_run):
+            pass
+    '''))
+    env = dict(os.environ, PYTHONPATH=PYROOT, CI="")
+    env.pop("PYTEST_ADDOPTS", None)
+    res = subprocess.run([PYTHON, "-m", "pytest", "-p", "pytest_snakepit", "-p", "no:cacheprovider",
+                          "--snakepit-bin", snakepit_bin, "-rsE", "test_bad_grace.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "1 error" in out.strip().splitlines()[-1], out
+    assert "--grace" in out and "exit 2" in out, out
