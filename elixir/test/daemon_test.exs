@@ -124,6 +124,104 @@ defmodule SnakepitJail.DaemonTest do
     assert {:error, {:connect, :enoent}} = Daemon.status(socket: "/nonexistent/d.sock")
   end
 
+  test "a worker start waits for readiness beyond the call's :timeout", ctx do
+    rid = SnakepitJail.generate_run_id()
+    on_exit(fn -> Daemon.delete_run(rid, socket: ctx.sock, grace: 0) end)
+    assert {:ok, _} = Daemon.create_run(%{id: rid}, socket: ctx.sock)
+    t0 = System.monotonic_time(:millisecond)
+
+    # Ready after 2 s; the daemon may take 50 s + the ready_timeout to
+    # answer: a client giving up at 1 s would have it kill the worker.
+    assert {:ok, %{"state" => "running", "ready" => %{"line" => "READY"}}} =
+             Daemon.start_worker(
+               rid,
+               %{
+                 argv: ["/bin/sh", "-c", "sleep 2; echo READY; exec sleep 600"],
+                 env: %{"PATH" => "/usr/bin:/bin"},
+                 ready: %{line: "^READY$"},
+                 ready_timeout: "20s"
+               },
+               socket: ctx.sock,
+               timeout: 1_000
+             )
+
+    assert System.monotonic_time(:millisecond) - t0 >= 1_900
+
+    assert {:ok, %{"workers" => [%{"state" => "running"}]}} =
+             Daemon.get_run(rid, socket: ctx.sock)
+  end
+
+  test "a DELETE waits out its grace beyond the call's :timeout", ctx do
+    rid = SnakepitJail.generate_run_id()
+    on_exit(fn -> Daemon.delete_run(rid, socket: ctx.sock, grace: 0) end)
+    assert {:ok, _} = Daemon.create_run(%{id: rid}, socket: ctx.sock)
+
+    assert {:ok, %{"pid" => wpid}} =
+             Daemon.start_worker(
+               rid,
+               %{argv: ["/bin/sh", "-c", "trap '' TERM; exec sleep 600"]},
+               socket: ctx.sock
+             )
+
+    # SIGTERM is ignored once the shell has exec'd sleep (SIG_IGN stays).
+    assert Host.eventually(fn -> Host.cmdline(wpid) == "sleep 600" end)
+
+    assert {:ok, %{"id" => ^rid, "killed" => true}} =
+             Daemon.delete_run(rid, socket: ctx.sock, grace: 2_000, timeout: 1_000)
+  end
+
+  test "an empty, cut short or malformed reply is {:error, {:recv, :bad_response}}" do
+    replies = [
+      "",
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n{\"a\": 1",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"a\"",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+      "HTTP/1.1 OK\r\n\r\n{}",
+      "hello\r\n\r\n{}"
+    ]
+
+    for reply <- replies do
+      assert canned(reply, &Daemon.status/1) == {:error, {:recv, :bad_response}},
+             "reply #{inspect(reply)}"
+    end
+
+    # A whole reply still reads, chunked or not.
+    assert canned(
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n: 1\r\n1\r\n}\r\n0\r\n\r\n",
+             &Daemon.status/1
+           ) == {:ok, %{"a" => 1}}
+
+    assert canned("HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno", &Daemon.status/1) ==
+             {:error, %{status: 404, code: nil, message: "no"}}
+  end
+
+  # One request to a server on a socket of its own that answers `reply`
+  # verbatim and closes.
+  defp canned(reply, call) do
+    path = Path.join(System.tmp_dir!(), "sp-jail-canned-#{SnakepitJail.generate_run_id()}.sock")
+
+    {:ok, l} =
+      :gen_tcp.listen(0, [:binary, active: false, ifaddr: {:local, String.to_charlist(path)}])
+
+    try do
+      server =
+        Task.async(fn ->
+          {:ok, s} = :gen_tcp.accept(l, 10_000)
+          {:ok, _request} = :gen_tcp.recv(s, 0, 10_000)
+          :ok = :gen_tcp.send(s, reply)
+          :gen_tcp.close(s)
+        end)
+
+      res = call.(socket: path, timeout: 10_000)
+      Task.await(server)
+      res
+    after
+      :gen_tcp.close(l)
+      File.rm(path)
+    end
+  end
+
   test "JSON round trip" do
     v = %{"a" => [1, -2.5, true, false, nil, "x\"y\\z\n\u00e9\u{1F40D}"], "b" => %{}, "c" => []}
     assert JSON.decode(JSON.encode!(v)) == {:ok, v}

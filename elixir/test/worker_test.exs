@@ -375,6 +375,133 @@ defmodule SnakepitJail.WorkerTest do
     assert line =~ "snakepit: run #{info.run_id}: out of memory"
   end
 
+  test "the command's own exit 2, 125 or 127 before it is ready is :exited, not snakepit's",
+       ctx do
+    for status <- [2, 125, 127] do
+      assert {:error, %Error{} = e} =
+               start(ctx, :cgroup,
+                 cmd: ["sh", "-c", "echo going; exit #{status}"],
+                 ready_line: "^UP$",
+                 ready_timeout: 10_000
+               )
+
+      assert {e.reason, e.status} == {:exited, status}
+      assert "going" in e.output
+      assert_gone(e.run_id)
+    end
+  end
+
+  test "kill/1 of a run made under a --cgroup-parent given in :extra_args", ctx do
+    parent = Path.join(Host.cgroup2_mount(), "sptest-jail-#{SnakepitJail.generate_run_id()}")
+    rid = SnakepitJail.generate_run_id()
+
+    on_exit(fn ->
+      System.cmd(Host.bin(), ["kill", "--grace", "0s", "--cgroup-parent", parent, rid],
+        stderr_to_stdout: true
+      )
+
+      remove_cgroup(parent)
+    end)
+
+    {:ok, pid, info} =
+      start(ctx, :cgroup,
+        run_id: rid,
+        cmd: ["sh", "-c", "#{@leaver} exec sleep 600"],
+        grace: 10_000,
+        extra_args: ["--cgroup-parent", parent],
+        output: :owner
+      )
+
+    assert Host.cgroup_dir(info.cgroup) == Path.join(parent, "snakepit-#{rid}")
+    t0 = System.monotonic_time(:millisecond)
+    log = ExUnit.CaptureLog.capture_log(fn -> :ok = Worker.kill(pid) end)
+    took = System.monotonic_time(:millisecond) - t0
+    # `snakepit kill` found the run (SIGKILL at once), not "no such run".
+    assert_received {:snakepit_jail, ^pid, {:exit, 137}}
+    refute log =~ "snakepit kill exited"
+    assert took < 5_000, "kill/1 took #{took} ms"
+    assert_gone(rid)
+  end
+
+  describe "a `snakepit kill` that fails:" do
+    setup ctx do
+      # snakepit itself for `run`; for `kill`, FAKE_KILL says what it does
+      # (its PIDs go to FAKE_KILL_PIDS, for the cleanup).
+      dir = Path.join(System.tmp_dir!(), "sp-jail-fake-#{SnakepitJail.generate_run_id()}")
+      File.mkdir_p!(dir)
+      fake = Path.join(dir, "snakepit")
+      pids = Path.join(dir, "kill-pids")
+
+      File.write!(fake, """
+      #!/bin/sh
+      if [ "$1" = kill ]; then
+        echo $$ >> "$FAKE_KILL_PIDS"
+        [ "$FAKE_KILL" = hang ] && exec sleep 600
+        echo "snakepit: no such run (fake)" >&2
+        exit 118
+      fi
+      exec "#{Host.bin()}" "$@"
+      """)
+
+      File.chmod!(fake, 0o755)
+
+      on_exit(fn ->
+        for pid <- pids |> File.read!() |> String.split(),
+            Host.cmdline(pid) == "sleep 600",
+            do: System.cmd("kill", ["-KILL", pid])
+
+        File.rm_rf!(dir)
+      end)
+
+      File.write!(pids, "")
+      Map.merge(ctx, %{fake: fake, pids: pids})
+    end
+
+    test "118 (no such run) while the wrapper runs: the Port is closed at once", ctx do
+      {:ok, pid, info} =
+        start(ctx, :cgroup,
+          snakepit: ctx.fake,
+          env: %{"FAKE_KILL" => "118", "FAKE_KILL_PIDS" => ctx.pids},
+          cmd: ["sh", "-c", "#{@leaver} exec sleep 600"],
+          grace: 0
+        )
+
+      t0 = System.monotonic_time(:millisecond)
+      log = ExUnit.CaptureLog.capture_log(fn -> :ok = Worker.kill(pid) end)
+      took = System.monotonic_time(:millisecond) - t0
+      assert log =~ "snakepit kill exited 118"
+      assert took < 5_000, "kill/1 took #{took} ms"
+      # The wrapper saw EOF on its stdin and tore the run down.
+      assert_gone(info.run_id, [Host.ident(info.wrapper_pid)])
+    end
+
+    test "a kill that hangs is SIGKILLed after grace + :kill_timeout; the Port is closed",
+         ctx do
+      {:ok, pid, info} =
+        start(ctx, :cgroup,
+          snakepit: ctx.fake,
+          env: %{"FAKE_KILL" => "hang", "FAKE_KILL_PIDS" => ctx.pids},
+          cmd: ["sh", "-c", "#{@leaver} exec sleep 600"],
+          grace: 0,
+          kill_timeout: 300
+        )
+
+      task = Task.async(fn -> ExUnit.CaptureLog.capture_log(fn -> Worker.kill(pid) end) end)
+
+      log =
+        case Task.yield(task, 15_000) || Task.shutdown(task, :brutal_kill) do
+          {:ok, log} -> log
+          nil -> flunk("kill/1 did not return within 15 s (`snakepit kill` hangs)")
+          {:exit, reason} -> flunk("kill/1 exited: #{inspect(reason)}")
+        end
+
+      assert log =~ "snakepit kill did not return within 300 ms"
+      [kill_pid] = ctx.pids |> File.read!() |> String.split()
+      assert Host.eventually(fn -> not Host.alive?(Host.ident(String.to_integer(kill_pid))) end)
+      assert_gone(info.run_id, [Host.ident(info.wrapper_pid)])
+    end
+  end
+
   # ------------------------------------------------------------------
 
   defp start(ctx, mode, opts) do
@@ -409,6 +536,24 @@ defmodule SnakepitJail.WorkerTest do
     case Host.wait_all_gone(idents, [run_id], [], 10_000) do
       {:ok, _} -> assert Host.listed_runs([run_id]) == []
       {:error, left} -> flunk("run #{run_id} not gone: #{inspect(left, pretty: true)}")
+    end
+  end
+
+  # A cgroup a test made: what is still in it killed, then removed.
+  defp remove_cgroup(dir) do
+    if File.dir?(dir) do
+      File.write(Path.join(dir, "cgroup.kill"), "1")
+
+      Host.eventually(fn ->
+        dir |> Path.join("cgroup.events") |> File.read!() |> String.contains?("populated 0")
+      end)
+
+      # Deepest first.
+      for sub <- Path.wildcard(Path.join(dir, "**")) |> Enum.sort_by(&(-byte_size(&1))),
+          File.dir?(sub),
+          do: File.rmdir(sub)
+
+      File.rmdir(dir)
     end
   end
 

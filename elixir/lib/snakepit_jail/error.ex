@@ -9,11 +9,13 @@ defmodule SnakepitJail.Error do
   * `:output`: the last lines the wrapper and the command wrote;
   * `:run_id`: the run ID the worker was given (nil when none was made up).
 
-  Reasons by exit status of `snakepit run` (see the snakepit README):
+  Reasons by exit status of `snakepit run` (see the snakepit README), when
+  snakepit said why (a `snakepit: ` line):
   2 `:usage`, 117 `:no_cgroup_kill`, 119 `:not_ready`, 120 `:invalid_run_id`,
   121 `:run_id_in_use`, 122 `:cgroup_permission`, 123 `:no_cgroup2`, 124 `:timeout`,
-  125 `:snakepit_failure`, 126 `:cannot_execute`, 127 `:not_found`; any
-  other status `:exited` (the command itself exited before it was ready).
+  125 `:snakepit_failure`, 126 `:cannot_execute`, 127 `:not_found`. Any
+  other status, or any status without a line of snakepit's, is `:exited`
+  (the command itself exited before it was ready, e.g. `exit 2`).
   Found on the BEAM side: `:bad_option`, `:no_snakepit`, `:start_timeout`.
   """
   defexception [:reason, :status, :message, :run_id, output: []]
@@ -37,14 +39,16 @@ defmodule SnakepitJail.Error do
 
   @doc false
   def from_exit(status, snakepit_lines, output, run_id) do
-    msg =
+    # The command's own status may be one of snakepit's (a script's
+    # `exit 2`): it is snakepit's only when snakepit said something.
+    {reason, msg} =
       case snakepit_lines do
-        [] -> "snakepit run exited with status #{status} before the worker was ready"
-        lines -> Enum.join(lines, "\n")
+        [] -> {:exited, "snakepit run exited with status #{status} before the worker was ready"}
+        lines -> {reason_for_status(status), Enum.join(lines, "\n")}
       end
 
     %__MODULE__{
-      reason: reason_for_status(status),
+      reason: reason,
       status: status,
       message: msg,
       output: output,

@@ -76,12 +76,16 @@ defmodule SnakepitJail.Worker do
   * `:env`: `[{"NAME", "value" | nil}]` or a map, added to (nil: removed
     from) the environment of the wrapper and so of the command;
   * `:dir`: working directory of the command;
-  * `:extra_args`: more `snakepit run` flags, verbatim;
+  * `:extra_args`: more `snakepit run` flags, verbatim (a
+    `--cgroup-parent` among them is passed on to `snakepit kill` too);
   * `:snakepit`: the snakepit binary (default: `SnakepitJail.snakepit_bin/1`);
   * `:owner`: see above; `:output`: `:log` (default, `Logger.info`),
     `:owner`, `:discard`, or a 1-arity function called with each line;
   * `:start_timeout`: how long `start_link` waits in all (default the
     ready timeout + 10 s, or 60 s); on expiry the run is torn down;
+  * `:kill_timeout`: how long a teardown's `snakepit kill` may take beyond
+    the grace (default 30 s); then it is SIGKILLed and the Port closed, so
+    the wrapper tears the run down (EOF on its stdin);
   * `:name`, and for `child_spec/1`: `:id`, `:restart`, `:shutdown`
     (default grace + 5 s).
 
@@ -105,6 +109,7 @@ defmodule SnakepitJail.Worker do
   @max_line 65_536
   @keep_lines 20
   @default_grace_ms 5_000
+  @default_kill_timeout 30_000
 
   @type info :: %{
           run_id: String.t(),
@@ -298,6 +303,10 @@ defmodule SnakepitJail.Worker do
          env: env,
          dir: opts[:dir],
          run_id: to_string(run_id),
+         kill_flags: cgroup_parent_flags(Enum.map(opts[:extra_args] || [], &to_string/1)),
+         kill_timeout:
+           (opts[:kill_timeout] && SnakepitJail.duration_ms(opts[:kill_timeout])) ||
+             @default_kill_timeout,
          grace: grace,
          grace_ms: (grace && SnakepitJail.duration_ms(grace)) || @default_grace_ms,
          owner: owner,
@@ -416,6 +425,23 @@ defmodule SnakepitJail.Worker do
       true -> []
     end
   end
+
+  # `snakepit kill` finds a run made under a --cgroup-parent only when told
+  # that parent too (it searches the known parents).
+  defp cgroup_parent_flags(args), do: cgroup_parent_flags(args, [])
+
+  defp cgroup_parent_flags([flag, dir | rest], acc)
+       when flag in ["--cgroup-parent", "-cgroup-parent"],
+       do: cgroup_parent_flags(rest, ["--cgroup-parent=" <> dir | acc])
+
+  defp cgroup_parent_flags(["--cgroup-parent=" <> dir | rest], acc),
+    do: cgroup_parent_flags(rest, ["--cgroup-parent=" <> dir | acc])
+
+  defp cgroup_parent_flags(["-cgroup-parent=" <> dir | rest], acc),
+    do: cgroup_parent_flags(rest, ["--cgroup-parent=" <> dir | acc])
+
+  defp cgroup_parent_flags([_ | rest], acc), do: cgroup_parent_flags(rest, acc)
+  defp cgroup_parent_flags([], acc), do: Enum.reverse(acc)
 
   defp bad(msg), do: {:error, %Error{reason: :bad_option, message: msg}}
 
@@ -616,25 +642,95 @@ defmodule SnakepitJail.Worker do
   defp teardown(%{port: nil} = st, _grace), do: st
 
   defp teardown(st, grace) do
-    env = for {k, v} <- st.env, v != false, do: {List.to_string(k), List.to_string(v)}
+    grace = grace || "#{st.grace_ms}ms"
+    grace_ms = SnakepitJail.duration_ms(grace) || st.grace_ms
+    {out, code} = snakepit_kill(st, grace, grace_ms + st.kill_timeout)
+    now = System.monotonic_time(:millisecond)
 
-    {out, code} =
-      try do
-        System.cmd(st.bin, ["kill", "--grace", grace || "#{st.grace_ms}ms", st.run_id],
-          stderr_to_stdout: true,
-          env: env
+    case code do
+      0 ->
+        st |> await_exit(now + 10_000) |> close_if_open()
+
+      118 ->
+        # No such run: gone as asked only if the wrapper has exited (its
+        # exit status is here); else the kill looked in the wrong place.
+        case await_exit(st, now) do
+          %{port: nil} = st ->
+            st
+
+          st ->
+            Logger.warning("[#{st.run_id}] snakepit kill exited 118: #{String.trim(out)}")
+            close_port(st)
+        end
+
+      :timeout ->
+        Logger.warning(
+          "[#{st.run_id}] snakepit kill did not return within #{grace_ms + st.kill_timeout} ms: " <>
+            "killed; closing the Port (the wrapper tears the run down on EOF)#{tail(out)}"
         )
-      rescue
-        e -> {Exception.message(e), -1}
-      end
 
-    # 118: the run is already gone (the command exited as we asked).
-    if code not in [0, 118] do
-      Logger.warning("[#{st.run_id}] snakepit kill exited #{code}: #{String.trim(out)}")
+        close_port(st)
+
+      code ->
+        Logger.warning("[#{st.run_id}] snakepit kill exited #{code}: #{String.trim(out)}")
+        st |> await_exit(now + st.grace_ms + 10_000) |> close_if_open()
     end
+  end
 
-    wait_ms = if code in [0, 118], do: 10_000, else: st.grace_ms + 10_000
-    await_exit(st, System.monotonic_time(:millisecond) + wait_ms)
+  # `snakepit kill` through a Port of its own, for its OS PID: a kill that
+  # does not return by the deadline is SIGKILLed (a process we started and
+  # have not seen exit, so the PID is still its own).
+  defp snakepit_kill(st, grace, timeout_ms) do
+    opts =
+      [:binary, :exit_status, :stderr_to_stdout, :hide] ++
+        [args: ["kill", "--grace", grace | st.kill_flags] ++ [st.run_id]] ++
+        if(st.env != [], do: [env: st.env], else: [])
+
+    try do
+      port = Port.open({:spawn_executable, st.bin}, opts)
+      {:os_pid, os_pid} = Port.info(port, :os_pid)
+      collect_kill(port, os_pid, [], System.monotonic_time(:millisecond) + timeout_ms)
+    rescue
+      e -> {Exception.message(e), -1}
+    end
+  end
+
+  defp collect_kill(port, os_pid, acc, deadline) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {^port, {:data, data}} ->
+        collect_kill(port, os_pid, [acc | data], deadline)
+
+      {^port, {:exit_status, code}} ->
+        {IO.iodata_to_binary(acc), code}
+    after
+      remaining ->
+        # The shell's kill builtin: no kill(1) on PATH needed.
+        :os.cmd(~c"kill -KILL #{os_pid}")
+        close(port)
+        {IO.iodata_to_binary(acc), :timeout}
+    end
+  end
+
+  defp tail(""), do: ""
+  defp tail(out), do: ": " <> String.trim(out)
+
+  # Last resort: the wrapper did not exit in time.
+  defp close_if_open(%{port: nil} = st), do: st
+  defp close_if_open(st), do: close_port(st)
+
+  defp close_port(st) do
+    # EOF on the wrapper's stdin makes it tear down too.
+    close(st.port)
+    %{st | port: nil}
+  end
+
+  # A port whose process has just exited may be closed already.
+  defp close(port) do
+    Port.close(port)
+  rescue
+    ArgumentError -> true
   end
 
   defp await_exit(%{port: port} = st, deadline) do
@@ -649,10 +745,7 @@ defmodule SnakepitJail.Worker do
         notify(st, {:exit, status})
         %{st | port: nil}
     after
-      remaining ->
-        # Last resort: EOF on the wrapper's stdin makes it tear down too.
-        Port.close(port)
-        %{st | port: nil}
+      remaining -> st
     end
   end
 end
