@@ -122,6 +122,11 @@ func Main(args []string) int {
 	sigc := make(chan os.Signal, 64)
 	signal.Notify(sigc, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
 
+	if a.jobFD >= 0 {
+		// Ours alone: a command that held it could stop the wrapper
+		// (a forged MsgStopped) or swallow its MsgContinue.
+		unix.CloseOnExec(a.jobFD)
+	}
 	pid, err := startCommand(a)
 	if err != nil {
 		fmt.Fprintf(stderr, "snakepit %s: %v\n", Subcommand, err)

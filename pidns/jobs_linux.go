@@ -26,7 +26,6 @@ func newJobControl(fd, pid int) *jobControl {
 	if fd < 0 {
 		return nil
 	}
-	unix.CloseOnExec(fd)
 	j := &jobControl{f: os.NewFile(uintptr(fd), "job-control"), pid: pid}
 	j.c = jobctl.Notices(j.f, jobctl.MsgContinue)
 	return j

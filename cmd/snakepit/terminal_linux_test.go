@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -101,6 +102,19 @@ func jobControl(t *testing.T, flags ...string) {
 		}
 		return sleep != 0 && fg() == sleep
 	})
+	// The job-control socket (--pid-ns) stays the wrapper's and init's.
+	// (What the test itself inherited passes through, as timeout(1)'s
+	// caller's files do: only sockets are looked for.)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", sleep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", sleep, e.Name()))
+		if strings.HasPrefix(l, "socket:") {
+			t.Errorf("the command holds fd %s (%s)", e.Name(), l)
+		}
+	}
 	if _, err := master.Write([]byte{0x1a}); err != nil { // ^Z
 		t.Fatal(err)
 	}
