@@ -35,6 +35,7 @@ type initArgs struct {
 	fds       int
 	jobFD     int // -1: none; else the wrapper's job-control socket (jobs_linux.go)
 	path      string
+	dir       string // the command's directory, entered with its credential
 	argv      []string
 	cred      *syscall.Credential
 }
@@ -49,6 +50,7 @@ func parseArgs(args []string, stderr io.Writer) (initArgs, error) {
 	fs.IntVar(&a.fds, "fds", 0, "number of inherited files beyond stdio (fds 3...) to pass on")
 	fs.IntVar(&a.jobFD, "job-fd", -1, "a socket to the wrapper for job control on a terminal (not passed on)")
 	fs.StringVar(&a.path, "path", "", "the program to run (default: argv[0], looked up in PATH)")
+	fs.StringVar(&a.dir, "dir", "", "the command's working directory, entered after --uid/--gid take effect")
 	uid := fs.Int64("uid", -1, "run the command with this user ID")
 	gid := fs.Int64("gid", -1, "... and this group ID")
 	groups := fs.String("groups", "", "... and these supplementary group IDs (comma-separated)")
@@ -170,7 +172,10 @@ func startCommand(a initArgs) (int, error) {
 		attr.Foreground = true
 		attr.Ctty = 0
 	}
+	// ProcAttr.Dir is entered after the credential is set: a directory
+	// the command's user cannot enter is refused as without --pid-ns.
 	pid, err := syscall.ForkExec(path, a.argv, &syscall.ProcAttr{
+		Dir:   a.dir,
 		Env:   os.Environ(),
 		Files: files,
 		Sys:   attr,

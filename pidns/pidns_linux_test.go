@@ -353,3 +353,35 @@ func TestCredentialMovesToCommand(t *testing.T) {
 		t.Fatalf("want uid/gid 65534, groups 65534 100 and a namespace-only /proc; got %q", out.String())
 	}
 }
+
+// The directory goes with the credential: the command enters it as its
+// user, and one its user may not enter is refused (126), as without a
+// namespace. Entered by the init, as root, it was not.
+func TestDirEnteredWithCredential(t *testing.T) {
+	testenv.RequireRoot(t)
+	private := filepath.Join(t.TempDir(), "private")
+	if err := os.MkdirAll(filepath.Join(private, "pub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := func(dir string) (string, error) {
+		cmd := exec.Command("/bin/pwd")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		Wrap(cmd, Options{InitPath: SelfExe})
+		err := cmd.Run()
+		return strings.TrimSpace(out.String()), err
+	}
+	out, err := run(filepath.Join(private, "pub"))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 126 {
+		t.Fatalf("a directory the user may not enter: %v, %q; want exit 126", err, out)
+	}
+	if out, err := run("/tmp"); err != nil || out != "/tmp" {
+		t.Fatalf("an open directory: %v, %q", err, out)
+	}
+}

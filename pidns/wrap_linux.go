@@ -85,6 +85,12 @@ func Wrap(cmd *exec.Cmd, o Options) {
 			args = append(args, "--no-setgroups")
 		}
 		a.Credential = nil
+		// The directory goes with the credential: entered by the init,
+		// as root, it let the command start where its user may not go.
+		if cmd.Dir != "" {
+			args = append(args, "--dir", cmd.Dir)
+			cmd.Dir = ""
+		}
 	}
 	if o.JobControl != nil {
 		args = append(args, "--job-fd", strconv.Itoa(3+len(cmd.ExtraFiles)))
