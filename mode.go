@@ -19,7 +19,8 @@ const (
 	ModeCgroup Mode = "cgroup"
 	// ModePOSIX never uses a cgroup: process groups, the subreaper, the
 	// run-ID marker and /proc scans with pidfds (see reaper.Family).
-	// Create makes the calling process a child subreaper. A setsid'd
+	// With Options.Reaper or AdoptOrphans set, Create makes the calling
+	// process a child subreaper (orphans are then members). A setsid'd
 	// process that also scrubs its argv and environment can escape it
 	// unless the run uses a PID namespace (Options.PidNS).
 	ModePOSIX Mode = "posix"

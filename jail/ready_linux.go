@@ -317,11 +317,23 @@ type lineWatcher struct {
 	rs      *Ready
 	mu      sync.Mutex
 	buf     []byte
+	long    bool // the line in buf is longer than maxReadyLine
 	matched bool
 }
 
-// maxReadyLine bounds how much of one line is kept for matching.
-const maxReadyLine = 64 << 10
+// maxReadyLine bounds a line that is matched; a longer one never matches
+// (its prefix might, where the whole would not). Matching costs the line's
+// length times the pattern's size (spec.MaxReadyProg).
+const maxReadyLine = 16 << 10
+
+// keep adds b to the line being read.
+func (l *lineWatcher) keep(b []byte) {
+	if len(l.buf)+len(b) > maxReadyLine {
+		l.long = true
+		b = b[:max(0, maxReadyLine-len(l.buf))]
+	}
+	l.buf = append(l.buf, b...)
+}
 
 func (l *lineWatcher) Write(p []byte) (int, error) {
 	n, err := l.dst.Write(p)
@@ -334,18 +346,14 @@ func (l *lineWatcher) Write(p []byte) (int, error) {
 	for len(rest) > 0 && !l.matched {
 		i := bytes.IndexByte(rest, '\n')
 		if i < 0 {
-			if len(l.buf) < maxReadyLine {
-				l.buf = append(l.buf, rest[:min(len(rest), maxReadyLine-len(l.buf))]...)
-			}
+			l.keep(rest)
 			break
 		}
-		if len(l.buf) < maxReadyLine {
-			l.buf = append(l.buf, rest[:min(i, maxReadyLine-len(l.buf))]...)
-		}
+		l.keep(rest[:i])
 		rest = rest[i+1:]
-		line := strings.TrimSuffix(string(l.buf), "\r")
-		l.buf = l.buf[:0]
-		if l.rs.re.MatchString(line) {
+		line, long := strings.TrimSuffix(string(l.buf), "\r"), l.long
+		l.buf, l.long = l.buf[:0], false
+		if !long && l.rs.re.MatchString(line) {
 			l.matched = true
 			l.buf = nil
 			l.rs.mu.Lock()

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"time"
 
@@ -228,11 +230,32 @@ func (r Readiness) Validate() error {
 		if _, err := regexp.Compile(r.Line); err != nil {
 			return fmt.Errorf("%w: line %q: %v", ErrBadReady, truncate(r.Line), err)
 		}
+		if n := progSize(r.Line); n > MaxReadyProg {
+			return fmt.Errorf("%w: line %q: too complex (%d instructions, at most %d)", ErrBadReady, truncate(r.Line), n, MaxReadyProg)
+		}
 	}
 	if r.Timeout < 0 {
 		return fmt.Errorf("%w: timeout %v is negative", ErrBadDuration, time.Duration(r.Timeout))
 	}
 	return nil
+}
+
+// MaxReadyProg bounds a ready line's compiled size: matching costs the
+// line's length times it, on the supervisor's CPU (the daemon's, for a
+// member's worker), and `[ab]{1000}` repeated made one line cost seconds.
+const MaxReadyProg = 1000
+
+// progSize is the number of instructions re compiles to (re compiles).
+func progSize(re string) int {
+	t, err := syntax.Parse(re, syntax.Perl)
+	if err != nil {
+		return 0
+	}
+	p, err := syntax.Compile(t.Simplify())
+	if err != nil {
+		return math.MaxInt
+	}
+	return len(p.Inst)
 }
 
 // ReadyInfo is what a worker reported when it became ready.

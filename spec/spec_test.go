@@ -199,10 +199,11 @@ func TestDecodeRejects(t *testing.T) {
 	for body, want := range map[string]error{
 		`{}`:                                  ErrNoCommand,
 		`{"argv":["x"],"ready":{"line":"("}}`: ErrBadReady,
-		`{"argv":["x"],"ready_timeout":"1s"}`: ErrBadReady,
-		`{"argv":["x"],"env":["NOEQUALS"]}`:   ErrBadSpec,
-		`{"argv":["x"],"user":"a:b"}`:         ErrBadSpec,
-		`{"argv":["x"],"stdin":"/dev/null"}`:  ErrUnknownField,
+		`{"argv":["x"],"ready":{"line":"[ab]{1000}z"}}`: ErrBadReady,
+		`{"argv":["x"],"ready_timeout":"1s"}`:           ErrBadReady,
+		`{"argv":["x"],"env":["NOEQUALS"]}`:             ErrBadSpec,
+		`{"argv":["x"],"user":"a:b"}`:                   ErrBadSpec,
+		`{"argv":["x"],"stdin":"/dev/null"}`:            ErrUnknownField,
 	} {
 		if _, err := DecodeWorker([]byte(body)); !errors.Is(err, want) {
 			t.Errorf("DecodeWorker(%s) = %v; want %v", body, err, want)
