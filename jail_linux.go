@@ -165,14 +165,14 @@ func (r *Run) prepareCommand(c *Command) (*cmdJail, error) {
 		return nil, err
 	}
 	extra := rs.Env()
+	env := c.Env
+	if env == nil {
+		env = os.Environ()
+	}
 	if rc != nil {
-		extra = append(extra, rc.Env()...)
+		extra = append(extra, jail.UserEnv(env, rc.Env())...)
 	}
 	if len(extra) > 0 {
-		env := c.Env
-		if env == nil {
-			env = os.Environ()
-		}
 		c.Env = jail.OverrideEnv(env, extra)
 	}
 	c.Stdout = rs.WrapStdout(c.Stdout)

@@ -1,6 +1,9 @@
 package jail
 
-import "strings"
+import (
+	"os"
+	"strings"
+)
 
 // OverrideEnv returns env with each KEY=value of extra replacing any KEY=
 // already there (getenv returns the first of duplicates, so an inherited
@@ -22,4 +25,31 @@ func withoutKey(env []string, key string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// UserEnv returns the entries of user (HOME, USER, LOGNAME of the worker's
+// user) that env does not set otherwise: a key env lacks, or has with our
+// own value (inherited, as root's HOME=/root is), takes the user's; one the
+// caller set to a value of its own (--setenv HOME=/custom) keeps it.
+func UserEnv(env, user []string) []string {
+	var out []string
+	for _, kv := range user {
+		k, _, _ := strings.Cut(kv, "=")
+		v, set := lookup(env, k)
+		if ours, ok := os.LookupEnv(k); set && !(ok && v == ours) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// lookup returns the value of key in env, as getenv would (the first).
+func lookup(env []string, key string) (string, bool) {
+	for _, kv := range env {
+		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
+			return kv[len(key)+1:], true
+		}
+	}
+	return "", false
 }
