@@ -471,6 +471,9 @@ type Worker struct {
 	Placement spawn.Placement
 	ready     *jail.Ready
 	jobs      *jobs // --pid-ns on a terminal (jobs_linux.go)
+	// stdinW is the write end of our pipe for a Stdin that is not a
+	// file, closed once the worker is reaped (stdinPipe).
+	stdinW *os.File
 
 	exitMu sync.Mutex
 	onExit []func() // AfterExit's, until the worker has exited
@@ -540,11 +543,20 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 			helperW.Close() // the child has its copy
 		}
 	}()
+	stdin, stdinR, stdinW, err := stdinPipe(c.Stdin)
+	if err != nil {
+		jb.close()
+		jc.ready.Cleanup()
+		return nil, err
+	}
+	if stdinR != nil {
+		defer stdinR.Close() // the child has its copy
+	}
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(c.Args[0], c.Args[1:]...)
 		cmd.Env = env
 		cmd.Dir = c.Dir
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, c.Stdout, c.Stderr
 		cmd.ExtraFiles = c.ExtraFiles
 		cmd.WaitDelay = waitDelay
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -572,7 +584,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
 	r.box.Place(&so)
 
-	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready, jobs: jb}
+	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready, jobs: jb, stdinW: stdinW}
 	if r.opts.Reaper != nil {
 		w.exitc, err = r.opts.Reaper.Subscribe(func() (int, error) {
 			p, err := r.spawner.Start(ctx, newCmd, so)
@@ -593,6 +605,9 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if helperR != nil {
 			helperR.Close()
 		}
+		if stdinW != nil {
+			stdinW.Close()
+		}
 		jb.close()
 		jc.ready.Cleanup()
 		if gerr := r.box.Gone(); gerr != nil {
@@ -608,6 +623,9 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.mu.Unlock()
 	r.box.Adopt(w.PID(), w.PidFD())
 	jc.ready.Started()
+	if stdinW != nil {
+		go copyStdin(stdinW, c.Stdin)
+	}
 	go w.wait()
 	if helperR != nil {
 		if err := jail.AwaitExec(ctx, helperR); err != nil {
@@ -622,6 +640,29 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		}
 	}
 	return w, nil
+}
+
+// stdinPipe returns what a worker's stdin is: in itself when it is a file
+// (or nil), else the read end r of a pipe whose write end w copyStdin
+// feeds. os/exec would make that pipe and copy too, but its Wait waits for
+// the copy, which blocks in the caller's Read as long as the reader does
+// not end (an io.Pipe never closed): Wait and Teardown hung with the
+// worker long dead. Ours is abandoned once the worker is reaped.
+func stdinPipe(in io.Reader) (stdin io.Reader, r, w *os.File, err error) {
+	if _, ok := in.(*os.File); ok || in == nil {
+		return in, nil, nil, nil
+	}
+	if r, w, err = os.Pipe(); err != nil {
+		return nil, nil, nil, err
+	}
+	return r, r, w, nil
+}
+
+// copyStdin copies in to the worker's stdin pipe w until in ends (then
+// closes w: EOF for the worker) or w is closed.
+func copyStdin(w *os.File, in io.Reader) {
+	_, _ = io.Copy(w, in)
+	_ = w.Close()
 }
 
 // RunEnv returns env with SNAKEPIT_RUN_ID set to id, replacing any value
@@ -678,6 +719,9 @@ func (w *Worker) wait() {
 	}
 	w.proc.Cmd = nil
 	w.fdMu.Unlock()
+	if w.stdinW != nil {
+		w.stdinW.Close() // the copy's next write fails; nobody waits for it
+	}
 	if w.ready != nil {
 		w.ready.Exited() // its notify socket is gone before anyone sees done
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -539,5 +540,45 @@ func TestTeardownKillsEscapedWorker(t *testing.T) {
 	st, err := w.Wait(context.Background())
 	if err != nil || st.Signal != unix.SIGKILL {
 		t.Fatalf("escaped worker: %v, %v; want killed by SIGKILL", st, err)
+	}
+}
+
+// A Stdin that never ends (an io.Pipe nobody closes) holds neither the
+// worker's Wait nor the run's Teardown once the worker is dead: os/exec's
+// own copy was waited for, for ever.
+func TestStdinReaderThatNeverEnds(t *testing.T) {
+	r := newTestRun(t, Options{})
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	w, err := r.Start(context.Background(), Command{Args: []string{"sh", "-c", "read line; echo \"got $line\"; exec sleep 300"}, Stdin: pr, Stdout: outW})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The worker has read its stdin once it says so.
+	_ = outR.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if line, err := bufio.NewReader(outR).ReadString('\n'); err != nil || line != "got hello\n" {
+		t.Fatalf("worker said %q, %v", line, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := r.Teardown(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Done():
+	case <-ctx.Done():
+		t.Fatal("the worker's Wait never ended")
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Teardown ran to its deadline")
 	}
 }
