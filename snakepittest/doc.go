@@ -23,7 +23,9 @@
 // At cleanup every process still in the cgroup is a leak (a process that is
 // already dying from SIGKILL is not), each is reported with t.Errorf naming
 // its PID and command line, and then the whole run is killed and removed.
-// Commands the test started but never waited for are reaped.
+// Waiting for the commands it started is the test's business, as with
+// os/exec: Close does not touch them (a test may wait on another
+// goroutine).
 //
 // New needs root and a cgroup2 mount: without them the test is skipped, or
 // fails when CI=true. The run is registered with the guardian service (see

@@ -51,7 +51,6 @@ type Run struct {
 	dir *os.File
 
 	mu     sync.Mutex
-	cmds   []*exec.Cmd
 	closed bool
 	leaks  []Leak
 }
@@ -137,7 +136,6 @@ func (r *Run) CommandContext(ctx context.Context, name string, args ...string) *
 		r.t.Fatalf("snakepittest: Command after the run was closed")
 		return cmd
 	}
-	r.cmds = append(r.cmds, cmd)
 	r.mu.Unlock()
 	return cmd
 }
@@ -160,9 +158,11 @@ func (r *Run) Procs() []Leak {
 	return out
 }
 
-// Close checks for leaks, reports each with t.Errorf, tears the run down
-// (kill, wait until empty, remove) and reaps commands the test never
-// waited for. It returns the leaks. It runs automatically at cleanup; call
+// Close checks for leaks, reports each with t.Errorf and tears the run down
+// (kill, wait until empty, remove). It returns the leaks. It does not touch
+// the commands the test made: one may be waited for on another goroutine
+// (a Wait of ours raced it), and one never waited for is the test's zombie,
+// as with os/exec. It runs automatically at cleanup; call
 // it earlier to check in the middle of a test. Idempotent.
 func (r *Run) Close() []Leak {
 	r.t.Helper()
@@ -172,7 +172,6 @@ func (r *Run) Close() []Leak {
 		return r.leaks
 	}
 	r.closed = true
-	cmds := r.cmds
 	r.mu.Unlock()
 
 	leaks := r.Procs()
@@ -180,11 +179,6 @@ func (r *Run) Close() []Leak {
 	defer cancel()
 	_, terr := r.run.Teardown(ctx, 0)
 	r.dir.Close()
-	for _, c := range cmds {
-		if c.Process != nil && c.ProcessState == nil {
-			_ = c.Wait() // killed above; reap it rather than leave a zombie
-		}
-	}
 	for _, l := range leaks {
 		r.t.Errorf("snakepittest: leaked process %s", l)
 	}
