@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -248,8 +249,10 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 
 // EventStream is an open GET /v1/events.
 type EventStream struct {
-	resp *http.Response
-	sc   *bufio.Scanner
+	ctx    context.Context
+	resp   *http.Response
+	sc     *bufio.Scanner
+	closed atomic.Bool
 }
 
 // Events opens the event stream. It ends when ctx ends, Close is called or
@@ -265,14 +268,16 @@ func (c *Client) Events(ctx context.Context) (*EventStream, error) {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	return &EventStream{resp: resp, sc: sc}, nil
+	return &EventStream{ctx: ctx, resp: resp, sc: sc}, nil
 }
 
-// Next returns the next event; io.EOF when the stream ended.
+// Next returns the next event; io.EOF when the stream ended, its ctx
+// ended or Close was called (the read's own error then, an i/o timeout or
+// a closed body, says nothing more).
 func (s *EventStream) Next() (api.Event, error) {
 	var ev api.Event
 	if !s.sc.Scan() {
-		if err := s.sc.Err(); err != nil {
+		if err := s.sc.Err(); err != nil && s.ctx.Err() == nil && !s.closed.Load() {
 			return ev, err
 		}
 		return ev, io.EOF
@@ -284,4 +289,7 @@ func (s *EventStream) Next() (api.Event, error) {
 }
 
 // Close ends the stream.
-func (s *EventStream) Close() error { return s.resp.Body.Close() }
+func (s *EventStream) Close() error {
+	s.closed.Store(true)
+	return s.resp.Body.Close()
+}

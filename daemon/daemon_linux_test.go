@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -1024,5 +1025,46 @@ func TestLimits(t *testing.T) {
 	}
 	if _, err := d.c.CreateRun(ctx, api.CreateRunRequest{}); err != nil {
 		t.Errorf("create after a teardown freed a slot: %v", err)
+	}
+}
+
+// An event stream whose ctx ends, or that is closed, ends with io.EOF, as
+// its doc says (not the read's i/o timeout).
+func TestEventStreamEndsWithEOF(t *testing.T) {
+	d := startDaemon(t, daemonOpts{})
+	ctx := ctxT(t, 60*time.Second)
+	for _, end := range []string{"ctx", "close"} {
+		ectx, cancel := context.WithCancel(ctx)
+		evs, err := d.c.Events(ectx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := evs.Next(); err != nil {
+			t.Fatalf("first event: %v", err)
+		}
+		if end == "ctx" {
+			cancel()
+		} else {
+			evs.Close()
+		}
+		for {
+			_, err := evs.Next()
+			if err == nil {
+				continue // events that were on their way
+			}
+			if err != io.EOF {
+				t.Errorf("after its %s ended: %v, want io.EOF", end, err)
+			}
+			break
+		}
+		cancel()
+		evs.Close()
+		if _, err := d.c.DeleteRun(ctx, run.ID, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
