@@ -61,6 +61,10 @@ type Daemon struct {
 	closing  bool
 	inflight sync.WaitGroup // createRun calls
 	watchers sync.WaitGroup // workers whose exit is not recorded yet (workerExited)
+	// graceOver ends --grace after shutdown began: a teardown still in
+	// its grace then (a member's DELETE with a longer one) kills at once.
+	graceOver context.Context
+	endGrace  context.CancelFunc
 }
 
 func newDaemon(cfg Config) (*Daemon, error) {
@@ -77,6 +81,7 @@ func newDaemon(cfg Config) (*Daemon, error) {
 		runs:       make(map[string]*runState),
 		usage:      make(map[int]*usage),
 	}
+	d.graceOver, d.endGrace = context.WithCancel(context.Background())
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -244,6 +249,7 @@ func (d *Daemon) shutdown(ctx context.Context, srv *http.Server) error {
 	d.mu.Unlock()
 	_ = sdnotify.Stopping(fmt.Sprintf("stopping: tearing down %d runs (grace %v)", n, d.grace))
 	d.log.Info("stopping", "runs", n, "grace", d.grace)
+	defer time.AfterFunc(d.grace, d.endGrace).Stop()
 
 	// End event streams, stop accepting; in-flight requests finish (or
 	// fail with 503) while runs are torn down.

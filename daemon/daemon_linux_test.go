@@ -24,6 +24,7 @@ import (
 	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/spawn"
+	"github.com/snakepit/snakepit/spec"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -1067,4 +1068,34 @@ func TestEventStreamEndsWithEOF(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A stop tears down with the daemon's --grace, also a run whose DELETE is
+// waiting out a longer grace of its own: the shutdown joined that
+// teardown and waited its grace (minutes, past systemd's stop timeout).
+func TestShutdownCutsALongerDeleteGrace(t *testing.T) {
+	d := startDaemon(t, daemonOpts{}) // --grace 1s
+	ctx := ctxT(t, 60*time.Second)
+	run, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(d.dir, "armed.log")
+	if _, err := d.c.StartWorker(ctx, run.ID, api.StartWorkerRequest{
+		Argv:   []string{"/bin/sh", "-c", `trap "" TERM; echo armed; exec sleep 1000`},
+		Stdout: &out, Ready: spec.Readiness{Line: "^armed$"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := d.c.DeleteRun(ctx, run.ID, 5*time.Minute)
+		deleted <- err
+	}()
+	testenv.Eventually(t, 10*time.Second, "the run stopping", func() bool {
+		r, err := d.c.GetRun(ctx, run.ID)
+		return err == nil && r.State == api.RunStopping
+	})
+	d.stop(true) // fails the test if the daemon outlives SIGTERM by 30 s
+	<-deleted
 }

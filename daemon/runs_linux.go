@@ -150,6 +150,11 @@ func (d *Daemon) createRun(ctx context.Context, uid int, req api.CreateRunReques
 	case d.closing:
 		d.mu.Unlock()
 		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "daemon is shutting down")
+	case req.ID != "" && d.runs[req.ID] != nil:
+		// Still being torn down (its cgroup may be gone already): a run
+		// made under its ID now would lose its entry to that teardown.
+		d.mu.Unlock()
+		return nil, errf(http.StatusConflict, api.CodeConflict, "run %s already exists", req.ID)
 	}
 	if herr := d.takeRun(uid); herr != nil {
 		d.mu.Unlock()
@@ -617,7 +622,13 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 		// The teardown must finish even if the client goes away.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout(grace))
 		defer cancel()
-		rep, err := rs.run.Teardown(tctx, grace)
+		// A shutdown cuts the grace to its own (Teardown takes a done ctx
+		// as "kill now"): a member's DELETE with a grace of minutes
+		// would hold the daemon's stop past systemd's.
+		gctx, gcancel := context.WithCancel(tctx)
+		defer gcancel()
+		defer context.AfterFunc(d.graceOver, gcancel)()
+		rep, err := rs.run.Teardown(gctx, grace)
 		td := api.Teardown{
 			ID:            rs.run.ID(),
 			Terminated:    rep.Terminated,
@@ -646,7 +657,9 @@ func (d *Daemon) teardownRun(ctx context.Context, rs *runState, grace time.Durat
 			d.log.Warn("teardown: workers still running at its deadline", "run", rs.run.ID(), "uid", rs.owner, "after", teardownTimeout(grace))
 		}
 		d.mu.Lock()
-		delete(d.runs, rs.run.ID())
+		if d.runs[rs.run.ID()] == rs {
+			delete(d.runs, rs.run.ID()) // createRun refuses its ID until then
+		}
 		d.mu.Unlock()
 		rs.mu.Lock()
 		rs.removed = true

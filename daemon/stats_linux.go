@@ -3,9 +3,11 @@
 package daemon
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/snakepit/snakepit/api"
+	"github.com/snakepit/snakepit/cgroup"
 )
 
 // handleRunStats serves GET /v1/runs/{id}/stats: the run cgroup's usage
@@ -17,6 +19,12 @@ func (d *Daemon) handleRunStats(w http.ResponseWriter, r *http.Request, p peer) 
 		return
 	}
 	st, err := rs.run.Stats()
+	if errors.Is(err, cgroup.ErrNotExist) {
+		// Torn down between the lookup and the read: gone, as a run
+		// looked up a moment later is.
+		writeErr(w, errNoRun(rs.run.ID()))
+		return
+	}
 	if err != nil {
 		writeErr(w, errf(http.StatusInternalServerError, api.CodeInternal, "stats of run %s: %v", rs.run.ID(), err))
 		return
