@@ -153,6 +153,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// One daemon per socket, decided before either touches its parent or
+	// its runs: two started at once both found the socket stale and bound.
+	unlock, err := lockSocket(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := d.chooseLayout(ctx); err != nil {
 		return err
 	}
@@ -375,6 +382,33 @@ func (d *Daemon) publish(rs *runState, ev api.Event) {
 // then renames it into place, so that it is never reachable with looser
 // permissions. A live daemon on the path is an error; a stale socket file
 // is replaced.
+// lockSocket takes the lock beside socket for the daemon's lifetime: a
+// second daemon gets ErrRunning. The lock file stays (a file beside the
+// socket, as the guardian's); the lock goes with the process.
+func lockSocket(socket string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(socket+".lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", socket, err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrRunning, socket)
+		}
+		return nil, fmt.Errorf("lock %s: %w", socket, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
 func (d *Daemon) listen() (*peerListener, error) {
 	path := d.cfg.Socket
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

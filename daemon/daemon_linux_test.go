@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/snakepit/snakepit/api"
 	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/internal/testenv"
@@ -826,6 +828,22 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Errorf("second daemon: %v %s", err, out)
 	}
 	d.status(t)
+
+	// One that is starting (its lock taken, no socket yet) counts too:
+	// two started at once both found a stale socket and bound it.
+	sock := filepath.Join(t.TempDir(), "sock")
+	f, err := os.OpenFile(sock+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	out, err = execOutput(binary, "daemon", "--socket", sock, "--cgroup-parent", d.parent, "--no-guardian")
+	if err == nil || !strings.Contains(out, "already listening") {
+		t.Errorf("daemon beside a starting one: %v %s", err, out)
+	}
 }
 
 // TestDaemonRSS measures the daemon's resident memory with 100 runs of 5
