@@ -616,10 +616,11 @@ func placeOutside(ctx context.Context, pid int) error {
 	return nil
 }
 
-// outOfRuns moves pid, if its cgroup is inside a run cgroup, to the
-// cgroup that holds the outermost such run (a parent of runs), or, where
-// that has controllers on for its children and so may hold no process,
-// to its leaf "guardians" (not a run: no run ID).
+// outOfRuns moves pid, if its cgroup is inside a run cgroup, to the leaf
+// "guardians" (not a run: no run ID) of the cgroup that holds the
+// outermost such run. Not into that cgroup itself: a parent of runs with a
+// process in it could no longer turn controllers on for its children (the
+// limits of the runs made after).
 func outOfRuns(pid int) error {
 	p, err := cgroup.PathOf(pid)
 	if err != nil {
@@ -633,12 +634,7 @@ func outOfRuns(pid int) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(mnt.Path, outside)
-	err = cgroup.At(dir).Move(pid)
-	if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EOPNOTSUPP) {
-		return err
-	}
-	leaf := filepath.Join(dir, "guardians")
+	leaf := filepath.Join(mnt.Path, outside, "guardians")
 	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}

@@ -786,6 +786,7 @@ func TestServiceLeavesStartersRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Rmdir(outer) })
+	t.Cleanup(func() { _ = unix.Rmdir(filepath.Join(parent, "guardians")) })
 	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -801,7 +802,7 @@ func TestServiceLeavesStartersRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, in := outsideRuns(p); in || !strings.HasPrefix(filepath.Join(m.Path, p), parent) {
-		t.Fatalf("the service is in %s; want outside every run, under %s", p, parent)
+	if want := filepath.Join(parent, "guardians"); filepath.Join(m.Path, p) != want {
+		t.Fatalf("the service is in %s; want %s (outside every run, not in a parent of runs)", p, want)
 	}
 }

@@ -27,6 +27,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // number is refused as a string without a unit is: {"grace": 5} read as
 // 5 ns killed at once.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // unset, as an absent field
+	}
 	var n json.Number
 	if err := json.Unmarshal(b, &n); err == nil {
 		return d.UnmarshalText([]byte(n))

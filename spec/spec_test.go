@@ -165,6 +165,9 @@ func TestSpecJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`0`), &d); err != nil || d != 0 {
 		t.Errorf("duration 0: %v %v", d, err)
 	}
+	if r, err := DecodeRun([]byte(`{"grace":null}`)); err != nil || r.Grace != 0 {
+		t.Errorf("grace null (unset): %+v %v", r, err)
+	}
 	if err := json.Unmarshal([]byte(`"2m"`), &d); err != nil || time.Duration(d) != 2*time.Minute {
 		t.Errorf("string duration: %v %v", d, err)
 	}
