@@ -213,13 +213,19 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	return r, nil
 }
 
-// idFree refuses a caller's run ID that a run of either mechanism holds
-// under any known parent: its cgroup, or a record of a live owner. Two
-// runs of one ID tear each other down (a POSIX teardown signals every
-// process marked with its ID). Generated IDs are not checked: 36^7 of
-// them make a collision a non-event, and `snakepit run` pays nothing.
+// idFree refuses a caller's run ID that a run of either mechanism holds:
+// its cgroup under the parent it would use (parent, else the default
+// one), or a record of a live owner. Two runs of one ID tear each other
+// down (a POSIX teardown signals every process marked with its ID).
+// Generated IDs are not checked: 36^7 of them make a collision a
+// non-event. A stat and a file read; not every known parent (under
+// systemd, finding them walks the cgroup tree), which the caller of an
+// explicit ID (`snakepit run --run-id` from a pool) pays on each start.
 func idFree(id, parent string) error {
-	if g, err := inventory.Lookup(id, inventory.KnownParents(parent)...); err == nil {
+	if parent == "" {
+		parent, _ = cgroup.DefaultParent()
+	}
+	if g, err := inventory.Lookup(id, parent); parent != "" && err == nil {
 		return fmt.Errorf("%w: run %s at %s", ErrExists, id, g.Path())
 	}
 	if rec, err := record.Read(id); err == nil && rec.Owner.Alive() {

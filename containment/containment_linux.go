@@ -177,15 +177,17 @@ func teardown(ctx context.Context, cg *cgroup.Group, grace time.Duration, stop u
 	}
 	if ev.Populated {
 		err := kill(ctx)
-		if err == nil {
-			afterKill(cg)
-			err = cg.WaitKilled(ctx, func() error { return kill(ctx) })
-		}
 		if errors.Is(err, cgroup.ErrNotExist) {
 			rep.Vanished = true
 			return nil
 		}
-		if err != nil {
+		if err == nil {
+			afterKill(cg)
+			err = cg.WaitKilled(ctx, func() error { return kill(ctx) })
+		}
+		// Gone once our kill emptied it: not removed by someone else
+		// (systemd collects an emptied scope, and the run with it).
+		if err != nil && !errors.Is(err, cgroup.ErrNotExist) {
 			return err
 		}
 	}
@@ -234,6 +236,11 @@ func removeGroup(ctx context.Context, cg *cgroup.Group, kill func(context.Contex
 			}
 		}
 		backoff = min(2*backoff, 20*time.Millisecond)
+		// EBUSY with nothing in it: a child cgroup, or the moment after
+		// the last process left; only a process that joined is killed.
+		if ev, rerr := cg.ReadEvents(); rerr == nil && !ev.Populated {
+			continue
+		}
 		err = kill(rctx)
 		if err == nil {
 			err = cg.WaitKilled(rctx, func() error { return kill(rctx) })

@@ -204,7 +204,8 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 		changed = false
 		confirmed := map[int]bool{}
 		for _, e := range procs {
-			if groups[e.st.PGID] && (e.why != "" || f.Session > 0 && e.st.Session == f.Session && !f.NotBefore.IsZero() && e.st.Start >= oldTicks) {
+			// The session rule needs the start time known (oldTicks).
+			if groups[e.st.PGID] && (e.why != "" || f.Session > 0 && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks) {
 				confirmed[e.st.PGID] = true
 			}
 		}

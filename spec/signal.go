@@ -17,7 +17,7 @@ type Signal syscall.Signal
 // ParseSignal parses a signal name (SIGTERM, TERM) or number.
 func ParseSignal(s string) (Signal, error) {
 	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || unix.SignalName(syscall.Signal(n)) == "" {
+		if !isSignal(n) {
 			return 0, fmt.Errorf("%w: %d is not a signal number", ErrBadSignal, n)
 		}
 		return Signal(n), nil
@@ -34,10 +34,16 @@ func ParseSignal(s string) (Signal, error) {
 
 // Validate refuses a value that is no signal (0 is "the default").
 func (sig Signal) Validate() error {
-	if sig != 0 && (sig < 0 || unix.SignalName(syscall.Signal(sig)) == "") {
+	if sig != 0 && !isSignal(int(sig)) {
 		return fmt.Errorf("%w: %d is not a signal number", ErrBadSignal, int(sig))
 	}
 	return nil
+}
+
+// isSignal reports whether n is a signal: a named one, or a real-time one
+// (32 to 64 on Linux: SIGRTMIN+3 stops some inits), which have no names.
+func isSignal(n int) bool {
+	return n > 0 && (unix.SignalName(syscall.Signal(n)) != "" || n >= 32 && n <= 64)
 }
 
 // Set parses s into sig (the CLI's flag form).

@@ -213,10 +213,14 @@ func TestDecodeRejects(t *testing.T) {
 		}
 	}
 	// A Go caller's value is checked too (JSON takes names only).
-	for _, sig := range []Signal{999, -1} {
+	for _, sig := range []Signal{999, -1, 65} {
 		if err := (Run{StopSignal: sig}).Validate(); !errors.Is(err, ErrBadSignal) {
 			t.Errorf("Run{StopSignal: %d}.Validate() = %v, want ErrBadSignal", sig, err)
 		}
+	}
+	// A real-time signal has no name but is one (SIGRTMIN+3 = 37).
+	if err := (Run{StopSignal: 37}).Validate(); err != nil {
+		t.Errorf("Run{StopSignal: 37}.Validate() = %v", err)
 	}
 	_, err := DecodeRun([]byte(`{"grace":"9999999999999999999h"}`))
 	if err == nil || !strings.Contains(err.Error(), "9999999999999999999h") {
