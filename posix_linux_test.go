@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -199,8 +200,14 @@ func TestHelperPOSIXNoReaper(t *testing.T) {
 		t.Error("Create made this process a subreaper, with no Reaper to reap")
 	}
 	// The inner sh leaves a sleep behind and exits: once its pidfd says so,
-	// the sleep has been re-parented (the kernel does that first).
-	_, ps := startLines(t, r, 2, `sh -c 'echo $$; sleep 1000 & echo $!'`)
+	// the sleep has been re-parented (the kernel does that first). It
+	// exits once both are pinned (go, a file): exited and reaped before,
+	// its PID named no process.
+	goFile := filepath.Join(t.TempDir(), "go")
+	_, ps := startLines(t, r, 2, `sh -c 'echo $$; sleep 1000 & echo $!; until [ -e `+goFile+` ]; do sleep 0.01; done'`)
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reaper.WaitExited(ctx, ps[:1])

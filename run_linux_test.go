@@ -22,7 +22,6 @@ import (
 	"github.com/snakepit/snakepit/internal/testenv"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/reaper"
-	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spec"
 )
@@ -138,8 +137,9 @@ func TestCreateIDInUse(t *testing.T) {
 		t.Fatalf("second Create with id %s: %v, want ErrExists", r.ID(), err)
 	}
 	// Across mechanisms too: a POSIX run's teardown signals every
-	// process marked with its ID, the other run's included.
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	// process marked with its ID, the other run's included. (No guardian
+	// for it: its service would live in the test's temporary directory.)
+	p := newPOSIXRun(t, Options{Mode: ModePOSIX, NoGuardian: true})
 	mustRefuse := func(what string, opts Options) {
 		dup, err := Create(context.Background(), opts)
 		if dup != nil {
@@ -149,8 +149,7 @@ func TestCreateIDInUse(t *testing.T) {
 			t.Errorf("%s: %v, want ErrExists", what, err)
 		}
 	}
-	mustRefuse("POSIX Create with a cgroup run's id", Options{ID: r.ID(), Mode: ModePOSIX})
-	p := newPOSIXRun(t, Options{Mode: ModePOSIX})
+	mustRefuse("POSIX Create with a cgroup run's id", Options{ID: r.ID(), Mode: ModePOSIX, NoGuardian: true})
 	mustRefuse("cgroup Create with a POSIX run's id", Options{ID: p.ID()})
 }
 

@@ -738,7 +738,7 @@ func parentsOf(sock string) string { return filepath.Join(filepath.Dir(sock), "g
 // noteParent adds parent to the parents file of the service at sock,
 // unless it is there already. Both sides hold the file's flock.
 func noteParent(sock, parent string) error {
-	return withParents(sock, func(f *os.File, noted []string) error {
+	return withParents(sock, os.O_CREATE, func(f *os.File, noted []string) error {
 		if slices.Contains(noted, parent) {
 			return nil
 		}
@@ -751,7 +751,9 @@ func noteParent(sock, parent string) error {
 // that still exist, and leaves only those in it.
 func notedParents(sock string) []string {
 	var out []string
-	_ = withParents(sock, func(f *os.File, noted []string) error {
+	// Not made when missing: a service must not write into its directory
+	// at start (a test's temporary one may be being removed).
+	_ = withParents(sock, 0, func(f *os.File, noted []string) error {
 		for _, p := range noted {
 			if !slices.Contains(out, p) && exists(p) {
 				out = append(out, p)
@@ -769,10 +771,10 @@ func notedParents(sock string) []string {
 	return out
 }
 
-// withParents calls fn with the parents file of sock open for appending,
-// locked, and the absolute paths it lists.
-func withParents(sock string, fn func(f *os.File, noted []string) error) error {
-	f, err := os.OpenFile(parentsOf(sock), os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+// withParents calls fn with the parents file of sock open for appending
+// (made if flags has O_CREATE), locked, and the absolute paths it lists.
+func withParents(sock string, flags int, fn func(f *os.File, noted []string) error) error {
+	f, err := os.OpenFile(parentsOf(sock), os.O_RDWR|os.O_APPEND|flags|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
