@@ -673,8 +673,11 @@ func serveInherited(ctx context.Context) error {
 	}
 	self := strconv.Itoa(os.Getpid())
 	if a, ok := l.Addr().(*net.UnixAddr); ok && a.Name != "" {
+		// Only while our socket is still there: a directory being removed
+		// (a test's temporary one, after its runs) must not get the
+		// file back; RemoveAll then failed, "directory not empty".
 		pidPath := pidPathOf(a.Name)
-		if b, err := os.ReadFile(pidPath); err != nil || strings.TrimSpace(string(b)) != self {
+		if b, err := os.ReadFile(pidPath); (err != nil || strings.TrimSpace(string(b)) != self) && statSock(a.Name) != 0 {
 			_ = os.WriteFile(pidPath, []byte(self+"\n"), 0o644)
 		}
 	}
