@@ -157,7 +157,9 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 	id := opts.ID
 	if id == "" {
 		id = runid.Generate()
-	} else if err := idFree(id, opts.CgroupParent); err != nil {
+	} else if err := inventory.Free(id, opts.CgroupParent); err != nil {
+		// Generated IDs are not checked: 36^7 of them make a collision
+		// a non-event.
 		return nil, err
 	}
 	switch opts.Mode {
@@ -211,27 +213,6 @@ func Create(ctx context.Context, opts Options) (*Run, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// idFree refuses a caller's run ID that a run of either mechanism holds:
-// its cgroup under the parent it would use (parent, else the default
-// one), or a record of a live owner. Two runs of one ID tear each other
-// down (a POSIX teardown signals every process marked with its ID).
-// Generated IDs are not checked: 36^7 of them make a collision a
-// non-event. A stat and a file read; not every known parent (under
-// systemd, finding them walks the cgroup tree), which the caller of an
-// explicit ID (`snakepit run --run-id` from a pool) pays on each start.
-func idFree(id, parent string) error {
-	if parent == "" {
-		parent, _ = cgroup.DefaultParent()
-	}
-	if g, err := inventory.Lookup(id, parent); parent != "" && err == nil {
-		return fmt.Errorf("%w: run %s at %s", ErrExists, id, g.Path())
-	}
-	if rec, err := record.Read(id); err == nil && rec.Owner.Alive() {
-		return fmt.Errorf("%w: run %s (a %s run of live owner %d)", ErrExists, id, rec.Mechanism, rec.Owner.PID)
-	}
-	return nil
 }
 
 // createCgroup makes the run cgroup parent/snakepit-<id>, its record, its
@@ -476,7 +457,7 @@ type Worker struct {
 	fdMu      sync.Mutex // guards proc.PidFD against Teardown closing it
 	Placement spawn.Placement
 	ready     *jail.Ready
-	jobs      *jobs // --pid-ns on a terminal (jobs_linux.go)
+	jobs      *pidns.JobControl // --pid-ns on a terminal (jobs_linux.go)
 	// stdinW is the write end of our pipe for a Stdin that is not a
 	// file, closed once the worker is reaped (stdinPipe).
 	stdinW *os.File
@@ -532,16 +513,15 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	}
 	// The init's job-control socket (--pid-ns on a terminal); ours goes to
 	// the Worker.
-	jb, initJobs, err := newJobs(c.Foreground && r.opts.PidNS)
-	if err != nil {
-		jc.ready.Cleanup()
-		return nil, err
-	}
-	defer func() {
-		if initJobs != nil {
-			initJobs.Close() // the init has its copy
+	var jb *pidns.JobControl
+	var initJobs *os.File
+	if c.Foreground && r.opts.PidNS {
+		if jb, initJobs, err = pidns.NewJobControl(); err != nil {
+			jc.ready.Cleanup()
+			return nil, err
 		}
-	}()
+		defer initJobs.Close() // the init has its copy
+	}
 	// The helper's report pipe of the latest cmd (IdentityHelper).
 	var helperR, helperW *os.File
 	defer func() {
@@ -551,7 +531,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	}()
 	stdin, stdinR, stdinW, err := stdinPipe(c.Stdin)
 	if err != nil {
-		jb.close()
+		jb.Close()
 		jc.ready.Cleanup()
 		return nil, err
 	}
@@ -614,7 +594,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		if stdinW != nil {
 			stdinW.Close()
 		}
-		jb.close()
+		jb.Close()
 		jc.ready.Cleanup()
 		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
@@ -731,7 +711,7 @@ func (w *Worker) wait() {
 	if w.ready != nil {
 		w.ready.Exited() // its notify socket is gone before anyone sees done
 	}
-	w.jobs.close()
+	w.jobs.Close()
 	close(w.done)
 	w.run.mu.Lock()
 	delete(w.run.workers, w.WID)

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/snakepit/snakepit/cgroup"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/runid"
 )
 
@@ -81,6 +82,27 @@ func Lookup(id string, parents ...string) (*cgroup.Group, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: %s", ErrUnknownRun, id)
+}
+
+// Free refuses run ID id (ErrExists) when a run of either mechanism holds
+// it: its cgroup under parent (empty: the default parent), or a record of
+// a live owner. Two runs of one ID tear each other down (a POSIX teardown
+// signals every process marked with its ID). A stat and a file read, not a
+// look under every known parent: under systemd finding those walks the
+// cgroup tree, and a pool that names its runs pays this on every start.
+func Free(id, parent string) error {
+	if parent == "" {
+		parent, _ = cgroup.DefaultParent()
+	}
+	if parent != "" {
+		if g, err := Lookup(id, parent); err == nil {
+			return fmt.Errorf("%w: run %s at %s", cgroup.ErrExists, id, g.Path())
+		}
+	}
+	if rec, err := record.Read(id); err == nil && rec.Owner.Alive() {
+		return fmt.Errorf("%w: run %s (a %s run of live owner %d)", cgroup.ErrExists, id, rec.Mechanism, rec.Owner.PID)
+	}
+	return nil
 }
 
 // ListRunCgroups returns the run cgroups (snakepit-<valid id>) directly

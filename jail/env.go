@@ -19,12 +19,16 @@ func OverrideEnv(env, extra []string) []string {
 func withoutKey(env []string, key string) []string {
 	out := make([]string, 0, len(env)+1)
 	for _, kv := range env {
-		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
-			continue
+		if _, ok := valueOf(kv, key); !ok {
+			out = append(out, kv)
 		}
-		out = append(out, kv)
 	}
 	return out
+}
+
+// valueOf returns the value of kv if it is KEY=value for key.
+func valueOf(kv, key string) (string, bool) {
+	return strings.CutPrefix(kv, key+"=")
 }
 
 // UserEnv returns the entries of user (HOME, USER, LOGNAME of the worker's
@@ -47,8 +51,8 @@ func UserEnv(env, user []string) []string {
 // lookup returns the value of key in env, as getenv would (the first).
 func lookup(env []string, key string) (string, bool) {
 	for _, kv := range env {
-		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
-			return kv[len(key)+1:], true
+		if v, ok := valueOf(kv, key); ok {
+			return v, true
 		}
 	}
 	return "", false

@@ -1,6 +1,7 @@
 package pidns
 
 import (
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -54,4 +55,48 @@ func (j *jobControl) stopped() {
 func (j *jobControl) resume() {
 	jobctl.HandOff(0, unix.Getpgrp(), j.pid)
 	_ = unix.Kill(-j.pid, unix.SIGCONT)
+}
+
+// JobControl is the wrapper's end of the job-control socket of a command
+// started through the init on a terminal (Options.JobControl is the
+// init's end).
+type JobControl struct {
+	f     *os.File
+	stops <-chan struct{}
+}
+
+// NewJobControl makes the socket: our end, and the init's for
+// Options.JobControl (close it once the init is started: it has its copy).
+func NewJobControl() (*JobControl, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("job-control socket: %w", err)
+	}
+	_ = unix.SetNonblock(fds[0], true) // read in the runtime's poller
+	j := &JobControl{f: os.NewFile(uintptr(fds[0]), "job-control")}
+	j.stops = jobctl.Notices(j.f, jobctl.MsgStopped)
+	return j, os.NewFile(uintptr(fds[1]), "job-control"), nil
+}
+
+// Stops delivers a value each time the init says its command was stopped
+// from the terminal (it has taken the terminal back); nil for a nil j.
+func (j *JobControl) Stops() <-chan struct{} {
+	if j == nil {
+		return nil
+	}
+	return j.stops
+}
+
+// Continue tells the init to hand the terminal back to its command (if
+// the init has it) and continue the command's process group.
+func (j *JobControl) Continue() error {
+	_, err := j.f.Write([]byte{jobctl.MsgContinue})
+	return err
+}
+
+// Close closes our end; nil-safe.
+func (j *JobControl) Close() {
+	if j != nil {
+		j.f.Close()
+	}
 }
