@@ -5,10 +5,12 @@ package snakepit
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/snakepit/snakepit/containment"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/record"
 	"github.com/snakepit/snakepit/spawn"
 )
 
@@ -30,4 +32,13 @@ func (r *Run) abandonForTest() {
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.MainWithGuardian(m))
+}
+
+// privateRecords points file records at a fresh directory of the test's
+// (the guardian service the test starts lives beside them).
+func privateRecords(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "runs")
+	t.Setenv(record.DirEnv, dir)
+	return dir
 }

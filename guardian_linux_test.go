@@ -144,7 +144,7 @@ func allGone(t *testing.T, path string, fds map[int]int, within time.Duration) t
 func TestGuardianServiceLibrarySupervisor(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd, path, fds := supervisor(t, parent)
 	t0 := time.Now()
 	_ = cmd.Process.Kill()
@@ -163,7 +163,7 @@ func TestGuardianServiceNoticesOwnerDeath(t *testing.T) {
 		testenv.Missing(t, "needs PIDFD_THREAD (Linux 6.9)")
 	}
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	pidFile := filepath.Join(t.TempDir(), "holder")
 	cmd, path, fds := supervisor(t, parent, leakConnEnv+"="+pidFile)
 	b, err := os.ReadFile(pidFile)
@@ -193,7 +193,7 @@ func TestGuardianServiceNoticesOwnerDeath(t *testing.T) {
 func TestGuardianServiceDies(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd, path, fds := supervisor(t, parent)
 	old := servicePID(t)
 	if err := unix.Kill(old, unix.SIGKILL); err != nil {
@@ -251,7 +251,7 @@ func pinnedService(t *testing.T) (int, map[int]int) {
 func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	owner, path := createOwnedT(t, parent)
 	worker := exec.Command("sleep", "1001")
 	if err := worker.Start(); err != nil {
@@ -290,7 +290,7 @@ func TestGuardianServiceAdoptsOrphanedRuns(t *testing.T) {
 func TestGuardianServiceIdlesOutClean(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd := exec.Command(os.Getenv("SNAKEPIT_BIN"), "run", "--cgroup-parent", parent, "--", "true")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("snakepit run: %v: %s", err, out)
@@ -411,7 +411,7 @@ func waitGone(path string, within time.Duration) error {
 func TestGuardianServiceDiesAfterAnOwner(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	ctx := context.Background()
 	owner, o := ownerProc(t)
 	orphan, err := Create(ctx, Options{CgroupParent: parent, Owner: o})

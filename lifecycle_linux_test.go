@@ -213,7 +213,7 @@ func TestCreateRejectsDeadOwner(t *testing.T) {
 }
 
 func TestFileRecords(t *testing.T) {
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	self, _ := record.Self()
 	rec := &record.Record{ID: runid.Generate(), Mechanism: record.MechanismPOSIX, Owner: self, Created: time.Now().UTC(), Grace: time.Second, PGID: 42}
 	if err := record.Write(rec); err != nil {
@@ -280,7 +280,7 @@ func TestTeardownOwnedTakesOnlyTheOwnersRuns(t *testing.T) {
 
 func TestRunGuardianActsAtOnceWhenOwnerAlreadyGone(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd, o := ownerProc(t)
 	r := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
 	sleepers(t, r, 2)
@@ -298,7 +298,7 @@ func TestRunGuardianActsAtOnceWhenOwnerAlreadyGone(t *testing.T) {
 
 func TestRunGuardianWatchesOwner(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd, o := ownerProc(t)
 	// The exec'd guardian's own test: the service would act first.
 	r := newTestRun(t, Options{CgroupParent: parent, Owner: o, NoGuardian: true})
@@ -370,7 +370,7 @@ func waitLockHeld(t *testing.T, path string) {
 }
 
 func TestRunGuardianStopsOnCancel(t *testing.T) {
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	_, o := ownerProc(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -388,7 +388,7 @@ func TestRunGuardianStopsOnCancel(t *testing.T) {
 
 func TestGCRemovesStaleAndSparesLive(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	cmd, o := ownerProc(t)
 	live := newTestRun(t, Options{CgroupParent: parent})
 	// Unguarded: gc, not the guardian, must find it stale.
@@ -489,7 +489,7 @@ func hasItem(rep inventory.GCReport, id, action string) bool {
 // record), in its environment or argv, is spared, and so is one of a
 // live POSIX run.
 func TestGCKillsOrphanedMarkedProcesses(t *testing.T) {
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	testenv.RequireRoot(t)
 	parent := privateParent(t)
 	ownerCmd, deadOwner := ownerProc(t)
@@ -565,7 +565,7 @@ func waitComm(t *testing.T, pid int, comm string) {
 // hurt by gc, and gc must report nothing about those runs.
 func TestGCRacingLiveSupervisor(t *testing.T) {
 	parent := privateParent(t)
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	const rounds = 15
 	ids := make([]string, rounds)
 	for i := range ids {
@@ -653,7 +653,7 @@ func TestGCRacingLiveSupervisor(t *testing.T) {
 }
 
 func TestKillRunBadInput(t *testing.T) {
-	t.Setenv(record.DirEnv, filepath.Join(t.TempDir(), "runs"))
+	privateRecords(t)
 	for _, id := range []string{"", "../../x", "ABCDEFG", "abc", "abc12345", "abc 123"} {
 		if _, err := inventory.KillRun(context.Background(), id, 0); !errors.Is(err, runid.ErrInvalid) {
 			t.Errorf("KillRun(%q) = %v, want ErrInvalid", id, err)

@@ -32,7 +32,7 @@ import (
 // tears it down at the end.
 func newPOSIXRun(t *testing.T, opts Options) *Run {
 	t.Helper()
-	t.Setenv(record.DirEnv, t.TempDir())
+	privateRecords(t)
 	if opts.Mode == ModeAuto && opts.CgroupParent == "" {
 		opts.Mode = ModePOSIX
 	}
@@ -122,7 +122,9 @@ func TestPOSIXRunLifecycle(t *testing.T) {
 		t.Fatalf("record %+v, %v", rec, err)
 	}
 	// A double-forked setsid daemon (keeps the marker) and a plain child.
-	w, ps := startLines(t, r, 3, `echo $$; sleep 1000 & echo $!; setsid sh -c 'sleep 1000 & echo $!; wait' & wait`)
+	// The worker outlives its children (exec sleep) so that its own end is
+	// the SIGTERM however the teardown orders its signals.
+	w, ps := startLines(t, r, 3, `echo $$; sleep 1000 & echo $!; setsid sh -c 'sleep 1000 & echo $!; wait' & wait; exec sleep 1000`)
 	if rec, _ := record.Read(r.ID()); rec == nil || rec.PGID != w.PID() {
 		t.Fatalf("record should name the worker's process group %d: %+v", w.PID(), rec)
 	}
@@ -311,7 +313,7 @@ func TestPOSIXIDInUse(t *testing.T) {
 // Auto mode falls back only when the cgroupfs refuses us or there is none;
 // ModeCgroup never falls back.
 func TestModeSelection(t *testing.T) {
-	t.Setenv(record.DirEnv, t.TempDir())
+	privateRecords(t)
 	ctx := context.Background()
 	// A read-only cgroupfs refuses mkdir with EROFS: ErrPermission, the
 	// same error an undelegated cgroupfs gives. Made on one locked thread
@@ -342,7 +344,7 @@ func TestModeSelection(t *testing.T) {
 // Bad parents and modes are argument errors, found before anything is made;
 // they need neither root nor cgroup2.
 func TestModeArguments(t *testing.T) {
-	t.Setenv(record.DirEnv, t.TempDir())
+	privateRecords(t)
 	ctx := context.Background()
 	// Outside cgroup2 altogether: a bad argument, in every mode.
 	if _, err := Create(ctx, Options{CgroupParent: "/sys/snakepit-test-not-cgroup2"}); !errors.Is(err, ErrBadParent) {
@@ -368,7 +370,7 @@ func TestModeArguments(t *testing.T) {
 // a reason to fall back.
 func TestAutoModeDoesNotFallBackOnIDInUse(t *testing.T) {
 	r := newTestRun(t, Options{})
-	t.Setenv(record.DirEnv, t.TempDir())
+	privateRecords(t)
 	// No guardian: a service started for this Create would put its socket
 	// beside the records, in the temporary directory being removed.
 	_, err := Create(context.Background(), Options{ID: r.ID(), NoGuardian: true})

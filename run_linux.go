@@ -344,8 +344,7 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 			}
 			return 0
 		},
-		OnFirstGroup: func(pgid int) {
-			sid, _ := unix.Getsid(pgid)
+		OnFirstGroup: func(pgid, sid int) {
 			r.mu.Lock()
 			r.rec.PGID, r.rec.SID = pgid, sid
 			rec := *r.rec
@@ -390,19 +389,6 @@ func (r *Run) Record() record.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return *r.rec
-}
-
-// SetGuardian records g as the guardian of the run's owner (rewrites the
-// record).
-func (r *Run) SetGuardian(g reaper.Identity) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rec.Guardian = &g
-	if r.fileRecord {
-		return record.Write(r.rec)
-	}
-	_, err := record.WriteCgroup(r.rec.Cgroup, r.rec)
-	return err
 }
 
 // Stats reads the run cgroup's usage counters.

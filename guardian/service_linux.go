@@ -661,25 +661,14 @@ func ScopeName(pid int) string { return "snakepit-guardian-" + strconv.Itoa(pid)
 // inherited at fd 3.
 func serveInherited(ctx context.Context) error {
 	dropInherited()
-	// Ours, whoever started us. The starter writes it as soon as we run,
-	// and may have been killed before it could; we write it only then (a
-	// write into the directory of a starter that has gone on to remove it
-	// would make it again).
 	f := os.NewFile(3, "guardian.sock")
 	l, err := net.FileListener(f)
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("guardian service: fd 3: %w", err)
 	}
-	self := strconv.Itoa(os.Getpid())
 	if a, ok := l.Addr().(*net.UnixAddr); ok && a.Name != "" {
-		// Only while our socket is still there: a directory being removed
-		// (a test's temporary one, after its runs) must not get the
-		// file back; RemoveAll then failed, "directory not empty".
-		pidPath := pidPathOf(a.Name)
-		if b, err := os.ReadFile(pidPath); (err != nil || strings.TrimSpace(string(b)) != self) && statSock(a.Name) != 0 {
-			_ = os.WriteFile(pidPath, []byte(self+"\n"), 0o644)
-		}
+		notePID(a.Name)
 	}
 	idle := DefaultIdle
 	if v := os.Getenv(IdleEnv); v != "" {
@@ -688,6 +677,25 @@ func serveInherited(ctx context.Context) error {
 		}
 	}
 	return Serve(ctx, l.(*net.UnixListener), idle)
+}
+
+// notePID writes the service's pid file if its starter did not (it was
+// killed first). Under the start lock, which the starter holds until its
+// own write: unlocked, the two raced, and the service's late write landed
+// in a directory its starter had gone on to remove (a test's temporary
+// one: "directory not empty"). Not when the lock file or the socket is
+// gone: the directory is being removed.
+func notePID(sock string) {
+	unlock, err := takeLock(sock, 0)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	self := strconv.Itoa(os.Getpid())
+	pidPath := pidPathOf(sock)
+	if b, err := os.ReadFile(pidPath); (err != nil || strings.TrimSpace(string(b)) != self) && statSock(sock) != 0 {
+		_ = os.WriteFile(pidPath, []byte(self+"\n"), 0o644)
+	}
 }
 
 // dropInherited closes the pipes, sockets and devices we inherited besides

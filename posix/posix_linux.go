@@ -42,9 +42,10 @@ type Options struct {
 	Created time.Time
 	// StopSignal is the first signal of the teardown; zero means SIGTERM.
 	StopSignal unix.Signal
-	// OnFirstGroup is called with the first worker's process group, for
-	// the run's record (gc, kill and the guardian find the run by it).
-	OnFirstGroup func(pgid int)
+	// OnFirstGroup is called with the first worker's process group and
+	// its session, for the run's record (gc, kill and the guardian find
+	// the run by it).
+	OnFirstGroup func(pgid, sid int)
 }
 
 // Containment is the containment of a run without a cgroup.
@@ -75,24 +76,29 @@ func (c *Containment) Gone() error { return nil }
 // Adopt records a started worker: its identity (a root of the run's
 // process tree) and its process group.
 func (c *Containment) Adopt(pid, pidfd int) {
-	id, err := reaper.IdentityOf(pid)
+	// One read gives the identity and the session: a worker that exits at
+	// once may be reaped before a second look.
+	st, err := reaper.ReadStat(pid)
 	if err != nil {
 		return // already gone
 	}
-	if pidfd >= 0 {
-		// The start time was read by PID; the pidfd says whether that PID
-		// was still our worker when it was read.
-		if reaper.PidfdExited(pidfd, 0) {
-			return
-		}
+	// The stat was read by PID; the pidfd says whether that PID was still
+	// our worker then. A worker that has already exited is no root, but
+	// what it left in its group (a group's ID is never reused while it has
+	// members) is still the run's.
+	alive := pidfd < 0 || !reaper.PidfdExited(pidfd, 0)
+	if !alive && st.PGID != pid {
+		return // the PID is another process's by now
 	}
 	c.mu.Lock()
-	c.roots = append(c.roots, id)
+	if alive {
+		c.roots = append(c.roots, reaper.Identity{PID: pid, Start: st.Start})
+	}
 	c.pgids = append(c.pgids, pid) // spawn always Setpgid's
 	first := len(c.pgids) == 1
 	c.mu.Unlock()
 	if first && c.o.OnFirstGroup != nil {
-		c.o.OnFirstGroup(pid)
+		c.o.OnFirstGroup(pid, st.Session)
 	}
 }
 
