@@ -80,8 +80,8 @@ func (g *guard) register(ctx context.Context, id, cgroupPath string, owner recor
 // connected reports whether the run is guarded by the service.
 func (g *guard) connected() bool { return g != nil && g.client != nil }
 
-func (g *guard) unregister(id string) {
+func (g *guard) unregister(id, cgroupPath string) {
 	if g.connected() {
-		g.client.Unregister(id)
+		g.client.Unregister(id, cgroupPath)
 	}
 }

@@ -869,7 +869,7 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 		}
 	}
 	if err == nil {
-		r.guard.unregister(r.id)
+		r.guard.unregister(r.id, r.CgroupPath())
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.

@@ -89,7 +89,12 @@ func newDaemon(cfg Config) (*Daemon, error) {
 		d.cfg.Socket = api.DefaultSocket
 	}
 	if !filepath.IsAbs(d.cfg.Socket) {
-		return nil, fmt.Errorf("socket %q: must be an absolute path", d.cfg.Socket)
+		return nil, fmt.Errorf("%w: socket %q: must be an absolute path", ErrBadConfig, d.cfg.Socket)
+	}
+	// sun_path holds 107 bytes; the socket is bound under a temporary
+	// name first (".<pid>.tmp" after it, up to 12 bytes).
+	if n := len(d.cfg.Socket); n > 107-12 {
+		return nil, fmt.Errorf("%w: socket %q: %d bytes, longer than a unix socket path may be here (95)", ErrBadConfig, d.cfg.Socket, n)
 	}
 	if d.grace <= 0 {
 		d.grace = snakepit.DefaultGrace
@@ -109,7 +114,7 @@ func newDaemon(cfg Config) (*Daemon, error) {
 	if d.gid <= 0 && cfg.Group != "" {
 		gid, err := lookupGroup(cfg.Group)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
 		d.gid = gid
 	}
@@ -117,7 +122,7 @@ func newDaemon(cfg Config) (*Daemon, error) {
 	if d.metricsGID <= 0 && cfg.MetricsGroup != "" {
 		gid, err := lookupGroup(cfg.MetricsGroup)
 		if err != nil {
-			return nil, fmt.Errorf("metrics group: %w", err)
+			return nil, fmt.Errorf("%w: metrics group: %w", ErrBadConfig, err)
 		}
 		d.metricsGID = gid
 	}
@@ -163,6 +168,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := d.chooseLayout(ctx); err != nil {
 		return err
 	}
+	serving := false
+	defer func() {
+		if !serving && d.madeParent {
+			// A start that failed leaves nothing it made; it holds no run.
+			_ = unix.Rmdir(d.parent)
+		}
+	}()
 
 	// The daemon is the subreaper of everything its workers leave behind
 	// and the process's one wait4(-1) caller.
@@ -222,6 +234,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	srv := d.newServer()
+	serving = true // from here on, shutdown removes what we made
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

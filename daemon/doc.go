@@ -29,6 +29,9 @@ import (
 var (
 	// ErrRunning means another daemon already answers on the socket.
 	ErrRunning = errors.New("a snakepit daemon is already listening on the socket")
+	// ErrBadConfig means a Config value is unusable (a relative or too
+	// long socket path, an unknown group); the CLI exits 2 on it.
+	ErrBadConfig = errors.New("bad daemon configuration")
 	// ErrUnsupported is returned on platforms other than Linux.
 	ErrUnsupported = errors.New("daemon: only supported on Linux")
 )

@@ -35,6 +35,7 @@ import (
 	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/daemon"
 	"github.com/snakepit/snakepit/internal/testenv"
+	"github.com/snakepit/snakepit/runid"
 	"github.com/snakepit/snakepit/spawn"
 	"github.com/snakepit/snakepit/spec"
 )
@@ -1220,5 +1221,43 @@ func TestMemberStartThroughIdentityHelper(t *testing.T) {
 	_, groups, _ := strings.Cut(string(b), "Groups:")
 	if gids := strings.Fields(groups); len(gids) != 0 || !strings.Contains(string(b), fmt.Sprintf("Gid:\t%d\t", memberGID)) {
 		t.Fatalf("with group %d and groups [] the worker reports:\n%s", memberGID, b)
+	}
+}
+
+// A start that fails once the daemon has made its --cgroup-parent (here
+// its socket cannot be bound: a regular file is in the way) removes the
+// parent again.
+func TestFailedStartLeavesNoParent(t *testing.T) {
+	testenv.RequireRoot(t)
+	m := testenv.RequireCgroup2(t)
+	parent := filepath.Join(m.Path, "sptest-daemon-"+runid.Generate())
+	t.Cleanup(func() { _ = unix.Rmdir(parent) })
+	sock := filepath.Join(t.TempDir(), "sock")
+	if err := os.WriteFile(sock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "daemon", "--socket", sock, "--cgroup-parent", parent, "--no-guardian").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not a socket") {
+		t.Fatalf("the daemon with a regular file for its socket: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(parent); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed daemon left %s: %v\n%s", parent, err, out)
+	}
+}
+
+// Unusable settings are usage errors (exit 2), as the CLI's own are.
+func TestBadConfigIsUsageError(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--socket", "relative.sock"},
+		{"--socket", filepath.Join(dir, strings.Repeat("s", 100))},
+		{"--socket", filepath.Join(dir, "sock"), "--group", "snakepit-no-such-group"},
+	} {
+		out, err := exec.Command(binary, append([]string{"daemon", "--no-guardian"}, args...)...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("daemon %v: %v, want exit 2\n%s", args, err, out)
+		}
 	}
 }

@@ -18,7 +18,7 @@ func BenchmarkRegister(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		c := &Client{sock: sock, regs: map[string]*clientReg{}}
+		c := &Client{sock: sock, regs: map[watchKey]*clientReg{}}
 		if err := c.connect(ctx); err != nil {
 			b.Fatal(err)
 		}

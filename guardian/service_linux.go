@@ -126,7 +126,7 @@ type Client struct {
 	mu   sync.Mutex
 	conn *net.UnixConn
 	svc  reaper.Identity
-	regs map[string]*clientReg
+	regs map[watchKey]*clientReg // by ID and cgroup: one ID may name runs under two parents
 }
 
 type clientReg struct {
@@ -153,7 +153,7 @@ func Shared(ctx context.Context, o ClientOptions) (*Client, error) {
 		}
 		return c, nil
 	}
-	c := &Client{o: o, sock: sock, regs: map[string]*clientReg{}}
+	c := &Client{o: o, sock: sock, regs: map[watchKey]*clientReg{}}
 	if err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -201,9 +201,13 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 			logf("owner %d: run %s: note its parent: %v", os.Getpid(), r.ID, err)
 		}
 	}
+	key := watchKey{r.ID, r.CgroupPath}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.regs[r.ID] = cr
+	if old := c.regs[key]; old != nil {
+		old.close()
+	}
+	c.regs[key] = cr
 	err := c.send(cr, false)
 	if err == nil {
 		return nil
@@ -213,12 +217,12 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 		// This registration's own failure (its owner gone, no pidfd):
 		// the connection is sound, and closing it would tell the service
 		// that we died, tearing down our other runs.
-		delete(c.regs, r.ID)
+		delete(c.regs, key)
 		cr.close()
 		return err
 	}
 	if err := c.reconnectLocked(ctx); err != nil {
-		delete(c.regs, r.ID)
+		delete(c.regs, key)
 		cr.close()
 		if c.conn == nil && len(c.regs) > 0 {
 			// Our other runs are registered nowhere now: keep trying
@@ -241,15 +245,17 @@ type connError struct{ err error }
 func (e *connError) Error() string { return e.err.Error() }
 func (e *connError) Unwrap() error { return e.err }
 
-// Unregister tells the service the owner tore run id down itself.
-func (c *Client) Unregister(id string) {
+// Unregister tells the service the owner tore down itself the run
+// registered with id and cgroupPath.
+func (c *Client) Unregister(id, cgroupPath string) {
+	key := watchKey{id, cgroupPath}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cr := c.regs[id]
+	cr := c.regs[key]
 	if cr == nil {
 		return
 	}
-	delete(c.regs, id)
+	delete(c.regs, key)
 	cr.close()
 	if c.conn != nil {
 		_, _ = c.conn.Write([]byte("U " + id))
@@ -332,15 +338,15 @@ func (c *Client) reconnectLocked(ctx context.Context) error {
 	if err := c.connect(ctx); err != nil {
 		return err
 	}
-	for id, cr := range c.regs {
+	for key, cr := range c.regs {
 		err := c.send(cr, true)
 		var ce *connError
 		switch {
 		case errors.As(err, &ce):
-			return fmt.Errorf("guardian: register %s again: %w", id, err)
+			return fmt.Errorf("guardian: register %s again: %w", key.id, err)
 		case err != nil:
-			logf("owner %d: run %s cannot be registered again, left unguarded: %v", os.Getpid(), id, err)
-			delete(c.regs, id)
+			logf("owner %d: run %s cannot be registered again, left unguarded: %v", os.Getpid(), key.id, err)
+			delete(c.regs, key)
 			cr.close()
 		}
 	}

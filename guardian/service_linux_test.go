@@ -298,7 +298,7 @@ func ownerOfRuns(t *testing.T) (string, *exec.Cmd, record.Owner, *Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
 	if err := c.connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestClientReconnectsOnlyForRuns(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	c := &Client{sock: sock, regs: map[string]*clientReg{}}
+	c := &Client{sock: sock, regs: map[watchKey]*clientReg{}}
 	if err := c.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +509,7 @@ func readRegs(t *testing.T, conn *net.UnixConn, n int) []string {
 func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
 	sock, svc := fakeServiceDir(t)
 	ctx := context.Background()
-	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
 	if err := c.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +570,7 @@ func TestClientRetryLeavesNewConnection(t *testing.T) {
 	retryReturned = func() { done <- struct{}{} }
 	defer func() { retryReturned = old }()
 	ctx := context.Background()
-	c := &Client{o: noBinary, sock: sock, regs: map[string]*clientReg{}}
+	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
 	if err := c.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,7 @@ func TestClientFailedReconnectKeepsTrying(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Client{o: noBinary, sock: sock, conn: conn, regs: map[string]*clientReg{}}
+	c := &Client{o: noBinary, sock: sock, conn: conn, regs: map[watchKey]*clientReg{}}
 	a := runid.Generate()
 	if err := c.Register(ctx, Registration{ID: a}); err != nil {
 		t.Fatal(err)
@@ -805,4 +805,38 @@ func TestServiceLeavesStartersRun(t *testing.T) {
 	if want := filepath.Join(parent, "guardians"); filepath.Join(m.Path, p) != want {
 		t.Fatalf("the service is in %s; want %s (outside every run, not in a parent of runs)", p, want)
 	}
+}
+
+// The client keys its runs by ID and cgroup, as the service does: a second
+// run of one ID (another parent) replaced the first in its table, whose
+// unregistration then dropped the second, and which a new service never
+// heard of again.
+func TestClientKeepsRunsOfOneIDApart(t *testing.T) {
+	sock, svc := fakeServiceDir(t)
+	ctx := context.Background()
+	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
+	if err := c.connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	server := svc.accept(t)
+	id := runid.Generate()
+	a, b := "/nonexistent/a/"+cgroup.Prefix+id, "/nonexistent/b/"+cgroup.Prefix+id
+	for _, p := range []string{a, b} {
+		if err := c.Register(ctx, Registration{ID: id, CgroupPath: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readRegs(t, server, 2)
+	c.Unregister(id, a)
+	buf := make([]byte, 512)
+	if n, err := server.Read(buf); err != nil || string(buf[:n]) != "U "+id {
+		t.Fatalf("read %q, %v; want the unregistration", buf[:n], err)
+	}
+	server.Close() // the service dies: the client registers what is left
+	again := svc.accept(t)
+	n, err := again.Read(buf)
+	if want := "R " + id + "\x00" + b + "\x00"; err != nil || string(buf[:n]) != want {
+		t.Fatalf("after the service died: %q, %v; want %q", buf[:n], err, want)
+	}
+	dropClient(c)
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -52,5 +53,9 @@ func cmdDaemon(ctx context.Context, f *daemonFlags, _ []string, stdout, stderr i
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP)
-	return daemon.Run(ctx, cfg)
+	err := daemon.Run(ctx, cfg)
+	if errors.Is(err, daemon.ErrBadConfig) {
+		return codedError{exitUsage, err}
+	}
+	return err
 }
