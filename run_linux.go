@@ -18,6 +18,7 @@ import (
 
 	"github.com/snakepit/snakepit/cgroup"
 	"github.com/snakepit/snakepit/containment"
+	"github.com/snakepit/snakepit/guardian"
 	"github.com/snakepit/snakepit/inventory"
 	"github.com/snakepit/snakepit/jail"
 	"github.com/snakepit/snakepit/limits"
@@ -128,7 +129,7 @@ type Run struct {
 	// fileRecord: the record is a file (POSIX mode, or no user xattrs on
 	// this cgroupfs); Teardown removes it.
 	fileRecord bool
-	guard      *guard // nil: not guarded by us (NoGuardian, Options.Guardian)
+	guard      *guardian.Guard // nil: not guarded by us (NoGuardian, Options.Guardian)
 
 	mu      sync.Mutex
 	rec     *record.Record
@@ -222,8 +223,8 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 	if err != nil {
 		return nil, err
 	}
-	if g != nil && g.id.PID != 0 {
-		opts.Guardian = &g.id
+	if gid := g.Identity(); gid.PID != 0 {
+		opts.Guardian = &gid
 	}
 	rec, err := record.New(id, record.MechanismCgroup, opts.Owner, opts.Grace, filepath.Join(parent, cgroup.Prefix+id), opts.Guardian)
 	if err != nil {
@@ -264,7 +265,7 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 	}
 	// Registered before any worker can start: from here on, the owner's
 	// death tears the run down.
-	if err := g.register(ctx, id, cg.Path(), rec.Owner); err != nil {
+	if err := registerGuardian(ctx, g, id, cg.Path(), rec.Owner); err != nil {
 		j.close()
 		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
 		undo()
@@ -294,8 +295,8 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err != nil {
 		return nil, err
 	}
-	if g != nil && g.id.PID != 0 {
-		opts.Guardian = &g.id
+	if gid := g.Identity(); gid.PID != 0 {
+		opts.Guardian = &gid
 	}
 	rec, err := record.New(id, record.MechanismPOSIX, opts.Owner, opts.Grace, "", opts.Guardian)
 	if err != nil {
@@ -318,7 +319,7 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err := record.Write(rec); err != nil {
 		return nil, fmt.Errorf("POSIX mode: write run record (set %s to a writable directory): %w", record.DirEnv, err)
 	}
-	if err := g.register(ctx, id, "", rec.Owner); err != nil {
+	if err := registerGuardian(ctx, g, id, "", rec.Owner); err != nil {
 		_ = record.Remove(id)
 		return nil, err
 	}
@@ -332,10 +333,8 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 		Guardian: func() int {
 			// The service we are connected to now: should the first die,
 			// we start its successor, a child of ours, not of the run.
-			if g.connected() {
-				if id := g.client.Guardian(); id.PID > 0 {
-					return id.PID
-				}
+			if id := g.Current(); id.PID > 0 {
+				return id.PID
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -869,7 +868,7 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 		}
 	}
 	if err == nil {
-		r.guard.unregister(r.id, r.CgroupPath())
+		r.guard.Unregister(r.id, r.CgroupPath())
 	}
 	// Workers are dead; let their wait goroutines finish so pidfds and pipes
 	// are released before we return.

@@ -6,6 +6,7 @@
 // owner that finds no service starts one (`snakepit __guardian --serve`)
 // under a lock; it exits when idle. The exec'd per-owner guardian
 // (`snakepit __guardian --owner-pid ...`, Start and Run) is the fallback.
+// Connect makes that choice for a new run (a Guard).
 // This package builds and parses both command lines (Args, ServiceArgs,
 // ParseArgs) and is the body of both (Main). It never runs the caller's
 // own program: the snakepit binary is found by FindBinary.
