@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"reflect"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
 	"time"
 
@@ -310,7 +313,14 @@ func decodeStrict(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		for _, known := range []error{ErrBadSpec, ErrBadLimit, ErrBadNetns, ErrBadDuration, ErrBadReady, ErrBadSignal, runid.ErrInvalid} {
 			if errors.Is(err, known) {
-				return err // a setting's own decoder said what is wrong
+				// A setting's own decoder said what is wrong, but not
+				// where: encoding/json does not say which field it was.
+				if _, ok := errors.AsType[*FieldError](err); !ok {
+					if f := fieldOf(data, reflect.TypeOf(v).Elem()); f != "" {
+						return fieldErr(f, "", err)
+					}
+				}
+				return err
 			}
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
@@ -327,6 +337,51 @@ func decodeStrict(data []byte, v any) error {
 		return fmt.Errorf("%w: trailing data after the object", ErrInvalidJSON)
 	}
 	return nil
+}
+
+// fieldOf names the field of the JSON object data (of a t) that does not
+// decode, as "limits.memory_max"; "" when none does alone. Each field is
+// decoded on its own, into a t of its own: only on an error's path.
+func fieldOf(data []byte, t reflect.Type) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil {
+		return ""
+	}
+	for _, key := range slices.Sorted(maps.Keys(fields)) {
+		raw := fields[key]
+		one, _ := json.Marshal(map[string]json.RawMessage{key: raw})
+		if json.Unmarshal(one, reflect.New(t).Interface()) == nil {
+			continue
+		}
+		if ft, ok := jsonField(t, key); ok && ft.Kind() == reflect.Struct {
+			if sub := fieldOf(raw, ft); sub != "" {
+				return key + "." + sub
+			}
+		}
+		return key
+	}
+	return ""
+}
+
+// jsonField returns the type of t's field named key in JSON.
+func jsonField(t reflect.Type, key string) (reflect.Type, bool) {
+	if t.Kind() != reflect.Struct {
+		return nil, false
+	}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			return ft, true
+		}
+	}
+	return nil, false
 }
 
 // EmptyID is the error of an explicitly empty run ID ("id": "" or

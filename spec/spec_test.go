@@ -227,3 +227,29 @@ func TestDecodeRejects(t *testing.T) {
 		t.Errorf("overflow names the input: %v", err)
 	}
 }
+
+// A value that its own type's decoder refuses is named by its JSON field,
+// as a value that fails validation is (encoding/json does not say which
+// field a decoder's error came from).
+func TestDecodeNamesTheField(t *testing.T) {
+	decodeRun := func(b []byte) error { _, err := DecodeRun(b); return err }
+	decodeWorker := func(b []byte) error { _, err := DecodeWorker(b); return err }
+	for _, c := range []struct {
+		decode func([]byte) error
+		body   string
+		field  string
+	}{
+		{decodeRun, `{"limits":{"memory_max":-5}}`, "limits.memory_max"},
+		{decodeRun, `{"pid_ns":true,"limits":{"pids_max":"a","memory_max":"64M"}}`, "limits.pids_max"},
+		{decodeRun, `{"limits":{"cpu_max":"x"}}`, "limits.cpu_max"},
+		{decodeRun, `{"grace":"abc"}`, "grace"},
+		{decodeRun, `{"stop_signal":"FOO"}`, "stop_signal"},
+		{decodeWorker, `{"argv":["x"],"ready":{"notify":true},"ready_timeout":"zz"}`, "ready_timeout"},
+	} {
+		err := c.decode([]byte(c.body))
+		fe, ok := errors.AsType[*FieldError](err)
+		if !ok || fe.Field != c.field {
+			t.Errorf("%s: %v; want an error of field %s", c.body, err, c.field)
+		}
+	}
+}
