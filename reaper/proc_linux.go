@@ -128,34 +128,55 @@ func Dying(pid int) bool {
 	if killed(pid) {
 		return true
 	}
-	d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-	}
-	tasks, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return false
+	var gone bool
+	list := func() ([]string, error) {
+		d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
+		if err != nil {
+			gone = errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+			return nil, err
+		}
+		defer d.Close()
+		return d.Readdirnames(-1)
 	}
 	var buf [1024]byte
-	return threadsDying(pid, tasks, func(tid string) (Stat, error) {
+	dead := threadsDying(pid, list, func(tid string) (Stat, error) {
 		n, err := readProcFile(pid, "task/"+tid+"/stat", buf[:])
 		if err != nil {
 			return Stat{}, err
 		}
 		return ParseStat(buf[:n])
 	})
+	return dead || gone
 }
 
-// threadsDying is Dying's scan of the threads tids of pid, read by stat.
-func threadsDying(pid int, tids []string, stat func(tid string) (Stat, error)) bool {
-	for _, tid := range tids {
-		st, err := stat(tid)
-		if errors.Is(err, ErrNoProcess) {
-			continue // that thread is gone
-		}
-		if err != nil || !dying(st) {
+// threadsDying is Dying's scan of the threads of pid: listed by list, read
+// by stat. The list is read again until it names no thread not yet read: a
+// thread made after a reading of it (one that then execs, and so kills all
+// the others) would otherwise go unseen, and the process read as dying.
+// Only a live thread can make one, and it is read before the last list.
+func threadsDying(pid int, list func() ([]string, error), stat func(tid string) (Stat, error)) bool {
+	seen := map[string]bool{}
+	for {
+		tids, err := list()
+		if err != nil {
 			return false
+		}
+		fresh := false
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid], fresh = true, true
+			st, err := stat(tid)
+			if errors.Is(err, ErrNoProcess) {
+				continue // that thread is gone
+			}
+			if err != nil || !dying(st) {
+				return false
+			}
+		}
+		if !fresh {
+			break
 		}
 	}
 	// An exec from a thread other than the leader looks like a death for a

@@ -546,15 +546,38 @@ func TestThreadsDyingThroughExec(t *testing.T) {
 					return Stat{}, ErrNoProcess
 				}
 			}
-			if got := threadsDying(100, []string{"100", "101", "102"}, stat); got != tc.want {
+			if got := threadsDying(100, listOf("100", "101", "102"), stat); got != tc.want {
 				t.Fatalf("threadsDying = %v, want %v", got, tc.want)
 			}
 		})
 	}
 	// A thread read as alive decides at once.
-	if threadsDying(100, []string{"100", "101"}, func(tid string) (Stat, error) { return Stat{State: 'S'}, nil }) {
+	if threadsDying(100, listOf("100", "101"), func(tid string) (Stat, error) { return Stat{State: 'S'}, nil }) {
 		t.Fatal("a live thread read as dying")
 	}
+	// A thread made after the first list (it goes on to exec, killing the
+	// others) is read too: the process is not dying.
+	lists := 0
+	grows := func() ([]string, error) {
+		lists++
+		if lists == 1 {
+			return []string{"100", "101"}, nil
+		}
+		return []string{"100", "101", "103"}, nil
+	}
+	killedByExec := Stat{State: 'S', Pending: 1 << (unix.SIGKILL - 1)}
+	if threadsDying(100, grows, func(tid string) (Stat, error) {
+		if tid == "103" {
+			return Stat{State: 'R'}, nil
+		}
+		return killedByExec, nil
+	}) {
+		t.Fatal("a thread made after the first list went unread")
+	}
+}
+
+func listOf(tids ...string) func() ([]string, error) {
+	return func() ([]string, error) { return tids, nil }
 }
 
 // The same on the kernel: a chain of execs, each from a thread other than
