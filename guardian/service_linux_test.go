@@ -487,6 +487,18 @@ func (f *fakeService) accept(t *testing.T) *net.UnixConn {
 	}
 }
 
+// fakeConnected returns a client (that cannot start a service) connected
+// to a fake service, and the service's end of that connection.
+func fakeConnected(t *testing.T) (*Client, *fakeService, *net.UnixConn) {
+	t.Helper()
+	sock, svc := fakeServiceDir(t)
+	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
+	if err := c.connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c, svc, svc.accept(t)
+}
+
 // readRegs reads n registrations from conn and returns their run IDs.
 func readRegs(t *testing.T, conn *net.UnixConn, n int) []string {
 	t.Helper()
@@ -507,13 +519,8 @@ func readRegs(t *testing.T, conn *net.UnixConn, n int) []string {
 // pinned) keeps the connection: closing it would tell the service the
 // owner died, and it would tear down the owner's other runs.
 func TestClientKeepsConnectionOnRegistrationError(t *testing.T) {
-	sock, svc := fakeServiceDir(t)
 	ctx := context.Background()
-	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
-	if err := c.connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	server := svc.accept(t)
+	c, _, server := fakeConnected(t)
 	a := runid.Generate()
 	if err := c.Register(ctx, Registration{ID: a}); err != nil {
 		t.Fatal(err)
@@ -812,13 +819,8 @@ func TestServiceLeavesStartersRun(t *testing.T) {
 // unregistration then dropped the second, and which a new service never
 // heard of again.
 func TestClientKeepsRunsOfOneIDApart(t *testing.T) {
-	sock, svc := fakeServiceDir(t)
 	ctx := context.Background()
-	c := &Client{o: noBinary, sock: sock, regs: map[watchKey]*clientReg{}}
-	if err := c.connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	server := svc.accept(t)
+	c, svc, server := fakeConnected(t)
 	id := runid.Generate()
 	a, b := "/nonexistent/a/"+cgroup.Prefix+id, "/nonexistent/b/"+cgroup.Prefix+id
 	for _, p := range []string{a, b} {
