@@ -156,6 +156,7 @@ func Dying(pid int) bool {
 // Only a live thread can make one, and it is read before the last list.
 func threadsDying(pid int, list func() ([]string, error), stat func(tid string) (Stat, error)) bool {
 	seen := map[string]bool{}
+	leaderRead := false
 	for {
 		tids, err := list()
 		if err != nil {
@@ -175,19 +176,22 @@ func threadsDying(pid int, list func() ([]string, error), stat func(tid string) 
 				return false
 			}
 		}
-		if !fresh {
-			break
+		if fresh {
+			leaderRead = false
+			continue
 		}
+		if leaderRead {
+			return true // no thread made since the leader was read dying
+		}
+		// An exec from a thread other than the leader looks like a death
+		// for a moment; after it the leader's PID names a live thread. The
+		// list is read once more after this: a later exec's threads, made
+		// before this read, must not go unseen.
+		if st, err := stat(strconv.Itoa(pid)); err == nil && !dying(st) {
+			return false
+		}
+		leaderRead = true
 	}
-	// An exec from a thread other than the leader looks like a death for a
-	// moment: the leader exits, and the exec'ing thread swaps thread IDs
-	// with it, so that its own ID is gone or names the dead leader. After
-	// an exec the leader's PID names a live thread again; after a death it
-	// does not.
-	if st, err := stat(strconv.Itoa(pid)); err == nil && !dying(st) {
-		return false
-	}
-	return true
 }
 
 // dying: the thread is dead, inside exit(2), or has SIGKILL queued.
