@@ -358,4 +358,11 @@ func (o *owners) forget(pid int, n *ownerNotice) {
 // than the leader (which kills all the others) for a death. A second scan
 // meets the exec finished or still under way, both of which read alive.
 // A death costs one scan more (tens of microseconds).
-func dyingSure(pid int) bool { return reaper.Dying(pid) && reaper.Dying(pid) }
+func dyingSure(pid int) bool {
+	for range 2 {
+		if !reaper.Dying(pid) {
+			return false
+		}
+	}
+	return true
+}
