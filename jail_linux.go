@@ -39,9 +39,7 @@ type runJail struct {
 // prepareJail checks the jail settings of a run to be made under parent and
 // plans its limits. It creates nothing.
 func prepareJail(id, parent string, opts Options) (*runJail, error) {
-	if err := opts.Net.Validate(); err != nil {
-		return nil, err
-	}
+	// opts was validated by Create (its Net too).
 	if opts.Net.Mode == NetNamed {
 		// Fail early on a missing or bad name; the namespace is opened
 		// again at the first Start.
@@ -120,9 +118,6 @@ func (r *Run) Warnings() []error {
 // work: an error, or under BestEffort warnings.
 func posixJail(id string, opts Options) (*runJail, error) {
 	j := &runJail{id: id, opts: opts}
-	if err := opts.Net.Validate(); err != nil {
-		return nil, err
-	}
 	l := opts.Limits
 	for _, n := range limits.Needs(l) {
 		cerr := &ControllerError{Controller: n.Ctrl, Needed: n.Why, Reason: "this run has no cgroup (POSIX mode)"}

@@ -141,7 +141,7 @@ func (d *deathNotice) Wait() bool {
 		if d.arm() == 0 {
 			// No thread but the leader: the group may be exiting (the
 			// leader last), or have one thread; else its exit tells.
-			if dyingSure(d.pid) {
+			if reaper.Dying(d.pid) {
 				return true
 			}
 			if d.proc == nil {
@@ -153,7 +153,7 @@ func (d *deathNotice) Wait() bool {
 		select {
 		case tid := <-d.exits:
 			d.drop(tid)
-			if dyingSure(d.pid) {
+			if reaper.Dying(d.pid) {
 				return true
 			}
 			// That thread ended on its own (or the process is
@@ -351,18 +351,4 @@ func (o *owners) forget(pid int, n *ownerNotice) {
 	if o.m[pid] == n {
 		delete(o.m, pid)
 	}
-}
-
-// dyingSure is reaper.Dying asked twice: a scan of /proc is no snapshot,
-// and one stalled between its reads can take an exec from a thread other
-// than the leader (which kills all the others) for a death. A second scan
-// meets the exec finished or still under way, both of which read alive.
-// A death costs one scan more (tens of microseconds).
-func dyingSure(pid int) bool {
-	for range 2 {
-		if !reaper.Dying(pid) {
-			return false
-		}
-	}
-	return true
 }

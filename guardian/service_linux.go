@@ -647,16 +647,14 @@ func outOfRuns(pid int) error {
 	return cgroup.At(leaf).Move(pid)
 }
 
-// outsideRuns returns the cgroup above the outermost run cgroup
-// (snakepit-<id>) on cgroup path p, and whether p is inside a run.
+// outsideRuns returns the cgroup above the outermost run cgroup on cgroup
+// path p, and whether p is inside a run.
 func outsideRuns(p string) (string, bool) {
-	outside, in := "", false
-	for dir := filepath.Clean(p); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-		if id, ok := strings.CutPrefix(filepath.Base(dir), cgroup.Prefix); ok && runid.Validate(id) == nil {
-			outside, in = filepath.Dir(dir), true
-		}
+	runs := inventory.RunCgroupsOn(p)
+	if len(runs) == 0 {
+		return "", false
 	}
-	return outside, in
+	return filepath.Dir(runs[len(runs)-1]), true
 }
 
 // ScopeName is the transient scope a guardian process pid lives in under

@@ -22,7 +22,6 @@ import (
 	"github.com/snakepit/snakepit/posix"
 	"github.com/snakepit/snakepit/reaper"
 	"github.com/snakepit/snakepit/record"
-	"github.com/snakepit/snakepit/runid"
 )
 
 // DefaultGCMinAge is how old an empty run cgroup without a record must be
@@ -415,7 +414,8 @@ func (l *runLiveness) live(id string) bool {
 // whose argv named a stale run was killed.
 func (l *runLiveness) liveProc(m *reaper.Marked) bool {
 	if p, err := cgroup.PathOf(m.PID); err == nil {
-		if run, ok := innermostRun(p); ok {
+		if runs := RunCgroupsOn(p); len(runs) > 0 {
+			run := runs[0]
 			mnt, err := cgroup.FindMount()
 			if err != nil {
 				return true
@@ -428,17 +428,6 @@ func (l *runLiveness) liveProc(m *reaper.Marked) bool {
 		}
 	}
 	return l.live(m.RunID)
-}
-
-// innermostRun returns the deepest run cgroup (snakepit-<id>) on cgroup
-// path p, and whether there is one.
-func innermostRun(p string) (string, bool) {
-	for dir := p; dir != "/" && dir != "." && dir != ""; dir = filepath.Dir(dir) {
-		if id, ok := strings.CutPrefix(filepath.Base(dir), cgroup.Prefix); ok && runid.Validate(id) == nil {
-			return dir, true
-		}
-	}
-	return "", false
 }
 
 // judge says whether run id is live, or not ours to judge. A marker alone

@@ -105,6 +105,18 @@ func Free(id, parent string) error {
 	return nil
 }
 
+// RunCgroupsOn returns the run cgroups (snakepit-<valid id>) that cgroup
+// path p is in or is, the innermost first.
+func RunCgroupsOn(p string) []string {
+	var runs []string
+	for dir := filepath.Clean(p); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if id, ok := strings.CutPrefix(filepath.Base(dir), cgroup.Prefix); ok && runid.Validate(id) == nil {
+			runs = append(runs, dir)
+		}
+	}
+	return runs
+}
+
 // ListRunCgroups returns the run cgroups (snakepit-<valid id>) directly
 // under each parent, keyed by run ID.
 func ListRunCgroups(parents ...string) (map[string]string, error) {

@@ -124,10 +124,26 @@ func ParseStat(b []byte) (Stat, error) {
 // or has SIGKILL queued. A fatal signal and exit_group(2) queue SIGKILL to
 // every thread of the group; a thread that ends on its own, or the other
 // threads of an exec, leave a thread that is none of these.
+//
+// A scan of /proc is no snapshot: one stalled between its reads can take
+// an exec from a thread other than the leader (which kills all the others)
+// for a death. So the threads are scanned twice: the second scan meets
+// the exec finished or still under way, both of which read alive. A
+// SIGKILL sent to the process needs no scan.
 func Dying(pid int) bool {
 	if killed(pid) {
 		return true
 	}
+	for range 2 {
+		if !threadsScanDying(pid) {
+			return false
+		}
+	}
+	return true
+}
+
+// threadsScanDying is one scan of Dying's.
+func threadsScanDying(pid int) bool {
 	var gone bool
 	list := func() ([]string, error) {
 		d, err := os.Open("/proc/" + strconv.Itoa(pid) + "/task")
