@@ -158,7 +158,7 @@ func TeardownRecord(ctx context.Context, rec *record.Record, grace time.Duration
 	var rep containment.Report
 	f := reaper.Family{RunID: rec.ID, SkipArgvMarked: IsSnakepitCommand, NotBefore: rec.Created}
 	if rec.PGID > 0 {
-		f.PGIDs, f.Session = []int{rec.PGID}, rec.SID
+		f.PGIDs, f.Session, f.HasSession = []int{rec.PGID}, rec.SID, true
 	}
 	if g := rec.Guardian; g != nil && g.PID > 0 {
 		f.Exclude = map[int]bool{g.PID: true}

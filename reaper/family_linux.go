@@ -57,13 +57,16 @@ type Family struct {
 	Roots []Identity
 	// PGIDs are the run's process groups.
 	PGIDs []int
-	// Session, if set, is the session the run's groups were made in: a
-	// member of one of PGIDs in that session, started after NotBefore,
-	// counts without another member to confirm its group (a worker that
-	// cleared its environment and outlived the group's leader). A group
-	// number recycled in that very session would need its PID recycled
-	// into it, too.
-	Session int
+	// Session, if HasSession, is the session the run's groups were made
+	// in: a member of one of PGIDs in that session, started after
+	// NotBefore, counts without another member to confirm its group (a
+	// worker that cleared its environment and outlived the group's
+	// leader). A group number recycled in that very session would need
+	// its PID recycled into it, too. Session 0 is a session like any
+	// other: init's, which a process tree that never called setsid()
+	// keeps, or one whose leader is outside our PID namespace.
+	Session    int
+	HasSession bool
 	// AdoptChildrenOf, if nonzero, is the PID of a subreaper all of whose
 	// children (except Exclude) are members: set only by a supervisor that
 	// knows it has no other children.
@@ -205,7 +208,7 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 		confirmed := map[int]bool{}
 		for _, e := range procs {
 			// The session rule needs the start time known (oldTicks).
-			if groups[e.st.PGID] && (e.why != "" || f.Session > 0 && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks) {
+			if groups[e.st.PGID] && (e.why != "" || f.HasSession && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks) {
 				confirmed[e.st.PGID] = true
 			}
 		}

@@ -61,7 +61,8 @@ type Record struct {
 	Cgroup string `json:"cgroup,omitempty"`
 	// PGID is the run's process group (POSIX mechanism), 0 if none.
 	PGID int `json:"pgid,omitempty"`
-	// SID is the session of that group, 0 if none.
+	// SID is the session of that group, with PGID: 0 is a session too
+	// (init's, or one whose leader is outside the reader's PID namespace).
 	SID int `json:"sid,omitempty"`
 	// Guardian is the guardian watching the owner, if one was started.
 	Guardian *reaper.Identity `json:"guardian,omitempty"`
