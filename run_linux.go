@@ -133,10 +133,11 @@ type Run struct {
 
 	mu      sync.Mutex
 	rec     *record.Record
-	jail    *runJail // limits, events, netns (jail_linux.go)
-	closed  bool     // no more Starts: a teardown has begun
-	tearing bool     // a teardown is under way
-	gone    bool     // a teardown succeeded
+	limits  *limits.Run // planned, applied, its events watched
+	jail    *jail.Run   // the network namespace; each worker's credentials and readiness
+	closed  bool        // no more Starts: a teardown has begun
+	tearing bool        // a teardown is under way
+	gone    bool        // a teardown succeeded
 	workers map[int]*Worker
 	nextWID int
 	// starting counts Starts under way (added to only while !closed):
@@ -230,8 +231,13 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 	if err != nil {
 		return nil, err
 	}
-	// Limits are checked and planned before anything is created.
-	j, err := prepareJail(id, parent, opts)
+	// Limits and a named network namespace are checked before anything
+	// is created.
+	lim, err := limits.ForRun(id, parent, opts.Limits, opts.OnEvent)
+	if err != nil {
+		return nil, err
+	}
+	j, err := jail.NewRun(opts.Net)
 	if err != nil {
 		return nil, err
 	}
@@ -257,8 +263,8 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 		return nil, err
 	}
 	box.StopSignal = opts.StopSignal
-	if err := j.apply(cg); err != nil {
-		j.close()
+	if err := lim.Apply(cg); err != nil {
+		lim.Stop()
 		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
 		undo()
 		return nil, err
@@ -266,12 +272,12 @@ func createCgroup(ctx context.Context, id, parent string, opts Options) (*Run, e
 	// Registered before any worker can start: from here on, the owner's
 	// death tears the run down.
 	if err := registerGuardian(ctx, g, id, cg.Path(), rec.Owner); err != nil {
-		j.close()
+		lim.Stop()
 		_, _ = box.Teardown(context.WithoutCancel(ctx), 0)
 		undo()
 		return nil, err
 	}
-	return &Run{id: id, box: box, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: fileRecord, jail: j, guard: g, workers: make(map[int]*Worker)}, nil
+	return &Run{id: id, box: box, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: fileRecord, limits: lim, jail: j, guard: g, workers: make(map[int]*Worker)}, nil
 }
 
 // fallsBack reports whether a failure to set up the run cgroup lets mode
@@ -287,7 +293,11 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	j, err := posixJail(id, opts)
+	lim, err := limits.ForRunWithoutCgroup(opts.Limits)
+	if err != nil {
+		return nil, err
+	}
+	j, err := jail.NewRun(opts.Net)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +333,7 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 		_ = record.Remove(id)
 		return nil, err
 	}
-	r := &Run{id: id, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: true, jail: j, guard: g,
+	r := &Run{id: id, opts: opts, spawner: spawnerOf(opts), rec: rec, fileRecord: true, limits: lim, jail: j, guard: g,
 		workers: make(map[int]*Worker), fallback: reason}
 	r.box = posix.New(posix.Options{
 		RunID:        id,
@@ -483,10 +493,13 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.mu.Unlock()
 	defer r.starting.Done() // after the worker is in r.workers
 
-	jc, err := r.prepareCommand(&c) // credentials, netns, readiness (jail_linux.go)
+	// Credentials, network namespace, readiness.
+	jc := jail.Command{Env: c.Env, Stdout: c.Stdout, Modify: c.Modify, Around: c.Around, Credential: c.Credential, Readiness: c.Readiness}
+	ready, nnp, err := r.jail.Prepare(&jc, r.CgroupPath())
 	if err != nil {
 		return nil, err
 	}
+	c.Env, c.Stdout, c.Modify, c.Around = jc.Env, jc.Stdout, jc.Modify, jc.Around
 	env := c.Env
 	if env == nil {
 		env = os.Environ()
@@ -502,7 +515,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	var initJobs *os.File
 	if c.Foreground && r.opts.PidNS {
 		if jb, initJobs, err = pidns.NewJobControl(); err != nil {
-			jc.ready.Cleanup()
+			ready.Cleanup()
 			return nil, err
 		}
 		defer initJobs.Close() // the init has its copy
@@ -517,7 +530,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	stdin, stdinR, stdinW, err := stdinPipe(c.Stdin)
 	if err != nil {
 		jb.Close()
-		jc.ready.Cleanup()
+		ready.Cleanup()
 		return nil, err
 	}
 	if stdinR != nil {
@@ -552,10 +565,10 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		}
 		return cmd
 	}
-	so := spawn.Options{Around: c.Around, NoNewPrivs: jc.nnp}
+	so := spawn.Options{Around: c.Around, NoNewPrivs: nnp}
 	r.box.Place(&so)
 
-	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: jc.ready, jobs: jb, stdinW: stdinW}
+	w := &Worker{WID: wid, run: r, done: make(chan struct{}), ready: ready, jobs: jb, stdinW: stdinW}
 	if r.opts.Reaper != nil {
 		w.exitc, err = r.opts.Reaper.Subscribe(func() (int, error) {
 			p, err := r.spawner.Start(ctx, newCmd, so)
@@ -580,7 +593,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 			stdinW.Close()
 		}
 		jb.Close()
-		jc.ready.Cleanup()
+		ready.Cleanup()
 		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
 			// read as "program not found".
@@ -593,7 +606,7 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 	r.workers[wid] = w
 	r.mu.Unlock()
 	r.box.Adopt(w.PID(), w.PidFD())
-	jc.ready.Started()
+	ready.Started()
 	if stdinW != nil {
 		go copyStdin(stdinW, c.Stdin)
 	}
@@ -837,7 +850,8 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 	r.starting.Wait()
 
 	if first {
-		r.closeJail() // last look at limit events; drop the netns
+		r.limits.Stop() // a last look at the limit events, while the cgroup exists
+		r.jail.Close()  // drop the network namespace
 	}
 	rep, err = r.box.Teardown(ctx, grace)
 	if err != nil && ctx.Err() != nil {
@@ -893,4 +907,27 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 	}
 	rep.Duration = time.Since(start)
 	return rep, err
+}
+
+// Warnings returns what Create had to leave out under
+// Limits.BestEffort (one *ControllerError per missing controller).
+func (r *Run) Warnings() []error { return r.limits.Warnings() }
+
+// Ready is closed when the worker is ready (at once when no readiness was
+// configured).
+func (w *Worker) Ready() <-chan struct{} { return w.ready.Chan() }
+
+// ReadyInfo returns what the worker reported and whether it is ready.
+func (w *Worker) ReadyInfo() (ReadyInfo, bool) { return w.ready.Info() }
+
+// WaitReady blocks until the worker is ready. It fails with ErrNotReady
+// when the Readiness.Timeout (counted from the start) passes first, with
+// ErrExitedBeforeReady when the worker exits first, or with ctx's error.
+// It does not tear anything down: the caller decides (snakepit run tears
+// the run down and exits with status 119).
+func (w *Worker) WaitReady(ctx context.Context) (ReadyInfo, error) {
+	return w.ready.Wait(ctx, func() string {
+		st, _ := w.Wait(context.WithoutCancel(ctx))
+		return st.String()
+	})
 }

@@ -7,5 +7,6 @@
 // controllers, enabled where, or a *ControllerError naming why one cannot
 // be had) and applied after it is made, before any worker starts
 // (Plan.Apply), so that a run whose limits cannot work fails before
-// anything is created.
+// anything is created. Run carries one run's limits through those phases
+// and its event watch until teardown.
 package limits
