@@ -41,8 +41,10 @@ const (
 //     parent exited);
 //   - PGIDs: members of the run's process groups, but only of a group that
 //     still holds some process attributed by another rule, or one of
-//     Session started since NotBefore, so that a group number recycled
-//     after the group emptied can never pull in strangers.
+//     Session started since NotBefore while the group holds no process of
+//     another run: a group number recycled after the group emptied pulls
+//     in strangers only if its PID was recycled into the same session, by
+//     a process that carries no other run's marker.
 //
 // What escapes: a process that calls setsid() (leaving the group), scrubs
 // its argv and environment, and whose parent chain to a member breaks while
@@ -110,8 +112,9 @@ func (m *Member) Pinned() *Pinned { return m.pin }
 func (m *Member) Close() error { return m.pin.Close() }
 
 type procEntry struct {
-	st  Stat
-	why string
+	st       Stat
+	why      string
+	otherRun bool // carries another run's marker
 }
 
 // Members walks /proc once and returns every live member, pinned. Zombies
@@ -195,11 +198,25 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 			e.why = WhyRoot
 		case f.AdoptChildrenOf != 0 && st.PPID == f.AdoptChildrenOf:
 			e.why = WhyOrphan
-		case f.RunID != "" && st.Start >= oldTicks && f.marked(proc+"/"+name, pid):
-			e.why = WhyMarker
+		case f.RunID != "" && st.Start >= oldTicks:
+			switch m := f.marker(proc+"/"+name, pid); {
+			case m == f.RunID:
+				e.why = WhyMarker
+			case m != "":
+				e.otherRun = true
+			}
 		}
 		procs[pid] = e
 		children[st.PPID] = append(children[st.PPID], pid)
+	}
+	// A group that holds a process of another run is that run's by now
+	// (its number recycled, into a sibling run of the same session): the
+	// session rule does not take it.
+	othersGroup := map[int]bool{}
+	for _, e := range procs {
+		if e.otherRun && groups[e.st.PGID] {
+			othersGroup[e.st.PGID] = true
+		}
 	}
 	// Descendants and confirmed groups, to a fixed point: a descendant may
 	// confirm a group whose members have descendants of their own.
@@ -207,8 +224,12 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 		changed = false
 		confirmed := map[int]bool{}
 		for _, e := range procs {
+			if !groups[e.st.PGID] {
+				continue
+			}
 			// The session rule needs the start time known (oldTicks).
-			if groups[e.st.PGID] && (e.why != "" || f.HasSession && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks) {
+			bySession := f.HasSession && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks && !othersGroup[e.st.PGID]
+			if e.why != "" || bySession {
 				confirmed[e.st.PGID] = true
 			}
 		}
@@ -237,21 +258,25 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 	return procs, nil
 }
 
-// marked reports whether the process in dir carries the run-ID marker.
-func (f Family) marked(dir string, pid int) bool {
+// marker returns the run ID the process in dir carries ("" for none): in
+// its argv (unless SkipArgvMarked) if that is ours, else in its
+// environment, else in its argv.
+func (f Family) marker(dir string, pid int) string {
+	argv := ""
 	if b, err := kfile.ReadAll(dir + "/cmdline"); err == nil {
-		if got, err := runid.ExtractCmdline(b); err == nil && got == f.RunID {
-			if f.SkipArgvMarked == nil || !f.SkipArgvMarked(pid) {
-				return true
+		if got, err := runid.ExtractCmdline(b); err == nil && (f.SkipArgvMarked == nil || !f.SkipArgvMarked(pid)) {
+			if got == f.RunID {
+				return got
 			}
+			argv = got
 		}
 	}
 	if b, err := kfile.ReadAll(dir + "/environ"); err == nil {
 		if got, err := runid.ExtractEnviron(b); err == nil {
-			return got == f.RunID
+			return got
 		}
 	}
-	return false
+	return argv
 }
 
 // clockTicks is USER_HZ, the unit of start times in /proc/PID/stat: 100 on

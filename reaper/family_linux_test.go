@@ -263,3 +263,39 @@ func TestFamilyKillCancelled(t *testing.T) {
 		t.Fatal("Kill with a cancelled context reported success")
 	}
 }
+
+// The session rule takes an unattributed group of the run's session whose
+// processes started after the run, unless the group holds a process of
+// another run: its number was recycled into a sibling run.
+func TestFamilySessionRule(t *testing.T) {
+	self, err := ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := runid.Generate()
+	notBefore := time.Now().Add(-time.Second)
+	cmd, ps := startTree(t, nil, &syscall.SysProcAttr{Setpgid: true}, 2,
+		`echo $$; sh -c 'echo $$; exec sleep 1000' & wait`)
+	pgid := cmd.Process.Pid
+	f := Family{RunID: id, PGIDs: []int{pgid}, NotBefore: notBefore, Session: self.Session, HasSession: true}
+	if got, want := memberPIDs(t, f), pidsOf(ps...); !equal(got, want) {
+		t.Fatalf("members %v, want the group of our session %v", got, want)
+	}
+	// Another session's group is not taken.
+	other := f
+	other.Session++
+	if got := memberPIDs(t, other); len(got) != 0 {
+		t.Fatalf("another session: members %v", got)
+	}
+	// Nor is one that holds a process of another run.
+	theirs := exec.Command("/bin/sleep", "1000")
+	theirs.Env = append(os.Environ(), runid.EnvVar+"="+runid.Generate())
+	theirs.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
+	if err := theirs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = theirs.Process.Kill(); _ = theirs.Wait() })
+	if got := memberPIDs(t, f); len(got) != 0 {
+		t.Fatalf("a group holding another run's process: members %v", got)
+	}
+}
