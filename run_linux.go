@@ -141,8 +141,8 @@ type Run struct {
 	workers map[int]*Worker
 	nextWID int
 	// starting counts Starts under way (added to only while !closed):
-	// Teardown waits for them before it kills, so a worker whose spawn
-	// began before the teardown cannot join the cgroup after the kill.
+	// Teardown waits for them, before its kill in POSIX mode and after it
+	// with a cgroup (see Teardown).
 	starting sync.WaitGroup
 }
 
@@ -594,6 +594,14 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		}
 		jb.Close()
 		ready.Cleanup()
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
+			// Torn down meanwhile: the kill ended the child, or the
+			// removed cgroup refused it.
+			return nil, fmt.Errorf("start %s: %w: %w", c.Args[0], ErrClosed, err)
+		}
 		if gerr := r.box.Gone(); gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
 			// read as "program not found".
@@ -847,11 +855,17 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 		r.tearing, r.gone = false, err == nil
 		r.mu.Unlock()
 	}()
-	r.starting.Wait()
-
 	if first {
 		r.limits.Stop() // a last look at the limit events, while the cgroup exists
-		r.jail.Close()  // drop the network namespace
+	}
+	// A run cgroup's teardown copes with a worker that a Start under way
+	// clones into it meanwhile (it kills until the cgroup stays empty, and
+	// a removed cgroup refuses the clone), so it comes first: a start stuck
+	// before exec (its child stopped or frozen there) ends by the kill
+	// instead of holding the teardown. Without a cgroup, a worker started
+	// after the last walk of /proc would escape: the starts finish first.
+	if r.box.Group() == nil {
+		r.starting.Wait()
 	}
 	rep, err = r.box.Teardown(ctx, grace)
 	if err != nil && ctx.Err() != nil {
@@ -870,6 +884,10 @@ func (r *Run) Teardown(ctx context.Context, grace time.Duration) (rep TeardownRe
 		if err = kerr; err != nil {
 			err = fmt.Errorf("kill after the caller's context ended: %w", err)
 		}
+	}
+	r.starting.Wait() // their workers are in r.workers now
+	if first {
+		r.jail.Close() // drop the network namespace, which no start uses now
 	}
 	if err == nil && r.fileRecord {
 		err = record.Remove(r.id)

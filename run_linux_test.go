@@ -458,6 +458,62 @@ func TestStartRacingTeardown(t *testing.T) {
 	}
 }
 
+// A start stuck before exec (its child cloned into a frozen run cgroup:
+// what a stop loop of the worker's user can cause) does not hold the
+// teardown: the kill ends the child, and with it the start.
+func TestTeardownEndsStuckStart(t *testing.T) {
+	testenv.RequireRoot(t)
+	r := newTestRun(t, Options{})
+	freeze := filepath.Join(r.CgroupPath(), "cgroup.freeze")
+	if _, err := os.Stat(freeze); err != nil {
+		testenv.Missing(t, "no cgroup.freeze: %v", err)
+	}
+	if err := os.WriteFile(freeze, []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	type result struct {
+		w   *Worker
+		err error
+	}
+	started := make(chan result, 1)
+	go func() {
+		w, err := r.Start(ctx, Command{Args: []string{"/bin/true"}})
+		started <- result{w, err}
+	}()
+	testenv.Eventually(t, 30*time.Second, "the start's child in the frozen run", func() bool {
+		pids, _ := r.Cgroup().Procs()
+		return len(pids) > 0
+	})
+	torn := make(chan error, 1)
+	go func() {
+		_, err := r.Teardown(ctx, 0)
+		torn <- err
+	}()
+	select {
+	case err := <-torn:
+		if err != nil {
+			t.Fatalf("Teardown: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = os.WriteFile(freeze, []byte("0"), 0) // let the start, and the teardown, end
+		t.Fatal("Teardown held by the start stuck before exec")
+	}
+	// Killed before its exec, the child closes the exec pipe as an exec
+	// would: the start fails, or gives a worker already dead.
+	res := <-started
+	switch {
+	case res.err != nil && !errors.Is(res.err, ErrClosed):
+		t.Fatalf("the stuck Start: %v, want ErrClosed or a dead worker", res.err)
+	case res.w != nil:
+		select {
+		case <-res.w.Done():
+		default:
+			t.Fatal("the stuck start's worker is alive after Teardown")
+		}
+	}
+}
+
 // A reaped worker's pidfd is closed at once, and the run forgets it: a run
 // whose workers come and go holds no descriptor per exited worker.
 func TestReapedWorkerReleasesPidfd(t *testing.T) {

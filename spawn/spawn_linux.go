@@ -330,7 +330,6 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 	switch {
 	case dir != nil && !preExec:
 		attr.UseCgroupFD = true
-		attr.CgroupFD = int(dir.Fd())
 		placement = PlaceClone3
 	case preExec:
 		wrapPreExec(cmd, filepath.Join(o.Cgroup, "cgroup.procs"))
@@ -343,7 +342,7 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 			undo, err = o.Around()
 		}
 		if err == nil {
-			err = cmd.Start()
+			err = startIn(cmd, dir)
 		}
 		if undo != nil {
 			if uerr := undo(); uerr != nil {
@@ -360,6 +359,29 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 		return nil, err
 	}
 	return &Process{Cmd: cmd, PID: cmd.Process.Pid, PidFD: pidfd, Placement: placement}, nil
+}
+
+// startIn starts cmd, cloned into the cgroup dir when UseCgroupFD is set.
+// The fd is held for the clone: a dir closed meanwhile (its run torn down
+// by another goroutine) keeps its number until the clone is done, never
+// lending it to another file, which the child would be cloned into.
+func startIn(cmd *exec.Cmd, dir *os.File) error {
+	attr := cmd.SysProcAttr
+	if !attr.UseCgroupFD {
+		return cmd.Start()
+	}
+	rc, err := dir.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		attr.CgroupFD = int(fd)
+		serr = cmd.Start()
+	}); err != nil {
+		return fmt.Errorf("cgroup directory: %w", err)
+	}
+	return serr
 }
 
 // wrapPreExec rewrites cmd to run through /bin/sh, which moves itself into
