@@ -295,7 +295,7 @@ func TestTeardownPOSIXFromRecordUnmarkedGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := r.Record()
-	if rec.PGID == 0 || rec.SID != self.Session {
+	if rec.PGID == 0 || rec.PGIDStart == 0 || rec.SID != self.Session {
 		t.Fatalf("record has group %d session %d, want session %d: %+v", rec.PGID, rec.SID, self.Session, rec)
 	}
 

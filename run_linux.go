@@ -353,9 +353,9 @@ func createPOSIX(ctx context.Context, id string, opts Options, reason error) (*R
 			}
 			return 0
 		},
-		OnFirstGroup: func(pgid, sid int) {
+		OnFirstGroup: func(pgid int, leaderStart uint64, sid int) {
 			r.mu.Lock()
-			r.rec.PGID, r.rec.SID = pgid, sid
+			r.rec.PGID, r.rec.PGIDStart, r.rec.SID = pgid, leaderStart, sid
 			rec := *r.rec
 			r.mu.Unlock()
 			_ = record.Write(&rec) // best effort: the live run does not need it
@@ -597,12 +597,13 @@ func (r *Run) Start(ctx context.Context, c Command) (*Worker, error) {
 		r.mu.Lock()
 		closed := r.closed
 		r.mu.Unlock()
-		if closed {
-			// Torn down meanwhile: the kill ended the child, or the
-			// removed cgroup refused it.
+		gerr := r.box.Gone()
+		if closed && (gerr != nil || errors.Is(err, os.ErrClosed)) {
+			// Torn down meanwhile: the cgroup was removed, or its
+			// directory closed, before the clone.
 			return nil, fmt.Errorf("start %s: %w: %w", c.Args[0], ErrClosed, err)
 		}
-		if gerr := r.box.Gone(); gerr != nil {
+		if gerr != nil {
 			// clone3 into a removed cgroup fails with ENOENT, which would
 			// read as "program not found".
 			return nil, fmt.Errorf("start %s: %w", c.Args[0], gerr)

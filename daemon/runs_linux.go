@@ -420,11 +420,22 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 	}
 	ws := &workerState{w: w, argv: req.Argv, started: time.Now().UTC()}
 	rs.mu.Lock()
+	if rs.stopping {
+		// Torn down while it started (the kill ended a start stuck
+		// before exec): the run's teardown waits for the worker; it is
+		// not listed.
+		rs.mu.Unlock()
+		return api.Worker{}, errf(http.StatusConflict, api.CodeConflict, "run %s is being torn down", rs.run.ID())
+	}
 	rs.workers = append(rs.workers, ws)
 	rs.running++
 	rs.starting--
 	added = true
 	view := ws.viewLocked()
+	// Counted before the teardown, which sets stopping under rs.mu, can
+	// wait for the run's watchers.
+	d.watchers.Add(1)
+	rs.watchers.Add(1)
 	rs.mu.Unlock()
 	d.workers.Add(1)
 	d.metrics.workersStart.Inc()
@@ -432,8 +443,6 @@ func (d *Daemon) startWorker(ctx context.Context, p peer, rs *runState, req api.
 		"user", truncate(cred.User), "argv0", truncate(req.Argv[0]))
 	d.publish(rs, api.Event{Type: api.EventWorkerStarted, Run: rs.run.ID(), Worker: w.WID, PID: w.PID()})
 	d.kickStatus()
-	d.watchers.Add(1)
-	rs.watchers.Add(1)
 	// On the library's own waiter: no goroutine (and stack) per worker.
 	w.AfterExit(func() { d.workerExited(rs, ws) })
 	if !req.Ready.IsZero() {

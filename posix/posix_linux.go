@@ -42,10 +42,10 @@ type Options struct {
 	Created time.Time
 	// StopSignal is the first signal of the teardown; zero means SIGTERM.
 	StopSignal unix.Signal
-	// OnFirstGroup is called with the first worker's process group and
-	// its session, for the run's record (gc, kill and the guardian find
-	// the run by it).
-	OnFirstGroup func(pgid, sid int)
+	// OnFirstGroup is called with the first worker's process group, the
+	// start time of its leader (the worker) and its session, for the
+	// run's record (gc, kill and the guardian find the run by it).
+	OnFirstGroup func(pgid int, leaderStart uint64, sid int)
 }
 
 // Containment is the containment of a run without a cgroup.
@@ -98,7 +98,7 @@ func (c *Containment) Adopt(pid, pidfd int) {
 	first := len(c.pgids) == 1
 	c.mu.Unlock()
 	if first && c.o.OnFirstGroup != nil {
-		c.o.OnFirstGroup(pid, st.Session)
+		c.o.OnFirstGroup(pid, st.Start, st.Session)
 	}
 }
 
@@ -158,7 +158,16 @@ func TeardownRecord(ctx context.Context, rec *record.Record, grace time.Duration
 	var rep containment.Report
 	f := reaper.Family{RunID: rec.ID, SkipArgvMarked: IsSnakepitCommand, NotBefore: rec.Created}
 	if rec.PGID > 0 {
-		f.PGIDs, f.Session, f.HasSession = []int{rec.PGID}, rec.SID, true
+		f.PGIDs = []int{rec.PGID}
+		switch {
+		case rec.PGIDStart != 0:
+			// The leader, if alive, is the first worker: a root.
+			f.Roots = []reaper.Identity{{PID: rec.PGID, Start: rec.PGIDStart}}
+			f.GroupLeaders = map[int]uint64{rec.PGID: rec.PGIDStart}
+			f.Session, f.HasSession = rec.SID, true
+		case rec.SID != 0:
+			f.Session, f.HasSession = rec.SID, true // an older record
+		}
 	}
 	if g := rec.Guardian; g != nil && g.PID > 0 {
 		f.Exclude = map[int]bool{g.PID: true}

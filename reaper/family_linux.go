@@ -41,10 +41,11 @@ const (
 //     parent exited);
 //   - PGIDs: members of the run's process groups, but only of a group that
 //     still holds some process attributed by another rule, or one of
-//     Session started since NotBefore while the group holds no process of
-//     another run: a group number recycled after the group emptied pulls
-//     in strangers only if its PID was recycled into the same session, by
-//     a process that carries no other run's marker.
+//     Session started since NotBefore whose number does not name a live
+//     process other than the group's leader (GroupLeaders): a group
+//     number recycled after the group emptied pulls in strangers only if
+//     its PID was recycled into the same session and that new leader has
+//     exited too.
 //
 // What escapes: a process that calls setsid() (leaving the group), scrubs
 // its argv and environment, and whose parent chain to a member breaks while
@@ -69,6 +70,11 @@ type Family struct {
 	// keeps, or one whose leader is outside our PID namespace.
 	Session    int
 	HasSession bool
+	// GroupLeaders are the start times of the leaders PGIDs were made by
+	// (a group's number is its leader's PID), where known: a group whose
+	// number names a live process of another start time is a later group
+	// of that number, which the session rule does not take.
+	GroupLeaders map[int]uint64
 	// AdoptChildrenOf, if nonzero, is the PID of a subreaper all of whose
 	// children (except Exclude) are members: set only by a supervisor that
 	// knows it has no other children.
@@ -112,9 +118,8 @@ func (m *Member) Pinned() *Pinned { return m.pin }
 func (m *Member) Close() error { return m.pin.Close() }
 
 type procEntry struct {
-	st       Stat
-	why      string
-	otherRun bool // carries another run's marker
+	st  Stat
+	why string
 }
 
 // Members walks /proc once and returns every live member, pinned. Zombies
@@ -198,24 +203,18 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 			e.why = WhyRoot
 		case f.AdoptChildrenOf != 0 && st.PPID == f.AdoptChildrenOf:
 			e.why = WhyOrphan
-		case f.RunID != "" && st.Start >= oldTicks:
-			switch m := f.marker(proc+"/"+name, pid); {
-			case m == f.RunID:
-				e.why = WhyMarker
-			case m != "":
-				e.otherRun = true
-			}
+		case f.RunID != "" && st.Start >= oldTicks && f.marked(proc+"/"+name, pid):
+			e.why = WhyMarker
 		}
 		procs[pid] = e
 		children[st.PPID] = append(children[st.PPID], pid)
 	}
-	// A group that holds a process of another run is that run's by now
-	// (its number recycled, into a sibling run of the same session): the
-	// session rule does not take it.
-	othersGroup := map[int]bool{}
-	for _, e := range procs {
-		if e.otherRun && groups[e.st.PGID] {
-			othersGroup[e.st.PGID] = true
+	// A group whose number is a live process's other than its leader's
+	// is a later group of that number.
+	later := map[int]bool{}
+	for g, start := range f.GroupLeaders {
+		if e := procs[g]; e != nil && e.st.Start != start {
+			later[g] = true
 		}
 	}
 	// Descendants and confirmed groups, to a fixed point: a descendant may
@@ -228,7 +227,7 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 				continue
 			}
 			// The session rule needs the start time known (oldTicks).
-			bySession := f.HasSession && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks && !othersGroup[e.st.PGID]
+			bySession := f.HasSession && e.st.Session == f.Session && oldTicks > 0 && e.st.Start >= oldTicks && !later[e.st.PGID]
 			if e.why != "" || bySession {
 				confirmed[e.st.PGID] = true
 			}
@@ -258,25 +257,21 @@ func (f Family) snapshot(ctx context.Context) (map[int]*procEntry, error) {
 	return procs, nil
 }
 
-// marker returns the run ID the process in dir carries ("" for none): in
-// its argv (unless SkipArgvMarked) if that is ours, else in its
-// environment, else in its argv.
-func (f Family) marker(dir string, pid int) string {
-	argv := ""
+// marked reports whether the process in dir carries the run-ID marker.
+func (f Family) marked(dir string, pid int) bool {
 	if b, err := kfile.ReadAll(dir + "/cmdline"); err == nil {
-		if got, err := runid.ExtractCmdline(b); err == nil && (f.SkipArgvMarked == nil || !f.SkipArgvMarked(pid)) {
-			if got == f.RunID {
-				return got
+		if got, err := runid.ExtractCmdline(b); err == nil && got == f.RunID {
+			if f.SkipArgvMarked == nil || !f.SkipArgvMarked(pid) {
+				return true
 			}
-			argv = got
 		}
 	}
 	if b, err := kfile.ReadAll(dir + "/environ"); err == nil {
 		if got, err := runid.ExtractEnviron(b); err == nil {
-			return got
+			return got == f.RunID
 		}
 	}
-	return argv
+	return false
 }
 
 // clockTicks is USER_HZ, the unit of start times in /proc/PID/stat: 100 on

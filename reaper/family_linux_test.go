@@ -265,8 +265,8 @@ func TestFamilyKillCancelled(t *testing.T) {
 }
 
 // The session rule takes an unattributed group of the run's session whose
-// processes started after the run, unless the group holds a process of
-// another run: its number was recycled into a sibling run.
+// processes started after the run, unless its number names a live process
+// other than the leader it was made by: a later group of that number.
 func TestFamilySessionRule(t *testing.T) {
 	self, err := ReadStat(os.Getpid())
 	if err != nil {
@@ -277,7 +277,9 @@ func TestFamilySessionRule(t *testing.T) {
 	cmd, ps := startTree(t, nil, &syscall.SysProcAttr{Setpgid: true}, 2,
 		`echo $$; sh -c 'echo $$; exec sleep 1000' & wait`)
 	pgid := cmd.Process.Pid
-	f := Family{RunID: id, PGIDs: []int{pgid}, NotBefore: notBefore, Session: self.Session, HasSession: true}
+	leader := ps[0].Identity
+	f := Family{RunID: id, PGIDs: []int{pgid}, NotBefore: notBefore, Session: self.Session, HasSession: true,
+		GroupLeaders: map[int]uint64{pgid: leader.Start}}
 	if got, want := memberPIDs(t, f), pidsOf(ps...); !equal(got, want) {
 		t.Fatalf("members %v, want the group of our session %v", got, want)
 	}
@@ -287,15 +289,11 @@ func TestFamilySessionRule(t *testing.T) {
 	if got := memberPIDs(t, other); len(got) != 0 {
 		t.Fatalf("another session: members %v", got)
 	}
-	// Nor is one that holds a process of another run.
-	theirs := exec.Command("/bin/sleep", "1000")
-	theirs.Env = append(os.Environ(), runid.EnvVar+"="+runid.Generate())
-	theirs.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid}
-	if err := theirs.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = theirs.Process.Kill(); _ = theirs.Wait() })
-	if got := memberPIDs(t, f); len(got) != 0 {
-		t.Fatalf("a group holding another run's process: members %v", got)
+	// Nor is a group whose number names a live process of another start
+	// time than its leader's.
+	later := f
+	later.GroupLeaders = map[int]uint64{pgid: leader.Start - 1}
+	if got := memberPIDs(t, later); len(got) != 0 {
+		t.Fatalf("a later group of the number: members %v", got)
 	}
 }

@@ -61,8 +61,13 @@ type Record struct {
 	Cgroup string `json:"cgroup,omitempty"`
 	// PGID is the run's process group (POSIX mechanism), 0 if none.
 	PGID int `json:"pgid,omitempty"`
-	// SID is the session of that group, with PGID: 0 is a session too
-	// (init's, or one whose leader is outside the reader's PID namespace).
+	// PGIDStart is the start time of the group's leader, the run's first
+	// worker (0 in records of versions before it): a group of the same
+	// number made later has another leader.
+	PGIDStart uint64 `json:"pgid_start,omitempty"`
+	// SID is the session of that group. With PGIDStart, 0 is a session
+	// too (init's, or one whose leader is outside the reader's PID
+	// namespace); without, 0 means unknown.
 	SID int `json:"sid,omitempty"`
 	// Guardian is the guardian watching the owner, if one was started.
 	Guardian *reaper.Identity `json:"guardian,omitempty"`
@@ -144,6 +149,10 @@ func (rec *Record) appendJSON(b []byte) (_ []byte, ok bool) {
 	if rec.PGID != 0 {
 		b = append(b, `,"pgid":`...)
 		b = strconv.AppendInt(b, int64(rec.PGID), 10)
+	}
+	if rec.PGIDStart != 0 {
+		b = append(b, `,"pgid_start":`...)
+		b = strconv.AppendUint(b, rec.PGIDStart, 10)
 	}
 	if rec.SID != 0 {
 		b = append(b, `,"sid":`...)

@@ -17,8 +17,10 @@ func TestRecordAppendJSON(t *testing.T) {
 		Created: time.Date(2026, 11, 28, 22, 1, 2, 345678900, time.UTC), Grace: 5 * time.Second,
 		Cgroup: "/sys/fs/cgroup/snakepit/snakepit-abc0xyz"}
 	cases := map[string]func(r *Record){
-		"cgroup":           func(r *Record) {},
-		"posix with pgid":  func(r *Record) { r.Mechanism, r.Cgroup, r.PGID, r.SID = MechanismPOSIX, "", 31337, 31000 },
+		"cgroup": func(r *Record) {},
+		"posix with pgid": func(r *Record) {
+			r.Mechanism, r.Cgroup, r.PGID, r.PGIDStart, r.SID = MechanismPOSIX, "", 31337, 987654, 31000
+		},
 		"pidns, guardian":  func(r *Record) { r.Owner.PidNS = 4026531836; r.Guardian = &reaper.Identity{PID: 7, Start: 8} },
 		"local time zone":  func(r *Record) { r.Created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("X", -5*3600)) },
 		"monotonic clock":  func(r *Record) { r.Created = time.Now() },

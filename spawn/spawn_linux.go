@@ -327,10 +327,11 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 	pidfd := -1
 	attr.PidFD = &pidfd
 	placement := PlaceNone
+	var cloneInto *os.File // the cgroup we clone the child into
 	switch {
 	case dir != nil && !preExec:
 		attr.UseCgroupFD = true
-		placement = PlaceClone3
+		placement, cloneInto = PlaceClone3, dir
 	case preExec:
 		wrapPreExec(cmd, filepath.Join(o.Cgroup, "cgroup.procs"))
 		placement = PlacePreExec
@@ -342,7 +343,7 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 			undo, err = o.Around()
 		}
 		if err == nil {
-			err = startIn(cmd, dir)
+			err = startIn(cmd, cloneInto)
 		}
 		if undo != nil {
 			if uerr := undo(); uerr != nil {
@@ -361,15 +362,16 @@ func (s *Spawner) start(ctx context.Context, cmd *exec.Cmd, o Options, dir *os.F
 	return &Process{Cmd: cmd, PID: cmd.Process.Pid, PidFD: pidfd, Placement: placement}, nil
 }
 
-// startIn starts cmd, cloned into the cgroup dir when UseCgroupFD is set.
-// The fd is held for the clone: a dir closed meanwhile (its run torn down
-// by another goroutine) keeps its number until the clone is done, never
-// lending it to another file, which the child would be cloned into.
+// startIn starts cmd, cloned into the cgroup dir if not nil (else where
+// its own SysProcAttr says). The fd is held for the clone: a dir closed
+// meanwhile (its run torn down by another goroutine) keeps its number
+// until the clone is done, never lending it to another file, which the
+// child would be cloned into.
 func startIn(cmd *exec.Cmd, dir *os.File) error {
-	attr := cmd.SysProcAttr
-	if !attr.UseCgroupFD {
+	if dir == nil {
 		return cmd.Start()
 	}
+	attr := cmd.SysProcAttr
 	rc, err := dir.SyscallConn()
 	if err != nil {
 		return err
@@ -379,7 +381,8 @@ func startIn(cmd *exec.Cmd, dir *os.File) error {
 		attr.CgroupFD = int(fd)
 		serr = cmd.Start()
 	}); err != nil {
-		return fmt.Errorf("cgroup directory: %w", err)
+		// The only failure: the directory is closed.
+		return fmt.Errorf("cgroup directory %s: %w (%v)", dir.Name(), os.ErrClosed, err)
 	}
 	return serr
 }
