@@ -314,6 +314,45 @@ func TestHostileStoppedStart(t *testing.T) {
 	}
 }
 
+// A DELETE of a run whose start is stuck before exec does not wait for
+// the start's time limit: its kill ends the start, which answers 409.
+func TestDeleteEndsStuckStart(t *testing.T) {
+	testenv.RequireRoot(t)
+	d := startDaemon(t, daemonOpts{})
+	ctx := ctxT(t, 120*time.Second)
+	run, err := d.c.CreateRun(ctx, api.CreateRunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeze := filepath.Join(run.Cgroup, "cgroup.freeze")
+	if _, err := os.Stat(freeze); err != nil {
+		testenv.Missing(t, "no cgroup.freeze: %v", err)
+	}
+	t.Cleanup(func() { _, _ = d.c.DeleteRun(context.Background(), run.ID, 0) })
+	if err := os.WriteFile(freeze, []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() {
+		_, err := d.c.StartWorker(ctx, run.ID, api.StartWorkerRequest{Argv: []string{"true"}})
+		started <- err
+	}()
+	testenv.Eventually(t, 30*time.Second, "the start's child in the frozen run", func() bool {
+		pids, _ := cgroup.At(run.Cgroup).Procs()
+		return len(pids) > 0
+	})
+	td, err := d.c.DeleteRun(ctx, run.ID, 0)
+	if err != nil || td.Error != "" {
+		t.Fatalf("DELETE: %+v, %v", td, err)
+	}
+	err = <-started
+	// Ended by its own time limit instead, it would answer 504.
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Fatalf("the stuck start: %v, want 409", err)
+	}
+}
+
 // Finding 2: stalled bodies and idle connections. A body that never
 // arrives is dropped at the read deadline; an error reply closes its
 // connection at once, whatever is left unsent; a member holds at most its
