@@ -5,6 +5,7 @@ package reaper
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"sort"
@@ -294,6 +295,88 @@ func TestFamilySessionRule(t *testing.T) {
 	later := f
 	later.GroupLeaders = map[int]uint64{pgid: leader.Start - 1}
 	if got := memberPIDs(t, later); len(got) != 0 {
+		t.Fatalf("a later group of the number: members %v", got)
+	}
+}
+
+// fakeProc writes a procfs of processes (pid, ppid, pgid, session, start
+// ticks after boot) booted bootAgo ago; their PIDs are above any kernel's
+// pid_max, so no real process is among them.
+func fakeProc(t *testing.T, bootAgo time.Duration, procs [][5]int) string {
+	t.Helper()
+	dir := t.TempDir()
+	btime := time.Now().Add(-bootAgo).Unix()
+	if err := os.WriteFile(dir+"/stat", []byte("cpu 0 0 0 0\nbtime "+strconv.FormatInt(btime, 10)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		d := dir + "/" + strconv.Itoa(p[0])
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		line := fmt.Sprintf("%d (fake) S %d %d %d 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 %d 1000 10%s\n",
+			p[0], p[1], p[2], p[3], p[4], strings.Repeat(" 0", 30))
+		if err := os.WriteFile(d+"/stat", []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Session 0 (a tree that never called setsid(), as under CI or a
+// container's runtime) is a session like any other for the session rule,
+// and a group whose number names a live process other than its recorded
+// leader is a later group. Read from a made-up procfs, so that it runs
+// the same whatever session the test itself is in.
+func TestFamilySessionZero(t *testing.T) {
+	const g = 5000001 // the group; its leader has exited
+	ticks := func(d time.Duration) int { return int(d / (time.Second / clockTicks)) }
+	boot := time.Hour
+	created := time.Now().Add(-10 * time.Minute) // the run, 50 min after boot
+	after := ticks(55 * time.Minute)             // a start after the run's creation
+	procs := [][5]int{
+		{5000002, 1, g, 0, after},             // left in the group, environment cleared
+		{5000003, 5000002, 5000003, 0, after}, // its child, in a group of its own
+		{5000010, 1, 5000010, 0, after},       // a stranger of the same session
+	}
+	base := Family{RunID: runid.Generate(), PGIDs: []int{g}, NotBefore: created, Session: 0, HasSession: true}
+	members := func(f Family) []int {
+		t.Helper()
+		snap, err := f.snapshot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		for pid, e := range snap {
+			if e.why != "" {
+				out = append(out, pid)
+			}
+		}
+		sort.Ints(out)
+		return out
+	}
+
+	f := base
+	f.Proc = fakeProc(t, boot, procs)
+	if got, want := members(f), []int{5000002, 5000003}; !equal(got, want) {
+		t.Fatalf("session 0: members %v, want %v", got, want)
+	}
+	f.HasSession = false
+	if got := members(f); len(got) != 0 {
+		t.Fatalf("no session known: members %v", got)
+	}
+
+	// The group's number now names a live process: the recorded leader,
+	// or a later one.
+	leaderStart := ticks(51 * time.Minute)
+	f = base
+	f.Proc = fakeProc(t, boot, append(procs, [5]int{g, 1, g, 0, leaderStart}))
+	f.GroupLeaders = map[int]uint64{g: uint64(leaderStart)}
+	if got, want := members(f), []int{g, 5000002, 5000003}; !equal(got, want) {
+		t.Fatalf("with its leader alive: members %v, want %v", got, want)
+	}
+	f.Proc = fakeProc(t, boot, append(procs, [5]int{g, 1, g, 0, ticks(58 * time.Minute)}))
+	if got := members(f); len(got) != 0 {
 		t.Fatalf("a later group of the number: members %v", got)
 	}
 }
