@@ -47,7 +47,7 @@ func init() {
 				f.socketMode = m
 				return nil
 			})
-			fs.Duration("grace", 0, "SIGTERM-to-SIGKILL time of teardowns, and of every run at shutdown (default 5s)", &f.grace)
+			fs.Duration("grace", 0, "SIGTERM-to-SIGKILL time of teardowns, and of every run at shutdown", &f.grace)
 			fs.String("cgroup-parent", 0, "DIR", "create runs under this cgroup directory (default: delegated cgroup or transient scope under systemd, else <cgroup2>/snakepit)", &f.parent).Comp("dir")
 			fs.Bool("no-scope", 0, "never ask systemd for a transient scope; without delegation use <cgroup2>/snakepit", &f.noScope)
 			fs.Bool("no-guardian", 0, "do not start a guardian (runs then survive a SIGKILLed daemon until gc)", &f.noGuardian)

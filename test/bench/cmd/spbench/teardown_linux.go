@@ -28,7 +28,7 @@ func groupTeardown(ctx context.Context, c *config) (GroupOutput, error) {
 	}
 	defer rp.Stop()
 	type size struct{ n, reps int }
-	sizes := []size{{10, c.pick(21, 5)}, {100, c.pick(11, 3)}, {1000, c.pick(7, 0)}}
+	sizes := []size{{10, c.pick(21, 11)}, {100, c.pick(11, 5)}, {1000, c.pick(7, 0)}}
 	for _, sz := range sizes {
 		for _, setsid := range []bool{false, true} {
 			cas := fmt.Sprintf("N=%d %s", sz.n, shape(setsid))

@@ -124,6 +124,44 @@ func bareWaitEmpty(ctx context.Context, path string) error {
 	}
 }
 
+// removal watches for the removal of a directory: an inotify watch on its
+// parent, so that a removal by another process wakes the waiter at once.
+type removal struct {
+	ifd  int
+	path string
+}
+
+func watchRemoval(path string) (*removal, error) {
+	ifd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.InotifyAddWatch(ifd, filepath.Dir(path), unix.IN_DELETE|unix.IN_ONLYDIR); err != nil {
+		unix.Close(ifd)
+		return nil, err
+	}
+	return &removal{ifd: ifd, path: path}, nil
+}
+
+// Wait returns once the directory is gone.
+func (r *removal) Wait(ctx context.Context) error {
+	pfd := []unix.PollFd{{Fd: int32(r.ifd), Events: unix.POLLIN}}
+	var drain [4096]byte
+	for {
+		if _, err := os.Stat(r.path); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n, _ := unix.Poll(pfd, 10); n > 0 {
+			_, _ = unix.Read(r.ifd, drain[:])
+		}
+	}
+}
+
+func (r *removal) Close() { unix.Close(r.ifd) }
+
 // bareRmdir removes an empty cgroup, retrying EBUSY (a just-emptied cgroup
 // can be busy for an instant).
 func bareRmdir(ctx context.Context, path string) error {
