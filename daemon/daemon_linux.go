@@ -226,8 +226,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
-	bgWG.Add(1)
-	go func() { defer bgWG.Done(); d.statusLoop(bg) }()
+	if sdnotify.Available() {
+		// Without a listener, kickStatus only fills statusKick's one
+		// slot: no goroutine wakes, and no timer is set, per request.
+		bgWG.Add(1)
+		go func() { defer bgWG.Done(); d.statusLoop(bg) }()
+	}
 	if iv, err := sdnotify.WatchdogInterval(); err == nil && iv > 0 {
 		bgWG.Add(1)
 		go func() { defer bgWG.Done(); sdnotify.RunWatchdog(bg, iv, d.healthy) }()

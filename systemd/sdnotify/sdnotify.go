@@ -42,6 +42,10 @@ func Notify(assignments ...string) (bool, error) {
 	return true, nil
 }
 
+// Available reports whether a service manager listens for notifications
+// (NOTIFY_SOCKET is set): without one, a status line need not be made.
+func Available() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
+
 // Ready tells the service manager that startup is complete, with a status
 // line.
 func Ready(status string) error {

@@ -60,6 +60,13 @@ func TestNotifyWithoutSocket(t *testing.T) {
 	if sent, err := Notify("READY=1"); sent || err != nil {
 		t.Errorf("Notify without NOTIFY_SOCKET = %v, %v", sent, err)
 	}
+	if Available() {
+		t.Error("Available without NOTIFY_SOCKET")
+	}
+	t.Setenv("NOTIFY_SOCKET", "/run/no-such-manager/notify")
+	if !Available() {
+		t.Error("not Available with NOTIFY_SOCKET set")
+	}
 }
 
 // TestNotifyDoesNotBlock: a manager that never reads must not wedge us.
