@@ -690,6 +690,7 @@ func (w *Worker) wait() {
 		// until the garbage collector runs; release it now.
 		_ = cmd.Process.Release()
 	} else {
+		awaitExit(w.PidFD())
 		err := cmd.Wait()
 		if cmd.ProcessState != nil {
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
@@ -746,6 +747,23 @@ func (w *Worker) AfterExit(f func()) {
 	}
 	w.exitMu.Unlock()
 	f()
+}
+
+// awaitExit returns once the process behind pidfd (-1: none) has exited.
+// It waits in the runtime's poller: cmd.Wait's blocking waitid held an OS
+// thread for each running worker (50 sleeping workers, 55 threads), and
+// its reap then finds the process exited.
+func awaitExit(pidfd int) {
+	if pidfd < 0 {
+		return
+	}
+	fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return // cmd.Wait waits instead
+	}
+	f := reaper.PidfdFile(fd, "worker pidfd")
+	defer f.Close()
+	reaper.WaitPidfd(f)
 }
 
 func fromWaitStatus(ws unix.WaitStatus) ExitStatus {

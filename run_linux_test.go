@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -549,6 +550,66 @@ func TestReapedWorkerReleasesPidfd(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the run forgets its reaped workers", func() bool { return len(r.Workers()) == 0 })
 	if after := fds(); after > before+2 {
 		t.Fatalf("open fds %d after 50 reaped workers, %d before", after, before)
+	}
+}
+
+// A running worker costs its supervisor no OS thread: the wait for its
+// exit sits in the runtime's poller, not in a blocking waitid (which held
+// one thread per worker: 50 sleepers, 55 threads).
+func TestRunningWorkersHoldNoThread(t *testing.T) {
+	r := newTestRun(t, Options{})
+	ctx := context.Background()
+	const n = 30
+	threads := func() int {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+				var k int
+				if _, err := fmt.Sscan(v, &k); err != nil {
+					t.Fatal(err)
+				}
+				return k
+			}
+		}
+		t.Fatal("no Threads: line in /proc/self/status")
+		return 0
+	}
+	before := threads()
+	for i := 0; i < n; i++ {
+		if _, err := r.Start(ctx, Command{Args: []string{"sleep", "1000"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every worker's wait has reached where it waits: parked in the
+	// poller ("IO wait") or blocked in a system call ("syscall").
+	waiting := func() (parked, blocked int) {
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if !strings.Contains(g, "snakepit.(*Worker).wait(") {
+				continue
+			}
+			switch {
+			case strings.Contains(g, "[IO wait"):
+				parked++
+			case strings.Contains(g, "[syscall"):
+				blocked++
+			}
+		}
+		return parked, blocked
+	}
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("%d worker waits in place", n), func() bool {
+		p, b := waiting()
+		return p+b >= n // a wait left by another test counts too
+	})
+	if p, b := waiting(); b > 0 {
+		t.Errorf("%d of %d worker waits block a thread in a system call (%d in the poller)", b, n, p)
+	}
+	if after := threads(); after > before+n/3 {
+		t.Errorf("%d threads with %d running workers, %d before", after, n, before)
 	}
 }
 

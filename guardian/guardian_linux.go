@@ -254,10 +254,10 @@ func waitOwner(ctx context.Context, owner record.Owner) (gone bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("guardian: watch owner: %w", err)
 	}
-	f := pidfdFile(fd, "owner pidfd")
+	f := reaper.PidfdFile(fd, "owner pidfd")
 	defer f.Close()
 	exited := make(chan bool, 1)
-	go func() { exited <- waitPidfd(f) }()
+	go func() { exited <- reaper.WaitPidfd(f) }()
 	var noticed chan bool // nil: no thread notice on this kernel
 	if threadPidfds() {
 		d := newDeathNotice(owner.PID)

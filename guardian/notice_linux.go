@@ -88,7 +88,7 @@ func noticeDeath(conn *net.UnixConn) *deathNotice {
 	if err != nil || pidfd < 0 {
 		return nil
 	}
-	proc := pidfdFile(pidfd, "owner pidfd")
+	proc := reaper.PidfdFile(pidfd, "owner pidfd")
 	pid := pidfdPID(pidfd)
 	if pid == 0 {
 		proc.Close()
@@ -97,14 +97,6 @@ func noticeDeath(conn *net.UnixConn) *deathNotice {
 	d := newDeathNotice(pid) // pid -1: reaped already; Wait says so at once
 	d.proc = proc
 	return d
-}
-
-// pidfdFile makes fd, a pidfd, a file that the runtime's poller waits on:
-// os.NewFile polls only a non-blocking descriptor, and a blocking one
-// would hold an OS thread for each owner watched.
-func pidfdFile(fd int, name string) *os.File {
-	_ = unix.SetNonblock(fd, true)
-	return os.NewFile(uintptr(fd), name)
 }
 
 // pidfdPID reads the PID a pidfd refers to from its fdinfo ("Pid:"); 0 if
@@ -148,7 +140,7 @@ func (d *deathNotice) Wait() bool {
 				<-d.done
 				return false
 			}
-			return waitPidfd(d.proc)
+			return reaper.WaitPidfd(d.proc)
 		}
 		select {
 		case tid := <-d.exits:
@@ -230,7 +222,7 @@ func (d *deathNotice) arm() int {
 		n = len(d.watched)
 		d.mu.Unlock()
 		go func() {
-			if waitPidfd(f) {
+			if reaper.WaitPidfd(f) {
 				select {
 				case d.exits <- tid:
 				case <-d.done:
@@ -291,7 +283,7 @@ func (o *owners) exits(f *os.File) bool {
 	defer release()
 	exited := make(chan bool, 1)
 	// Ends when f is closed (the caller's, at teardown or unregistration).
-	go func() { exited <- waitPidfd(f) }()
+	go func() { exited <- reaper.WaitPidfd(f) }()
 	select {
 	case ok := <-exited:
 		return ok

@@ -913,7 +913,7 @@ func (s *service) adopt(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		r := &svcReg{id: id, cgroup: path, pidfd: pidfdFile(fd, "pidfd")}
+		r := &svcReg{id: id, cgroup: path, pidfd: reaper.PidfdFile(fd, "pidfd")}
 		if f, err := os.OpenFile(filepath.Join(path, "cgroup.kill"), os.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {
 			r.kill = f
 		}
@@ -1175,7 +1175,7 @@ func parseReg(body string, fds []int) (*svcReg, error) {
 			r.kill = os.NewFile(uintptr(fds[0]), "cgroup.kill")
 			fds = fds[1:]
 		case 'p':
-			r.pidfd = pidfdFile(fds[0], "pidfd")
+			r.pidfd = reaper.PidfdFile(fds[0], "pidfd")
 			fds = fds[1:]
 		case 'g':
 			r.ownerGone = true
@@ -1306,35 +1306,6 @@ func (r *svcReg) live() bool {
 	}
 	now, err := os.Stat(filepath.Join(r.cgroup, "cgroup.kill"))
 	return err == nil && os.SameFile(held, now)
-}
-
-// waitPidfd blocks until the pidfd is readable (true) or closed (false),
-// in the runtime's poller: a watch costs no thread.
-func waitPidfd(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	exited := false
-	err = rc.Read(func(fd uintptr) bool {
-		exited = reaper.PidfdExited(int(fd), 0)
-		return exited
-	})
-	if err == nil || exited {
-		return exited
-	}
-	// Not pollable by the runtime (a kernel without pidfd poll): block a
-	// thread in poll(2) on it.
-	for {
-		fd := -1
-		_ = rc.Control(func(u uintptr) { fd = int(u) })
-		if fd < 0 {
-			return false
-		}
-		if reaper.PidfdExited(fd, time.Second) {
-			return true
-		}
-	}
 }
 
 // teardown kills run r at once (the owner died: no grace) through the

@@ -357,6 +357,44 @@ func (p *Pinned) Exited() bool {
 	return err != nil || st.Start != p.Start || st.Dead()
 }
 
+// PidfdFile makes fd, a pidfd, a file that the runtime's poller waits on
+// (WaitPidfd): os.NewFile polls only a non-blocking descriptor, and a
+// blocking wait holds an OS thread for each process waited for. The file
+// owns fd.
+func PidfdFile(fd int, name string) *os.File {
+	_ = unix.SetNonblock(fd, true)
+	return os.NewFile(uintptr(fd), name)
+}
+
+// WaitPidfd blocks until the process behind f (made by PidfdFile) has
+// exited (true) or f is closed (false). It waits in the runtime's poller,
+// holding no OS thread; on a kernel that cannot poll a pidfd it blocks a
+// thread in poll(2).
+func WaitPidfd(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	exited := false
+	err = rc.Read(func(fd uintptr) bool {
+		exited = PidfdExited(int(fd), 0)
+		return exited
+	})
+	if err == nil || exited {
+		return exited
+	}
+	for {
+		fd := -1
+		_ = rc.Control(func(u uintptr) { fd = int(u) })
+		if fd < 0 {
+			return false
+		}
+		if PidfdExited(fd, time.Second) {
+			return true
+		}
+	}
+}
+
 // PidfdExited waits up to timeout (0: only looks) for the process behind
 // pidfd fd to exit, and reports whether it has. A signal that interrupts
 // the poll, such as the runtime's preemption signal, is no answer: it
