@@ -97,6 +97,13 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		return out, err
 	}
 	defer d.stop()
+	// The floor: what the round trip costs with nothing of the daemon
+	// but an HTTP server around the library, in a process of its own.
+	floor, err := startLibserve(ctx, c, "floor")
+	if err != nil {
+		return out, err
+	}
+	defer floor.stop()
 	worker := []string{"/bin/sleep", "100000"}
 
 	// Both methods wait until the worker has finished starting (asleep in
@@ -138,7 +145,7 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 	}
 
 	reps := c.pick(101, 21)
-	progress("daemon round trip: 2 methods x %d repetitions", reps)
+	progress("daemon round trip: 3 methods x %d repetitions", reps)
 	timed := func(f func() error) (float64, map[string]float64, error) {
 		t0 := time.Now()
 		err := f()
@@ -151,6 +158,9 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 		{daemonRTAPI, func(int) (float64, map[string]float64, error) {
 			return timed(func() error { return api1(ctx, d.client) })
 		}},
+		{daemonRTFloor, func(int) (float64, map[string]float64, error) {
+			return timed(func() error { return api1(ctx, floor.client) })
+		}},
 	}
 	const rtCase = daemonRTCase
 	ss, err := runCase(ctx, reps, 3, rt)
@@ -162,11 +172,14 @@ func groupDaemon(ctx context.Context, c *config) (GroupOutput, error) {
 			out.Results = append(out.Results, Result{Group: "daemon", Case: rtCase, Method: m.name, Unit: "ms", Error: err.Error()})
 		}
 	} else {
-		rows := caseResults("daemon", rtCase, "ms", ss[0], ss[1])
-		rows[1].Extra = map[string]float64{"overhead_ms": rows[1].Median - rows[0].Median}
-		rows[1].Note = fmt.Sprintf("+%.2f ms over the library", rows[1].Median-rows[0].Median)
+		rows := caseResults("daemon", rtCase, "ms", ss[0], ss[1:]...)
+		for i := 1; i < len(rows); i++ {
+			rows[i].Extra = map[string]float64{"overhead_ms": rows[i].Median - rows[0].Median}
+			rows[i].Note = fmt.Sprintf("%+.2f ms over the library", rows[i].Median-rows[0].Median)
+		}
 		out.Results = append(out.Results, rows...)
 	}
+	floor.stop() // its CPU must not count against the throughput rows
 
 	// Throughput: 8 concurrent callers for a fixed window, alternating.
 	const clients = 8 // daemonTPCase, daemonTPAPI

@@ -49,7 +49,10 @@ func usage() {
                                       write the results into the docs page
   spbench rmdirloop DIR | killloop DIR  the gc baselines
   spbench owner [--heap-mb M] --parent DIR --id ID -- CMD...
-                                      the guardian group's large supervisor`)
+                                      the guardian group's large supervisor
+  spbench libserve --socket S --parent DIR
+                                      the daemon round trip's floor: the library
+                                      behind a bare net/http server`)
 }
 
 func realMain(args []string) int {
@@ -66,6 +69,8 @@ func realMain(args []string) int {
 		return cmdPublish(args[1:])
 	case "owner":
 		return cmdOwner(args[1:])
+	case "libserve":
+		return cmdLibserve(args[1:])
 	case "rmdirloop", "killloop":
 		if len(args) != 2 {
 			usage()
