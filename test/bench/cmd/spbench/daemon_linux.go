@@ -18,8 +18,9 @@ import (
 	"github.com/snakepit/snakepit/client"
 )
 
-// daemonProc is a `snakepit daemon` started for the harness: its own
-// socket, runs under <root>/daemon<suffix>, log in the scratch directory.
+// daemonProc is a `snakepit daemon` (or the floor's bare server) started
+// for the harness: its own socket, runs under <root>/daemon<suffix>, log
+// in the scratch directory.
 type daemonProc struct {
 	cmd    *exec.Cmd
 	socket string
@@ -29,6 +30,15 @@ type daemonProc struct {
 }
 
 func startDaemon(ctx context.Context, c *config, name string, args ...string) (*daemonProc, error) {
+	return startServer(ctx, c, name, func(socket, parent string) []string {
+		return append([]string{c.snakepit, "daemon", "--socket", socket, "--cgroup-parent", parent, "--grace", "2s"}, args...)
+	})
+}
+
+// startServer starts the API server that argv(socket, parent) runs (a
+// daemon, or the floor's bare server) and waits until it answers GET
+// /v1/status.
+func startServer(ctx context.Context, c *config, name string, argv func(socket, parent string) []string) (*daemonProc, error) {
 	d := &daemonProc{
 		socket: filepath.Join(c.tmp, name+".sock"),
 		parent: filepath.Join(c.daemonDir(), name),
@@ -38,7 +48,8 @@ func startDaemon(ctx context.Context, c *config, name string, args ...string) (*
 		return nil, err
 	}
 	d.log = lf
-	d.cmd = exec.Command(c.snakepit, append([]string{"daemon", "--socket", d.socket, "--cgroup-parent", d.parent, "--grace", "2s"}, args...)...)
+	a := argv(d.socket, d.parent)
+	d.cmd = exec.Command(a[0], a[1:]...)
 	d.cmd.Stdout, d.cmd.Stderr = lf, lf
 	if err := d.cmd.Start(); err != nil {
 		lf.Close()
@@ -56,7 +67,7 @@ func startDaemon(ctx context.Context, c *config, name string, args ...string) (*
 		if time.Now().After(deadline) || ctx.Err() != nil || d.exited() {
 			d.stop()
 			b, _ := os.ReadFile(lf.Name())
-			return nil, fmt.Errorf("daemon not ready: %v; log: %s", err, b)
+			return nil, fmt.Errorf("%s not ready: %v; log: %s", filepath.Base(a[0]), err, b)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

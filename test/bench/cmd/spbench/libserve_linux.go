@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 
 	snakepit "github.com/snakepit/snakepit"
 	"github.com/snakepit/snakepit/api"
-	"github.com/snakepit/snakepit/client"
 	"github.com/snakepit/snakepit/reaper"
 )
 
@@ -75,6 +72,12 @@ func libserve(sock, parent string) error {
 		_ = json.NewEncoder(w).Encode(v)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		n := len(runs)
+		mu.Unlock()
+		reply(w, http.StatusOK, api.Status{PID: os.Getpid(), Runs: n})
+	})
 	mux.HandleFunc("POST "+api.PathRuns, func(w http.ResponseWriter, req *http.Request) {
 		var body api.CreateRunRequest
 		if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
@@ -147,43 +150,13 @@ func libserve(sock, parent string) error {
 }
 
 // startLibserve starts `spbench libserve` as a process of its own, as
-// startDaemon starts the daemon, and waits until it answers.
+// startDaemon starts the daemon.
 func startLibserve(ctx context.Context, c *config, name string) (*daemonProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	d := &daemonProc{
-		socket: filepath.Join(c.tmp, name+".sock"),
-		parent: filepath.Join(c.daemonDir(), name),
-	}
-	lf, err := os.Create(filepath.Join(c.tmp, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	d.log = lf
-	d.cmd = exec.Command(self, "libserve", "--socket", d.socket, "--parent", d.parent)
-	d.cmd.Stdout, d.cmd.Stderr = lf, lf
-	if err := d.cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	d.client = client.New(d.socket)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// No GET /v1/status here: any answer (a 404) says it serves.
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := d.client.GetRun(sctx, "0000000")
-		cancel()
-		var ae *client.APIError
-		if err == nil || errors.As(err, &ae) {
-			return d, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil || d.exited() {
-			d.stop()
-			b, _ := os.ReadFile(lf.Name())
-			return nil, fmt.Errorf("libserve not ready: %v; log: %s", err, b)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return startServer(ctx, c, name, func(socket, parent string) []string {
+		return []string{self, "libserve", "--socket", socket, "--parent", parent}
+	})
 }
